@@ -1,0 +1,286 @@
+//! `db`: snapshots with the online backup API, integrity checks, atomic
+//! install, statistics. Files the database reads or writes are named relative
+//! to granted roots and opened through the root's directory handle first.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_std::fs::OpenOptions;
+
+use crate::plugin::bindings::strategy::standby::plugin::db::{
+    DbInfo, DurableMark as WitMark, Host, IntegrityReport, SnapshotInfo,
+};
+use crate::plugin::bindings::strategy::standby::plugin::types::{
+    ChangeBatch, Error as WitError, FileRef,
+};
+use crate::plugin::Role;
+use crate::store::{Store, StoreError};
+
+use super::{blocking, io_error, DurableMark, HostState, Root};
+
+fn store_error(e: StoreError) -> WitError {
+    match e {
+        StoreError::Detached { .. } => WitError::Unavailable(e.to_string()),
+        StoreError::Corrupt { .. } | StoreError::Incompatible { .. } => {
+            WitError::InvalidArgument(e.to_string())
+        }
+        other => WitError::Other(other.to_string()),
+    }
+}
+
+/// Open `rel` through the root's handle (so it cannot lead out of the root),
+/// and return the open file with the real path of what was opened. SQLite
+/// needs a path; it gets this one, and the open handle pins the file.
+fn confined_real_path(
+    root: &Root,
+    rel: &Path,
+    what: &str,
+) -> Result<(cap_std::fs::File, PathBuf), WitError> {
+    let file = root.dir.open(rel).map_err(|e| io_error(what, e))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| io_error(what, e))?;
+    if !real.starts_with(&root.path) {
+        return Err(WitError::AccessDenied(format!(
+            "{what} resolves outside its root"
+        )));
+    }
+    Ok((file, real))
+}
+
+impl HostState {
+    fn db_grant(&self, switch: Option<&str>) -> Result<Arc<Store>, WitError> {
+        let grant = self.grants.db.as_ref().ok_or_else(|| {
+            WitError::AccessDenied(format!("plugin {} has no `db` grant", self.plugin))
+        })?;
+        let allowed = match switch {
+            None => true,
+            Some("install") => grant.install,
+            Some("capture") => grant.capture,
+            Some("attach") => grant.attach,
+            Some(_) => false,
+        };
+        if !allowed {
+            return Err(WitError::AccessDenied(format!(
+                "plugin {} needs `{}` = true in its `db` grant",
+                self.plugin,
+                switch.unwrap_or_default()
+            )));
+        }
+        self.services
+            .store()
+            .cloned()
+            .ok_or_else(|| WitError::Unavailable("no database is open on this node".into()))
+    }
+}
+
+impl Host for HostState {
+    async fn snapshot(&mut self, dest: FileRef) -> Result<SnapshotInfo, WitError> {
+        let store = self.db_grant(None)?;
+        let (root, rel) = self.file(&dest)?;
+        if rel.as_os_str().is_empty() {
+            return Err(WitError::InvalidArgument(
+                "snapshot destination names no file".into(),
+            ));
+        }
+        let id = self.services.next_snapshot_id();
+        let staging = self.services.staging.clone();
+        let what = format!("{}:{}", dest.root, dest.path);
+        blocking(move || {
+            if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                root.dir
+                    .create_dir_all(parent)
+                    .map_err(|e| io_error(&what, e))?;
+            }
+            // Claim the name first: an existing file is a conflict, and nobody
+            // else can take the name while the copy runs.
+            let placeholder = root
+                .dir
+                .open_with(&rel, OpenOptions::new().write(true).create_new(true))
+                .map_err(|e| io_error(&what, e))?;
+            let result = take_snapshot(&store, &staging, id, &root, &rel, placeholder, &what);
+            if result.is_err() {
+                let _ = root.dir.remove_file(&rel);
+            }
+            let (stats, sha256) = result?;
+            Ok(SnapshotInfo {
+                file: dest,
+                id,
+                size: stats.size,
+                sha256,
+                taken_at: stats.taken_at_ms,
+                duration_ms: stats.duration_ms,
+            })
+        })
+        .await
+    }
+
+    async fn integrity_check(&mut self, file: FileRef) -> Result<IntegrityReport, WitError> {
+        self.db_grant(None)?;
+        let (root, rel) = self.file(&file)?;
+        let what = format!("{}:{}", file.root, file.path);
+        blocking(move || {
+            let (_pin, real) = confined_real_path(&root, &rel, &what)?;
+            let r = crate::store::integrity_check(&real).map_err(store_error)?;
+            Ok(IntegrityReport {
+                ok: r.ok,
+                problems: r.problems,
+                page_count: r.page_count,
+            })
+        })
+        .await
+    }
+
+    async fn install(&mut self, file: FileRef) -> Result<(), WitError> {
+        let store = self.db_grant(Some("install"))?;
+        if self.services.role() == Role::Active {
+            return Err(WitError::Conflict(
+                "an active node does not replace its live database".into(),
+            ));
+        }
+        let (root, rel) = self.file(&file)?;
+        let what = format!("{}:{}", file.root, file.path);
+        let plugin = self.plugin.clone();
+        blocking(move || {
+            let (_pin, real) = confined_real_path(&root, &rel, &what)?;
+            store.install_from(&real).map_err(store_error)?;
+            tracing::info!(plugin = &*plugin, file = %what, "installed a copy as the live database");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn info(&mut self) -> Result<DbInfo, WitError> {
+        let store = self.db_grant(None)?;
+        blocking(move || {
+            let i = store.info().map_err(store_error)?;
+            Ok(DbInfo {
+                journal_mode: i.journal_mode,
+                size: i.size,
+                event_count: i.event_count,
+                last_change: 0,
+            })
+        })
+        .await
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), WitError> {
+        let store = self.db_grant(None)?;
+        blocking(move || store.checkpoint().map_err(store_error)).await
+    }
+
+    async fn freeze(&mut self, _max_ms: u32) -> Result<(), WitError> {
+        self.db_grant(None)?;
+        Err(not_yet("freeze", "the vm-snapshot strategy"))
+    }
+
+    async fn thaw(&mut self) -> Result<(), WitError> {
+        self.db_grant(None)?;
+        Ok(())
+    }
+
+    async fn confirm_durable(&mut self, mark: WitMark) -> Result<(), WitError> {
+        self.db_grant(None)?;
+        let mark = match mark {
+            WitMark::Snapshot(id) => DurableMark::Snapshot(id),
+            WitMark::Changes(seq) => DurableMark::Changes(seq),
+        };
+        self.services
+            .durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(mark);
+        Ok(())
+    }
+
+    async fn enable_capture(&mut self) -> Result<(), WitError> {
+        self.db_grant(Some("capture"))?;
+        Err(not_yet("change capture", "the cdc strategy"))
+    }
+
+    async fn read_changes(
+        &mut self,
+        _after: u64,
+        _max_changes: u32,
+    ) -> Result<Option<ChangeBatch>, WitError> {
+        self.db_grant(Some("capture"))?;
+        Err(not_yet("change capture", "the cdc strategy"))
+    }
+
+    async fn apply_changes(&mut self, _batch_id: u64) -> Result<u64, WitError> {
+        self.db_grant(Some("capture"))?;
+        Err(not_yet("change capture", "the cdc strategy"))
+    }
+
+    async fn applied_mark(&mut self) -> Result<u64, WitError> {
+        self.db_grant(Some("capture"))?;
+        Ok(0)
+    }
+
+    async fn prune_changes(&mut self, _through: u64) -> Result<(), WitError> {
+        self.db_grant(Some("capture"))?;
+        Err(not_yet("change capture", "the cdc strategy"))
+    }
+
+    async fn release_batch(&mut self, _batch_id: u64) {}
+
+    async fn attach(&mut self) -> Result<(), WitError> {
+        self.db_grant(Some("attach"))?;
+        Err(not_yet(
+            "attaching a shared file",
+            "the shared-file strategy",
+        ))
+    }
+
+    async fn detach(&mut self) -> Result<(), WitError> {
+        self.db_grant(Some("attach"))?;
+        Err(not_yet(
+            "detaching a shared file",
+            "the shared-file strategy",
+        ))
+    }
+}
+
+fn not_yet(what: &str, with: &str) -> WitError {
+    WitError::Unavailable(format!(
+        "{what} is not available in this host version (it comes with {with})"
+    ))
+}
+
+/// Back up into the staging directory, hash, and move into place over the placeholder.
+fn take_snapshot(
+    store: &Store,
+    staging: &Path,
+    id: u64,
+    root: &Root,
+    rel: &Path,
+    mut placeholder: cap_std::fs::File,
+    what: &str,
+) -> Result<(crate::store::SnapshotStats, String), WitError> {
+    let name = format!("snapshot-{}-{id}.db", std::process::id());
+    let staged = staging.join(&name);
+    let _ = std::fs::remove_file(&staged);
+    let stats = store.snapshot_to(&staged).map_err(store_error)?;
+    let staging_dir = cap_std::fs::Dir::open_ambient_dir(staging, cap_std::ambient_authority())
+        .map_err(|e| io_error("staging directory", e))?;
+    let sha256 =
+        super::files::sha256_of(&staging_dir, Path::new(&name)).map_err(|e| io_error(what, e))?;
+    match staging_dir.rename(&name, &root.dir, rel) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(18) => {
+            // Different filesystems (EXDEV): copy into the placeholder instead.
+            let mut from = staging_dir.open(&name).map_err(|e| io_error(what, e))?;
+            std::io::copy(&mut from, &mut placeholder).map_err(|e| io_error(what, e))?;
+            placeholder.sync_all().map_err(|e| io_error(what, e))?;
+            let _ = staging_dir.remove_file(&name);
+        }
+        Err(e) => {
+            let _ = staging_dir.remove_file(&name);
+            return Err(io_error(what, e));
+        }
+    }
+    if let Ok(dir) = std::fs::File::open(&root.path) {
+        let _ = dir.sync_all();
+    }
+    Ok((stats, sha256))
+}

@@ -1,0 +1,29 @@
+//! `log`: plugin log lines go to the host's tracing output, tagged with the plugin.
+
+use crate::plugin::bindings::strategy::standby::plugin::log::{Host, Level};
+
+use super::HostState;
+
+const MAX_LINE: usize = 4096;
+
+impl Host for HostState {
+    fn write(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [truncated]");
+        }
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+        }
+    }
+}

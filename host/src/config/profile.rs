@@ -1,0 +1,236 @@
+//! The profile's structure.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, GrantsConfig, LoadedProfile};
+use crate::plugin::runtime::{PluginSource, RuntimeOptions};
+use crate::store::JournalMode;
+
+/// The profile format version this build reads.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// A whole profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile format version (must be 1).
+    pub version: u32,
+    /// Short name, e.g. `case1-wan-copy`.
+    pub name: String,
+    /// What the profile is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The two sites, by name (`onsite`, `dr`, ...).
+    pub sites: BTreeMap<String, Site>,
+    /// The database.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// The plugin runtime.
+    #[serde(default)]
+    pub plugins: RuntimeOptions,
+    /// The replication pipeline, in order.
+    #[serde(default)]
+    pub strategy: Vec<PluginEntry>,
+    /// The failover actions, in order.
+    #[serde(default)]
+    pub failover: Vec<PluginEntry>,
+}
+
+/// The role a site starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRole {
+    /// Serves devices and replicates.
+    Active,
+    /// Receives replicated data.
+    #[default]
+    Standby,
+}
+
+/// One site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Node id, unique within the profile.
+    pub node_id: String,
+    /// Where this node keeps its database, snapshots and state (relative paths
+    /// are relative to the profile file).
+    pub data_dir: PathBuf,
+    /// The role the node starts in.
+    #[serde(default)]
+    pub role: SiteRole,
+}
+
+/// The `[store]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Database file, relative to the site's data directory.
+    pub file: PathBuf,
+    /// `wal` for a local disk; `rollback-exclusive` for a file on a network share.
+    pub journal: JournalMode,
+    /// How long a statement waits for a lock, in milliseconds.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("biostar2.db"),
+            journal: JournalMode::Wal,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// One plugin in `[[strategy]]` or `[[failover]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// `builtin:NAME` or a path to a component (relative to the profile file).
+    pub plugin: String,
+    /// Instance name; defaults to the built-in name or the file stem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Settings passed to the plugin's `configure`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// What the plugin may do beyond logging and reading the clock.
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+impl PluginEntry {
+    /// The instance name.
+    pub fn instance_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.plugin.strip_prefix("builtin:") {
+            Some(n) => n.to_string(),
+            None => std::path::Path::new(&self.plugin)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.plugin.clone()),
+        }
+    }
+}
+
+impl LoadedProfile {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Check what serde cannot: the version, site and instance names, plugin
+    /// files, settings shapes, grant references.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.profile;
+        if p.version != super::PROFILE_VERSION {
+            return Err(self.invalid(
+                "version",
+                format!(
+                    "profile version {} is not supported (this build reads version {})",
+                    p.version,
+                    super::PROFILE_VERSION
+                ),
+            ));
+        }
+        if p.sites.is_empty() {
+            return Err(self.invalid("sites", "at least one site is needed"));
+        }
+        let mut ids = BTreeMap::new();
+        for (name, site) in &p.sites {
+            if site.node_id.trim().is_empty() {
+                return Err(self.invalid(format!("sites.{name}.node_id"), "must not be empty"));
+            }
+            if let Some(other) = ids.insert(site.node_id.clone(), name.clone()) {
+                return Err(self.invalid(
+                    format!("sites.{name}.node_id"),
+                    format!("`{}` is also the node id of site `{other}`", site.node_id),
+                ));
+            }
+        }
+        if p.plugins.memory_cap < (1 << 20) {
+            return Err(self.invalid("plugins.memory_cap", "must be at least 1 MiB (1048576)"));
+        }
+        if p.plugins.call_deadline_ms < 10 {
+            return Err(self.invalid("plugins.call_deadline_ms", "must be at least 10 ms"));
+        }
+        if p.plugins.backoff_initial_ms == 0
+            || p.plugins.backoff_max_ms < p.plugins.backoff_initial_ms
+        {
+            return Err(self.invalid(
+                "plugins.backoff_initial_ms",
+                "must be above 0 and not above plugins.backoff_max_ms",
+            ));
+        }
+        let mut names = BTreeMap::new();
+        for (section, entries) in [("strategy", &p.strategy), ("failover", &p.failover)] {
+            for (i, entry) in entries.iter().enumerate() {
+                let key = format!("{section}[{i}]");
+                let name = entry.instance_name();
+                if let Some(other) = names.insert(name.clone(), key.clone()) {
+                    return Err(self.invalid(
+                        format!("{key}.name"),
+                        format!("instance name `{name}` is also used by {other}; set `name` to tell them apart"),
+                    ));
+                }
+                if let PluginSource::Path(path) = self.plugin_source(entry) {
+                    if !path.is_file() {
+                        return Err(self.invalid(
+                            format!("{key}.plugin"),
+                            format!("plugin file {} does not exist", path.display()),
+                        ));
+                    }
+                }
+                super::flatten_settings(&entry.settings)
+                    .map_err(|(k, m)| self.invalid(format!("{key}.settings.{k}"), m))?;
+                entry
+                    .grants
+                    .validate()
+                    .map_err(|(k, m)| self.invalid(format!("{key}.grants.{k}"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where an entry's plugin comes from.
+    pub fn plugin_source(&self, entry: &PluginEntry) -> PluginSource {
+        PluginSource::parse(&entry.plugin, &self.base_dir)
+    }
+
+    /// The site called `name`.
+    pub fn site(&self, name: &str) -> Result<&Site, ConfigError> {
+        self.profile.sites.get(name).ok_or_else(|| {
+            self.invalid(
+                "sites",
+                format!(
+                    "there is no site `{name}` (sites: {})",
+                    self.profile
+                        .sites
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
+    /// A site's data directory, absolute.
+    pub fn data_dir(&self, site: &Site) -> PathBuf {
+        self.base_dir.join(&site.data_dir)
+    }
+
+    /// A site's database file, absolute.
+    pub fn store_path(&self, site: &Site) -> PathBuf {
+        self.data_dir(site).join(&self.profile.store.file)
+    }
+}

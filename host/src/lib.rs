@@ -1,0 +1,13 @@
+//! standby: failover and disaster recovery for an access-control server whose
+//! data lives in one SQLite file.
+//!
+//! Subsystems are public modules so that other products can embed the host:
+//! [`store`] (the database), [`plugin`] (the wasm plugin runtime and the
+//! `Strategy` / `FailoverAction` traits), [`caps`] (the host side of each
+//! capability), [`config`] (profiles), and [`node`] (one node of a profile).
+
+pub mod caps;
+pub mod config;
+pub mod node;
+pub mod plugin;
+pub mod store;

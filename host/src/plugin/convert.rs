@@ -1,0 +1,119 @@
+//! Conversions between the host's plugin types and the generated WIT bindings.
+
+use super::bindings::action::exports::standby::plugin::action as wit_action;
+use super::bindings::strategy::exports::standby::plugin::strategy as wit_strategy;
+use super::bindings::strategy::standby::plugin::types as wit;
+use super::types::*;
+
+pub(crate) fn ctx(c: &NodeContext) -> wit::NodeContext {
+    wit::NodeContext {
+        node_id: c.node_id.clone(),
+        site: c.site.clone(),
+        role: match c.role {
+            Role::Standby => wit::Role::Standby,
+            Role::Candidate => wit::Role::Candidate,
+            Role::Active => wit::Role::Active,
+            Role::Fenced => wit::Role::Fenced,
+        },
+        epoch: c.epoch,
+        now: c.now_ms,
+    }
+}
+
+pub(crate) fn setting(s: &Setting) -> wit::Setting {
+    wit::Setting {
+        key: s.key.clone(),
+        value: match &s.value {
+            SettingValue::Text(t) => wit::Value::Text(t.clone()),
+            SettingValue::Integer(i) => wit::Value::Integer(*i),
+            SettingValue::Number(n) => wit::Value::Number(*n),
+            SettingValue::Boolean(b) => wit::Value::Boolean(*b),
+            SettingValue::Texts(t) => wit::Value::Texts(t.clone()),
+        },
+    }
+}
+
+pub(crate) fn error(e: wit::Error) -> CallError {
+    match e {
+        wit::Error::AccessDenied(s) => CallError::AccessDenied(s),
+        wit::Error::NotFound(s) => CallError::NotFound(s),
+        wit::Error::InvalidArgument(s) => CallError::InvalidArgument(s),
+        wit::Error::Unavailable(s) => CallError::Unavailable(s),
+        wit::Error::Conflict(s) => CallError::Conflict(s),
+        wit::Error::Other(s) => CallError::Other(s),
+    }
+}
+
+pub(crate) fn descriptor(d: wit::Descriptor) -> Descriptor {
+    Descriptor {
+        name: d.name,
+        version: d.version,
+        summary: d.summary,
+    }
+}
+
+fn file_ref(f: &FileRef) -> wit::FileRef {
+    wit::FileRef {
+        root: f.root.clone(),
+        path: f.path.clone(),
+    }
+}
+
+fn batch(b: &ChangeBatch) -> wit::ChangeBatch {
+    wit::ChangeBatch {
+        id: b.id,
+        first_seq: b.first_seq,
+        last_seq: b.last_seq,
+        count: b.count,
+        bytes: b.bytes,
+        oldest_commit: b.oldest_commit_ms,
+    }
+}
+
+pub(crate) fn received(r: &Received) -> wit_strategy::Received {
+    match r {
+        Received::File(f) => wit_strategy::Received::File(wit_strategy::ReceivedFile {
+            file: file_ref(&f.file),
+            tag: f.tag.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+        }),
+        Received::Batch(b) => wit_strategy::Received::Batch(batch(b)),
+        Received::Message(kind, body) => {
+            wit_strategy::Received::Message((kind.clone(), body.clone()))
+        }
+    }
+}
+
+pub(crate) fn tick(t: wit_strategy::TickReport) -> TickReport {
+    TickReport {
+        next_tick_ms: t.next_tick_ms,
+        did: t.did,
+    }
+}
+
+pub(crate) fn promote(p: wit_strategy::PromoteReport) -> PromoteReport {
+    PromoteReport {
+        restored_from: p.restored_from,
+        restored_at_ms: p.restored_at,
+        note: p.note,
+    }
+}
+
+pub(crate) fn status(s: wit_strategy::StrategyStatus) -> StrategyStatus {
+    StrategyStatus {
+        healthy: s.healthy,
+        last_success_ms: s.last_success,
+        last_size: s.last_size,
+        lag_ms: s.lag_ms,
+        summary: s.summary,
+        details: s.details,
+    }
+}
+
+pub(crate) fn action(a: wit_action::ActionReport) -> ActionReport {
+    ActionReport {
+        summary: a.summary,
+        details: a.details,
+    }
+}

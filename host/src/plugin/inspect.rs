@@ -1,0 +1,93 @@
+//! What a component file is: its world, imports, exports, and the grants it
+//! needs, so an operator knows what to put in the profile.
+
+use serde::Serialize;
+
+use super::runtime::{shape, ComponentShape, LoadError, PluginRuntime};
+
+/// Why `bytes` is not a component, or `None` if it is one.
+pub fn not_a_component(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Some("it does not start with the WebAssembly magic bytes".into());
+    }
+    if wasmparser::Parser::is_component(bytes) {
+        None
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        Some("it is a core WebAssembly module; wrap it with `standby plugin componentize`".into())
+    } else {
+        Some("its WebAssembly header has an unknown version or layer".into())
+    }
+}
+
+/// A component's shape, for `standby plugin inspect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The file or built-in name.
+    pub source: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// World name, or `unknown`.
+    pub world: String,
+    /// Imports, exports and needed capabilities.
+    #[serde(flatten)]
+    pub shape: ComponentShape,
+}
+
+impl Inspection {
+    /// Human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "{}\n  size:    {} bytes\n  world:   {}\n",
+            self.source, self.size, self.world
+        );
+        s.push_str("  imports:\n");
+        for i in &self.shape.imports {
+            s.push_str(&format!("    {i}\n"));
+        }
+        s.push_str("  exports:\n");
+        for e in &self.shape.exports {
+            s.push_str(&format!("    {e}\n"));
+        }
+        let grants: Vec<String> = self
+            .shape
+            .capabilities
+            .iter()
+            .filter(|c| !c.always_granted())
+            .map(|c| c.to_string())
+            .collect();
+        s.push_str(&format!(
+            "  grants needed: {}\n",
+            if grants.is_empty() {
+                "none".to_string()
+            } else {
+                grants.join(", ")
+            }
+        ));
+        if !self.shape.unknown_imports.is_empty() {
+            s.push_str(&format!(
+                "  WARNING: imports this host does not provide: {}\n",
+                self.shape.unknown_imports.join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// Compile `bytes` and describe them.
+pub fn inspect(
+    runtime: &PluginRuntime,
+    source: &str,
+    bytes: &[u8],
+) -> Result<Inspection, LoadError> {
+    let component = runtime.compile_bytes("inspect", source, bytes)?;
+    let shape = shape(runtime.engine(), &component);
+    Ok(Inspection {
+        source: source.to_string(),
+        size: bytes.len(),
+        world: shape
+            .world
+            .map(|w| w.name().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        shape,
+    })
+}

@@ -1,0 +1,556 @@
+//! The node's SQLite database (`biostar2.db`): schema, idempotent event ingest,
+//! consistent snapshots with the online backup API, integrity checks, and
+//! atomic installation of a verified copy.
+//!
+//! The API is blocking; async callers run it with `tokio::task::spawn_blocking`.
+
+mod schema;
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
+
+/// How SQLite journals writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum JournalMode {
+    /// Write-ahead log: readers and snapshots run beside the writer. For a
+    /// database on a local disk.
+    #[default]
+    Wal,
+    /// Rollback journal with exclusive locking: the only safe mode for a file on
+    /// a network share (SQLite's WAL needs shared memory on one host). Only this
+    /// process opens the file; snapshots are taken through the writer connection.
+    RollbackExclusive,
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Journal mode.
+    pub journal: JournalMode,
+    /// How long a statement waits for a lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            journal: JournalMode::Wal,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database {path}: {error}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        error: rusqlite::Error,
+    },
+    /// A filesystem operation failed.
+    #[error("{what} {path}: {error}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The file is not a database this version understands.
+    #[error("database {path}: {reason}")]
+    Incompatible {
+        /// The database file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A copy to be installed failed its integrity check.
+    #[error("{path} failed its integrity check: {problems}")]
+    Corrupt {
+        /// The file checked.
+        path: PathBuf,
+        /// What SQLite reported.
+        problems: String,
+    },
+    /// The store is detached (a shared file held by the other node).
+    #[error("database {path} is not open on this node")]
+    Detached {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// One access event as a device logged it. The key (device, incarnation, seq)
+/// makes ingest idempotent; `payload` is the event exactly as the device
+/// encoded it, so an independent check can compare hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEvent {
+    /// Device id.
+    pub device_id: u32,
+    /// The device's log incarnation (a reset device starts a new one).
+    pub incarnation: u64,
+    /// Per-device sequence within the incarnation, from 1.
+    pub seq: u64,
+    /// Event code (e.g. 0x1000 access granted, 0x3B00 TCP connected).
+    pub event_code: u16,
+    /// User involved, if any.
+    pub user_id: Option<String>,
+    /// When the device produced it, Unix milliseconds (device clock).
+    pub occurred_at_ms: u64,
+    /// The encoded event as stored in the device's log.
+    pub payload: Vec<u8>,
+}
+
+/// Outcome of ingesting a batch of events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestOutcome {
+    /// Newly stored events.
+    pub inserted: usize,
+    /// Events already present (same key); not stored again.
+    pub duplicates: usize,
+}
+
+/// Statistics about the live database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbInfo {
+    /// Journal mode SQLite reports.
+    pub journal_mode: String,
+    /// Main file size in bytes.
+    pub size: u64,
+    /// Number of stored access events.
+    pub event_count: u64,
+}
+
+/// A user record, as used for server matching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User id (BioStar user ids are strings of digits).
+    pub user_id: String,
+    /// Display name.
+    pub name: String,
+    /// Card credential, if any.
+    pub card: Option<String>,
+    /// Disabled users never match.
+    pub disabled: bool,
+}
+
+/// The node's database.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    writer: Mutex<Option<Connection>>,
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: impl Into<PathBuf>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.into();
+        let conn = open_writer(&path, &options)?;
+        Ok(Self {
+            path,
+            options,
+            writer: Mutex::new(Some(conn)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            error: source,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        // A panic while holding the lock leaves the connection usable: SQLite
+        // rolls back an unfinished transaction when the next one starts.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` with the writer connection.
+    fn with_writer<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut guard = self.lock();
+        let conn = guard.as_mut().ok_or_else(|| StoreError::Detached {
+            path: self.path.clone(),
+        })?;
+        f(conn).map_err(|e| self.sqlite(e))
+    }
+
+    /// Store events idempotently, in one transaction. Events already present
+    /// (same device, incarnation and sequence) are counted as duplicates.
+    pub fn ingest(
+        &self,
+        events: &[AccessEvent],
+        received_by: &str,
+    ) -> Result<IngestOutcome, StoreError> {
+        let now = unix_ms();
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let mut outcome = IngestOutcome::default();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO access_events
+                     (device_id, incarnation, seq, event_code, user_id, occurred_at, payload,
+                      payload_sha256, received_at, received_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for e in events {
+                    let n = stmt.execute(params![
+                        e.device_id,
+                        e.incarnation as i64,
+                        e.seq as i64,
+                        e.event_code,
+                        e.user_id,
+                        e.occurred_at_ms as i64,
+                        e.payload,
+                        sha256(&e.payload),
+                        now as i64,
+                        received_by,
+                    ])?;
+                    if n == 1 {
+                        outcome.inserted += 1;
+                    } else {
+                        outcome.duplicates += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    /// Add or replace a user.
+    pub fn upsert_user(&self, user: &User) -> Result<(), StoreError> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO users (user_id, name, card, disabled, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(user_id) DO UPDATE SET name = ?2, card = ?3, disabled = ?4, updated_at = ?5",
+                params![user.user_id, user.name, user.card, user.disabled, unix_ms() as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Find the enabled user holding `card`.
+    pub fn user_by_card(&self, card: &str) -> Result<Option<User>, StoreError> {
+        self.with_writer(|conn| {
+            conn.query_row(
+                "SELECT user_id, name, card, disabled FROM users WHERE card = ?1 AND disabled = 0",
+                params![card],
+                |r| {
+                    Ok(User {
+                        user_id: r.get(0)?,
+                        name: r.get(1)?,
+                        card: r.get(2)?,
+                        disabled: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Statistics about the live database.
+    pub fn info(&self) -> Result<DbInfo, StoreError> {
+        let (journal_mode, event_count) = self.with_writer(|conn| {
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let count: i64 =
+                conn.query_row("SELECT count(*) FROM access_events", [], |r| r.get(0))?;
+            Ok((mode, count as u64))
+        })?;
+        let size = std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|source| StoreError::Io {
+                what: "reading size of",
+                path: self.path.clone(),
+                error: source,
+            })?;
+        Ok(DbInfo {
+            journal_mode,
+            size,
+            event_count,
+        })
+    }
+
+    /// Write the WAL back into the main file and truncate it.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with_writer(|conn| {
+            if self.options.journal == JournalMode::Wal {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Take a consistent copy of the live database into `dest` (a new file)
+    /// with SQLite's online backup API. In WAL mode the copy reads through its
+    /// own connection, so writers keep running; it holds exactly the
+    /// transactions committed before it began.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<SnapshotStats, StoreError> {
+        match self.options.journal {
+            JournalMode::Wal => {
+                let reader = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| self.sqlite(e))?;
+                reader
+                    .busy_timeout(self.options.busy_timeout)
+                    .map_err(|e| self.sqlite(e))?;
+                snapshot::backup(&reader, dest)
+            }
+            JournalMode::RollbackExclusive => {
+                let guard = self.lock();
+                let conn = guard.as_ref().ok_or_else(|| StoreError::Detached {
+                    path: self.path.clone(),
+                })?;
+                snapshot::backup(conn, dest)
+            }
+        }
+    }
+
+    /// Replace the live database with the copy at `src`, atomically: the copy
+    /// is checked, copied next to the live file, synced, and renamed over it,
+    /// so the database is never a half-written file. `src` is left in place.
+    pub fn install_from(&self, src: &Path) -> Result<(), StoreError> {
+        let report = integrity_check(src)?;
+        if !report.ok {
+            return Err(StoreError::Corrupt {
+                path: src.to_path_buf(),
+                problems: report.problems.join("; "),
+            });
+        }
+        let staged = sibling(&self.path, ".installing");
+        copy_synced(src, &staged)?;
+        let mut guard = self.lock();
+        // Close the live connection so no WAL or journal is left behind.
+        if let Some(conn) = guard.take() {
+            conn.close().map_err(|(_, e)| self.sqlite(e))?;
+        }
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(sibling(&self.path, suffix));
+        }
+        let renamed = std::fs::rename(&staged, &self.path).map_err(|source| StoreError::Io {
+            what: "renaming the installed copy over",
+            path: self.path.clone(),
+            error: source,
+        });
+        sync_parent(&self.path);
+        // Reopen whatever is now in place (the new copy, or the old file if the rename failed).
+        *guard = Some(open_writer(&self.path, &self.options)?);
+        renamed
+    }
+}
+
+fn open_writer(path: &Path, options: &StoreOptions) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        error: source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(options.busy_timeout).map_err(err)?;
+    match options.journal {
+        JournalMode::Wal => {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Incompatible {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot switch to WAL (journal mode stays {mode}); use journal = \"rollback-exclusive\" on network shares"),
+                });
+            }
+            conn.execute_batch("PRAGMA synchronous = NORMAL;")
+                .map_err(err)?;
+        }
+        JournalMode::RollbackExclusive => {
+            conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
+                .map_err(err)?;
+            conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = FULL;")
+                .map_err(err)?;
+        }
+    }
+    schema::migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn copy_synced(src: &Path, dest: &Path) -> Result<(), StoreError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |error| StoreError::Io { what, path, error }
+    };
+    std::fs::copy(src, dest).map_err(io("copying to", dest))?;
+    std::fs::File::open(dest)
+        .and_then(|f| f.sync_all())
+        .map_err(io("syncing", dest))?;
+    Ok(())
+}
+
+fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent() {
+        if let Ok(dir) = std::fs::File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
+}
+
+/// SHA-256 of bytes.
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// Wall-clock Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> AccessEvent {
+        AccessEvent {
+            device_id: 3,
+            incarnation: 1,
+            seq,
+            event_code: 0x1000,
+            user_id: None,
+            occurred_at_ms: seq,
+            payload: vec![seq as u8; 10],
+        }
+    }
+
+    #[test]
+    fn ingest_is_idempotent_by_device_incarnation_and_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), StoreOptions::default()).unwrap();
+        let first = store.ingest(&[event(1), event(2)], "n").unwrap();
+        assert_eq!(
+            first,
+            IngestOutcome {
+                inserted: 2,
+                duplicates: 0
+            }
+        );
+        let again = store.ingest(&[event(2), event(3)], "n").unwrap();
+        assert_eq!(
+            again,
+            IngestOutcome {
+                inserted: 1,
+                duplicates: 1
+            }
+        );
+        assert_eq!(store.info().unwrap().event_count, 3);
+        assert_eq!(store.info().unwrap().journal_mode, "wal");
+    }
+
+    #[test]
+    fn rollback_exclusive_mode_locks_out_other_connections_and_still_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let store = Store::open(
+            &path,
+            StoreOptions {
+                journal: JournalMode::RollbackExclusive,
+                busy_timeout: Duration::from_millis(50),
+            },
+        )
+        .unwrap();
+        store.ingest(&[event(1)], "n").unwrap();
+        assert_eq!(store.info().unwrap().journal_mode, "delete");
+        let other = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        let read = other.query_row("SELECT count(*) FROM access_events", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        assert!(
+            read.is_err(),
+            "another connection could read an exclusively locked file"
+        );
+        let copy = dir.path().join("copy.db");
+        let stats = store.snapshot_to(&copy).unwrap();
+        assert!(stats.size > 0);
+        assert!(integrity_check(&copy).unwrap().ok);
+    }
+
+    #[test]
+    fn install_replaces_the_live_database_and_refuses_a_corrupt_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("live.db"), StoreOptions::default()).unwrap();
+        store.ingest(&[event(1)], "n").unwrap();
+
+        // A copy with more rows, made by another store.
+        let other = Store::open(dir.path().join("other.db"), StoreOptions::default()).unwrap();
+        other.ingest(&[event(1), event(2), event(3)], "n").unwrap();
+        let copy = dir.path().join("copy.db");
+        other.snapshot_to(&copy).unwrap();
+
+        // A corrupt file is refused and the live database is unchanged.
+        let corrupt = dir.path().join("corrupt.db");
+        let mut bytes = std::fs::read(&copy).unwrap();
+        for b in bytes.iter_mut().skip(100).take(4000) {
+            *b = 0xA5;
+        }
+        std::fs::write(&corrupt, &bytes).unwrap();
+        assert!(store.install_from(&corrupt).is_err());
+        assert_eq!(store.info().unwrap().event_count, 1);
+
+        store.install_from(&copy).unwrap();
+        assert_eq!(store.info().unwrap().event_count, 3);
+        // Still writable, still WAL.
+        store.ingest(&[event(4)], "n").unwrap();
+        assert_eq!(store.info().unwrap().journal_mode, "wal");
+        assert!(copy.exists(), "the source copy is kept");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let err = Store::open(&path, StoreOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}

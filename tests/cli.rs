@@ -1,0 +1,183 @@
+//! The `standby` binary as an operator uses it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn standby() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_standby"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("STANDBY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = standby().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let (ok, out, _) = run(&["--help"]);
+    assert!(ok);
+    for sub in ["run", "check-config", "plugin"] {
+        assert!(out.contains(sub), "--help lacks {sub}: {out}");
+    }
+    let (ok, out, _) = run(&["plugin", "--help"]);
+    assert!(ok);
+    for sub in ["list", "inspect", "componentize"] {
+        assert!(out.contains(sub), "plugin --help lacks {sub}: {out}");
+    }
+}
+
+#[test]
+fn plugin_list_names_the_builtins() {
+    let (ok, out, err) = run(&["plugin", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("builtin:file-copy") && out.contains("replication-strategy"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["plugin", "list", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "builtin:file-copy"));
+}
+
+#[test]
+fn plugin_inspect_shows_world_imports_and_grants_and_refuses_non_components() {
+    let (ok, out, err) = run(&["plugin", "inspect", "builtin:file-copy"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("world:   replication-strategy"), "{out}");
+    assert!(out.contains("standby:plugin/db@0.1.0"), "{out}");
+    assert!(out.contains("grants needed: db, files, peer"), "{out}");
+
+    let fixture = support::fixture("wrong-world");
+    let (ok, out, _) = run(&["plugin", "inspect", "--json", fixture.to_str().unwrap()]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["world"], "failover-action");
+
+    let toml = support::repo().join("Cargo.toml");
+    let (ok, out, err) = run(&["plugin", "inspect", toml.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert!(err.contains("is not a WebAssembly component"), "{err}");
+}
+
+fn write_profile(dir: &Path) -> std::path::PathBuf {
+    let profile = dir.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"version = 1
+name = "cli-test"
+[sites.onsite]
+node_id = "n1"
+data_dir = "{}"
+role = "active"
+[[strategy]]
+plugin = "builtin:file-copy"
+[strategy.settings]
+every = "500ms"
+retain = 2
+[strategy.grants]
+db = {{}}
+files = {{ snapshots = "snapshots" }}
+peer = {{ inbox = "snapshots" }}
+"#,
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    profile
+}
+
+#[test]
+fn run_takes_scheduled_copies_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = write_profile(dir.path());
+    let child = standby()
+        .args(["--log-format", "json", "run"])
+        .arg(&profile)
+        .args(["--site", "onsite"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let snapshots = dir.path().join("data/snapshots");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let count = || {
+        std::fs::read_dir(&snapshots)
+            .map(|r| {
+                r.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .to_string_lossy()
+                        .ends_with(".db.verified")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    while count() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(count() >= 2, "no verified copies appeared");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit: {:?}", out.status);
+    assert!(out.stdout.is_empty(), "logs must not go to stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert!(line.get("level").is_some());
+    assert!(
+        stderr.contains("node running") && stderr.contains("node stopped"),
+        "{stderr}"
+    );
+    // Retention held.
+    let kept = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .and_then(|x| x.to_str())
+                == Some("db")
+        })
+        .count();
+    assert!(kept <= 2, "{kept} snapshots kept");
+}
+
+#[test]
+fn run_names_a_missing_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = write_profile(dir.path());
+    let (ok, _, err) = run(&["run", profile.to_str().unwrap(), "--site", "mars"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no site `mars`") && err.contains("onsite"),
+        "{err}"
+    );
+}
