@@ -6,8 +6,10 @@
 //! `Strategy` / `FailoverAction` traits), [`caps`] (the host side of each
 //! capability), [`config`] (profiles), and [`node`] (one node of a profile).
 
+pub mod audit;
 pub mod caps;
 pub mod config;
+pub mod device;
 pub mod node;
 pub mod plugin;
 pub mod store;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::caps::Services;
 use crate::config::{flatten_settings, ConfigError, LoadedProfile, PluginEntry, SiteRole};
+use crate::config::{AcceptSetting, DurableAck};
+use crate::device::codec::CodecLimits;
+use crate::device::gateway::{AcceptFilter, Gateway, GatewayConfig, ReplicatedMarks};
 use crate::plugin::runtime::{PluginSpec, RuntimeOptions};
 use crate::plugin::{
     FailoverAction, Health, LoadError, NodeContext, PluginRuntime, Role, Strategy,
@@ -27,6 +30,9 @@ pub enum NodeError {
     /// The plugin runtime could not start.
     #[error(transparent)]
     Runtime(#[from] LoadError),
+    /// The device gateway could not start.
+    #[error("device gateway: {0}")]
+    Gateway(String),
     /// A directory could not be created.
     #[error("{what} {path}: {error}")]
     Io {
@@ -123,7 +129,21 @@ impl NodeBuilder {
                 .map_err(|source| plugin_error(&loaded, &key, source))?;
             actions.push(Arc::new(a));
         }
+        let gateway = match &site.gateway {
+            Some(g) => {
+                let gw = Arc::new(build_gateway(&loaded, &site, g, store.clone(), role)?);
+                if role == Role::Active {
+                    gw.open()
+                        .await
+                        .map_err(|e| NodeError::Gateway(e.to_string()))?;
+                }
+                Some(gw)
+            }
+            None => None,
+        };
         Ok(Node {
+            gateway,
+            epoch: site.epoch,
             node_id: site.node_id.clone(),
             site: site_name,
             role,
@@ -134,6 +154,43 @@ impl NodeBuilder {
             actions,
         })
     }
+}
+
+fn build_gateway(
+    loaded: &LoadedProfile,
+    site: &crate::config::Site,
+    g: &crate::config::GatewaySection,
+    store: Arc<Store>,
+    role: Role,
+) -> Result<Gateway, NodeError> {
+    let d = &loaded.profile.devices;
+    let mut config = GatewayConfig::new(site.node_id.clone());
+    config.listen = g.listen;
+    config.allow_plain_remote = g.allow_plain_remote;
+    config.accept = match &d.accept {
+        AcceptSetting::Keyword(_) => AcceptFilter::All,
+        AcceptSetting::Ids(ids) => AcceptFilter::Only(ids.iter().copied().collect()),
+    };
+    config.keepalive = Duration::from_millis(d.keepalive_ms);
+    config.dead_link = Duration::from_millis(d.dead_link_ms);
+    config.handshake_timeout = Duration::from_millis(d.handshake_timeout_ms);
+    config.limits = CodecLimits {
+        max_packet_payload: d.max_payload,
+        ..CodecLimits::default()
+    };
+    if let (Some(addr), Some(cert), Some(key)) = (g.tls_listen, &g.cert, &g.key) {
+        let tls = crate::device::tls::server_config(
+            &loaded.base_dir.join(cert),
+            &loaded.base_dir.join(key),
+        )
+        .map_err(|e| NodeError::Gateway(e.to_string()))?;
+        config.tls_listen = Some((addr, tls));
+    }
+    let gateway = Gateway::new(config, store, role, site.epoch);
+    Ok(match d.durable_ack {
+        DurableAck::LocalCommit => gateway,
+        DurableAck::Replication => gateway.with_durability(Arc::new(ReplicatedMarks::default())),
+    })
 }
 
 /// The runtime options of a profile, with the cache under the site's data
@@ -249,6 +306,8 @@ pub async fn check_plugins(
 
 /// One running node.
 pub struct Node {
+    gateway: Option<Arc<Gateway>>,
+    epoch: u64,
     node_id: String,
     site: String,
     role: Role,
@@ -275,7 +334,7 @@ impl Node {
             node_id: self.node_id.clone(),
             site: self.site.clone(),
             role: self.role,
-            epoch: 0,
+            epoch: self.epoch,
             now_ms: crate::store::unix_ms(),
         }
     }
@@ -293,6 +352,11 @@ impl Node {
     /// The strategy pipeline.
     pub fn strategies(&self) -> &[Arc<dyn Strategy>] {
         &self.strategies
+    }
+
+    /// The device gateway, if the site has one.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.as_ref()
     }
 
     /// The failover actions.
@@ -339,6 +403,9 @@ impl Node {
         }
         shutdown.await;
         tasks.abort_all();
+        if let Some(g) = &node.gateway {
+            g.close().await;
+        }
         while tasks.join_next().await.is_some() {}
         tracing::info!(node = %node.node_id, "node stopped");
         Ok(())

@@ -60,6 +60,84 @@ enum Command {
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Simulated door devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Run a fleet of simulated devices (separate from any server) until
+    /// --duration passes or SIGTERM/Ctrl-C; then drain and print a summary.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Number of devices.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Server endpoints in priority order: host:port[/tls],...
+    #[arg(long)]
+    endpoints: String,
+    /// Access events per second across the whole fleet.
+    #[arg(long, default_value_t = 10.0)]
+    event_rate: f64,
+    /// Where each device keeps its log (DIR/<id>.log, .audit, .state).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// DNS server (ip:port) the fleet asks for domain endpoints.
+    #[arg(long)]
+    resolver: Option<std::net::SocketAddr>,
+    /// CA certificate (PEM) trusted for /tls endpoints.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Id of the first device.
+    #[arg(long, default_value_t = 1)]
+    first_id: u32,
+    /// Keep-alive interval, ms.
+    #[arg(long, default_value_t = 10_000)]
+    keepalive_ms: u64,
+    /// Dead-link timeout, ms.
+    #[arg(long, default_value_t = 30_000)]
+    dead_link_ms: u64,
+    /// Connect + handshake timeout, ms.
+    #[arg(long, default_value_t = 3_000)]
+    connect_timeout_ms: u64,
+    /// First reconnect delay scale, ms (jittered, doubling).
+    #[arg(long, default_value_t = 200)]
+    backoff_initial_ms: u64,
+    /// Largest reconnect delay, ms.
+    #[arg(long, default_value_t = 5_000)]
+    backoff_max_ms: u64,
+    /// Return to a higher-priority server once it has answered for this long, ms (default: stay).
+    #[arg(long)]
+    fail_back_hold_ms: Option<u64>,
+    /// What server-dependent requests do without a server.
+    #[arg(long, value_enum, default_value_t = FailActionArg::None)]
+    fail_action: FailActionArg,
+    /// Stop generating after this many seconds (default: run until signalled).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// After stopping, wait at most this long for every event to be acknowledged.
+    #[arg(long, default_value_t = 10.0)]
+    drain_secs: f64,
+    /// Write every device's status (JSON) to this file once a second.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// Print the summary as one JSON line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailActionArg {
+    /// No door open.
+    None,
+    /// Open, log as unverified.
+    Soft,
+    /// Deny as a violation.
+    Hard,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +213,7 @@ async fn dispatch(command: Command) -> Result<()> {
         } => run(profile, site, overrides).await,
         Command::CheckConfig { profile, overrides } => check_config(profile, overrides).await,
         Command::Plugin(p) => plugin(p).await,
+        Command::Devices(DevicesCommand::Simulate(args)) => simulate(args).await,
     }
 }
 
@@ -258,6 +337,124 @@ async fn plugin(command: PluginCommand) -> Result<()> {
             std::fs::write(&output, component)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             Ok(())
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> Result<()> {
+    use standby_host::device::agent::{AgentConfig, Backoff, FailAction, FailBack};
+    use standby_host::device::fleet::{self, Fleet, FleetConfig};
+    use std::time::Duration;
+
+    let endpoints = fleet::parse_endpoints(&args.endpoints)?;
+    let mut agent = AgentConfig::new(0, endpoints, &args.data_dir);
+    agent.keepalive = Duration::from_millis(args.keepalive_ms);
+    agent.dead_link = Duration::from_millis(args.dead_link_ms);
+    agent.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+    agent.request_timeout = Duration::from_millis(args.connect_timeout_ms);
+    agent.backoff = Backoff {
+        initial: Duration::from_millis(args.backoff_initial_ms),
+        max: Duration::from_millis(args.backoff_max_ms),
+        ..Backoff::default()
+    };
+    if let Some(hold) = args.fail_back_hold_ms {
+        agent.fail_back = FailBack::Return {
+            hold_down: Duration::from_millis(hold),
+            probe_every: Duration::from_millis((hold / 4).clamp(50, 1_000)),
+        };
+    }
+    agent.fail_action = match args.fail_action {
+        FailActionArg::None => FailAction::None,
+        FailActionArg::Soft => FailAction::Soft,
+        FailActionArg::Hard => FailAction::Hard,
+    };
+    if let Some(ca) = &args.ca {
+        agent.tls = Some(standby_host::device::tls::client_config(ca)?);
+    }
+    agent.log = fleet::simulated_log();
+    agent.validate()?;
+    let config = FleetConfig {
+        count: args.count,
+        first_id: args.first_id,
+        event_rate: args.event_rate,
+        data_dir: args.data_dir.clone(),
+        resolver: args.resolver,
+        agent,
+    };
+    let mut fleet = Fleet::start(&config).context("starting the fleet")?;
+    fleet.generate(config.event_rate);
+    tracing::info!(devices = args.count, endpoints = %args.endpoints, rate = args.event_rate, "fleet started");
+
+    let stop = async {
+        match args.duration {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(d)) => {}
+                    _ = shutdown_signal() => {}
+                }
+            }
+            None => shutdown_signal().await,
+        }
+    };
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => report(&fleet, args.status_file.as_deref()),
+        }
+    }
+    fleet.stop_generating();
+    tracing::info!("stopped generating; draining");
+    let drained = tokio::select! {
+        d = fleet.drain(Duration::from_secs_f64(args.drain_secs)) => d,
+        _ = shutdown_signal() => false,
+    };
+    report(&fleet, args.status_file.as_deref());
+    let summary = fleet.summary();
+    if !drained {
+        tracing::warn!(
+            acked = summary.events_acked,
+            logged = summary.events_logged,
+            "not every event was acknowledged before the drain limit"
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "devices {} connected {} | access events {} | log entries {} acked {} pending {} | reconnects {} | requests answered {} failed {} (longest degraded {} ms)",
+            summary.devices,
+            summary.connected,
+            summary.access_events,
+            summary.events_logged,
+            summary.events_acked,
+            summary.events_pending,
+            summary.reconnects,
+            summary.requests_answered,
+            summary.requests_failed,
+            summary.longest_degraded_ms
+        );
+    }
+    fleet.shutdown().await;
+    Ok(())
+}
+
+/// Progress on stderr, and every device's status to the status file.
+fn report(fleet: &standby_host::device::fleet::Fleet, status_file: Option<&std::path::Path>) {
+    let s = fleet.summary();
+    eprintln!(
+        "connected {}/{} | events {} acked {} | reconnects {} | failed requests {}",
+        s.connected, s.devices, s.events_logged, s.events_acked, s.reconnects, s.requests_failed
+    );
+    if let Some(path) = status_file {
+        let body = serde_json::json!({ "summary": s, "devices": fleet.statuses() });
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, body.to_string())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .is_err()
+        {
+            tracing::warn!(file = %path.display(), "cannot write the status file");
         }
     }
 }

@@ -15,7 +15,10 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use grants::{GrantCheck, GrantsConfig};
-pub use profile::{PluginEntry, Profile, Site, SiteRole, StoreSection, PROFILE_VERSION};
+pub use profile::{
+    AcceptKeyword, AcceptSetting, DevicesSection, DurableAck, GatewaySection, PluginEntry, Profile,
+    Site, SiteRole, StoreSection, PROFILE_VERSION,
+};
 pub use settings::flatten_settings;
 
 /// Environment variables with the `STANDBY_` prefix that are not profile keys.

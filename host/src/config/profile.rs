@@ -31,6 +31,9 @@ pub struct Profile {
     /// The plugin runtime.
     #[serde(default)]
     pub plugins: RuntimeOptions,
+    /// The device link (both sites).
+    #[serde(default)]
+    pub devices: DevicesSection,
     /// The replication pipeline, in order.
     #[serde(default)]
     pub strategy: Vec<PluginEntry>,
@@ -62,6 +65,94 @@ pub struct Site {
     /// The role the node starts in.
     #[serde(default)]
     pub role: SiteRole,
+    /// The epoch the node presents until the failover sequence sets one.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Where this node accepts device connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySection>,
+}
+
+/// A site's device listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Plain TCP listener (BioStar's device port is 51212). Loopback only,
+    /// unless `allow_plain_remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// TLS listener (51213 by convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// Server certificate chain (PEM), for `tls_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM), for `tls_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Allow the plain listener on a non-loopback address.
+    #[serde(default)]
+    pub allow_plain_remote: bool,
+}
+
+/// Which devices may connect: `"all"` or a list of ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AcceptSetting {
+    /// `"all"`.
+    Keyword(AcceptKeyword),
+    /// Only these ids.
+    Ids(Vec<u32>),
+}
+
+/// The keyword form of [`AcceptSetting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptKeyword {
+    /// Any device.
+    All,
+}
+
+/// When the gateway tells devices their events are safe at the DR site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurableAck {
+    /// At the local commit (no replication configured).
+    #[default]
+    LocalCommit,
+    /// When replication confirms the other site holds them.
+    Replication,
+}
+
+/// The `[devices]` table: the device link on both sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// Which devices may connect.
+    pub accept: AcceptSetting,
+    /// Keep-alive interval announced to devices, ms.
+    pub keepalive_ms: u64,
+    /// A device link with no frame for this long is dropped, ms.
+    pub dead_link_ms: u64,
+    /// Time a new connection has to complete its handshake, ms.
+    pub handshake_timeout_ms: u64,
+    /// Largest packet payload accepted, bytes.
+    pub max_payload: u32,
+    /// When devices may forget events.
+    pub durable_ack: DurableAck,
+}
+
+impl Default for DevicesSection {
+    fn default() -> Self {
+        Self {
+            accept: AcceptSetting::Keyword(AcceptKeyword::All),
+            keepalive_ms: 10_000,
+            dead_link_ms: 30_000,
+            handshake_timeout_ms: 3_000,
+            max_payload: crate::device::frame::DEFAULT_MAX_PAYLOAD,
+            durable_ack: DurableAck::LocalCommit,
+        }
+    }
 }
 
 /// The `[store]` table.
@@ -156,6 +247,35 @@ impl LoadedProfile {
                     format!("`{}` is also the node id of site `{other}`", site.node_id),
                 ));
             }
+        }
+        for (name, site) in &p.sites {
+            if let Some(g) = &site.gateway {
+                let key = format!("sites.{name}.gateway");
+                if g.listen.is_none() && g.tls_listen.is_none() {
+                    return Err(self.invalid(key, "needs `listen`, `tls_listen`, or both"));
+                }
+                if g.tls_listen.is_some() && (g.cert.is_none() || g.key.is_none()) {
+                    return Err(self.invalid(key, "`tls_listen` needs `cert` and `key`"));
+                }
+                if let Some(addr) = g.listen {
+                    if !addr.ip().is_loopback() && !g.allow_plain_remote {
+                        return Err(self.invalid(
+                            format!("{key}.listen"),
+                            format!("plain (unencrypted) device listener on non-loopback {addr}: use tls_listen, or set allow_plain_remote = true"),
+                        ));
+                    }
+                }
+            }
+        }
+        let d = &p.devices;
+        if d.keepalive_ms == 0 || d.dead_link_ms <= d.keepalive_ms {
+            return Err(self.invalid(
+                "devices.dead_link_ms",
+                "must be longer than devices.keepalive_ms (and both above 0)",
+            ));
+        }
+        if d.max_payload < 1024 {
+            return Err(self.invalid("devices.max_payload", "must be at least 1024 bytes"));
         }
         if p.plugins.memory_cap < (1 << 20) {
             return Err(self.invalid("plugins.memory_cap", "must be at least 1 MiB (1048576)"));

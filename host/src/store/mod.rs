@@ -204,45 +204,120 @@ impl Store {
     }
 
     /// Store events idempotently, in one transaction. Events already present
-    /// (same device, incarnation and sequence) are counted as duplicates.
+    /// (same device, incarnation and sequence) are counted as duplicates. The
+    /// contiguous watermark of every device incarnation touched advances in
+    /// the same transaction.
     pub fn ingest(
         &self,
         events: &[AccessEvent],
         received_by: &str,
     ) -> Result<IngestOutcome, StoreError> {
-        let now = unix_ms();
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let mut outcome = IngestOutcome::default();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO access_events
-                     (device_id, incarnation, seq, event_code, user_id, occurred_at, payload,
-                      payload_sha256, received_at, received_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for e in events {
-                    let n = stmt.execute(params![
-                        e.device_id,
-                        e.incarnation as i64,
-                        e.seq as i64,
-                        e.event_code,
-                        e.user_id,
-                        e.occurred_at_ms as i64,
-                        e.payload,
-                        sha256(&e.payload),
-                        now as i64,
-                        received_by,
-                    ])?;
-                    if n == 1 {
-                        outcome.inserted += 1;
-                    } else {
-                        outcome.duplicates += 1;
-                    }
-                }
-            }
+            let outcome = ingest_tx(&tx, events, received_by)?;
             tx.commit()?;
             Ok(outcome)
+        })
+    }
+
+    /// Store one device's batch and return the outcome with the device
+    /// incarnation's contiguous watermark after the commit.
+    pub fn ingest_device(
+        &self,
+        device_id: u32,
+        incarnation: u64,
+        events: &[AccessEvent],
+        received_by: &str,
+    ) -> Result<(IngestOutcome, u64), StoreError> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let outcome = ingest_tx(&tx, events, received_by)?;
+            let mark = watermark_tx(&tx, device_id, incarnation)?;
+            tx.commit()?;
+            Ok((outcome, mark))
+        })
+    }
+
+    /// The contiguous watermark of a device incarnation (0 when nothing is stored).
+    pub fn watermark(&self, device_id: u32, incarnation: u64) -> Result<u64, StoreError> {
+        self.with_writer(|conn| watermark_tx(conn, device_id, incarnation))
+    }
+
+    /// Raise a device incarnation's watermark to at least `floor` (events the
+    /// device reports as already durable elsewhere), advance it past what is
+    /// stored, and return it.
+    pub fn raise_watermark(
+        &self,
+        device_id: u32,
+        incarnation: u64,
+        floor: u64,
+    ) -> Result<u64, StoreError> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let now = unix_ms();
+            if floor > watermark_tx(&tx, device_id, incarnation)? {
+                tx.execute(
+                    "INSERT INTO device_logs (device_id, incarnation, contiguous, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(device_id, incarnation) DO UPDATE SET contiguous = ?3, updated_at = ?4",
+                    params![device_id, incarnation as i64, floor as i64, now as i64],
+                )?;
+                advance_watermark(&tx, device_id, incarnation, now)?;
+            }
+            let mark = watermark_tx(&tx, device_id, incarnation)?;
+            tx.commit()?;
+            Ok(mark)
+        })
+    }
+
+    /// Record a device's identity at handshake.
+    pub fn record_device(
+        &self,
+        device_id: u32,
+        model: &str,
+        firmware: &str,
+        incarnation: u64,
+    ) -> Result<(), StoreError> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO devices (device_id, model, firmware, incarnation, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(device_id) DO UPDATE SET model = ?2, firmware = ?3, incarnation = ?4, last_seen = ?5",
+                params![device_id, model, firmware, incarnation as i64, unix_ms() as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Global anti-passback: record a pass of `user_id` through `zone` and
+    /// say whether it violates (entering when already in, leaving when out).
+    /// A violating pass does not change the state.
+    pub fn apb_pass(
+        &self,
+        user_id: &str,
+        zone: &str,
+        entering: bool,
+        device_id: u32,
+    ) -> Result<bool, StoreError> {
+        let state = if entering { "in" } else { "out" };
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT zone FROM apb_state WHERE user_id = ?1 AND zone LIKE ?2 || ':%'",
+                    params![user_id, zone],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let inside = current.as_deref() == Some(&format!("{zone}:in"));
+            let violation = inside == entering;
+            if !violation {
+                tx.execute(
+                    "INSERT INTO apb_state (user_id, zone, device_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(user_id) DO UPDATE SET zone = ?2, device_id = ?3, updated_at = ?4",
+                    params![user_id, format!("{zone}:{state}"), device_id, unix_ms() as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(violation)
         })
     }
 
@@ -255,6 +330,25 @@ impl Store {
                 params![user.user_id, user.name, user.card, user.disabled, unix_ms() as i64],
             )?;
             Ok(())
+        })
+    }
+
+    /// The enabled user `user_id`, if any.
+    pub fn user(&self, user_id: &str) -> Result<Option<User>, StoreError> {
+        self.with_writer(|conn| {
+            conn.query_row(
+                "SELECT user_id, name, card, disabled FROM users WHERE user_id = ?1 AND disabled = 0",
+                params![user_id],
+                |r| {
+                    Ok(User {
+                        user_id: r.get(0)?,
+                        name: r.get(1)?,
+                        card: r.get(2)?,
+                        disabled: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
         })
     }
 
@@ -369,6 +463,103 @@ impl Store {
     }
 }
 
+/// Insert events and advance the watermarks of the incarnations they belong to.
+fn ingest_tx(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[AccessEvent],
+    received_by: &str,
+) -> rusqlite::Result<IngestOutcome> {
+    let now = unix_ms();
+    let mut outcome = IngestOutcome::default();
+    let mut touched: Vec<(u32, u64)> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO access_events
+             (device_id, incarnation, seq, event_code, user_id, occurred_at, payload,
+              payload_sha256, received_at, received_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for e in events {
+            let n = stmt.execute(params![
+                e.device_id,
+                e.incarnation as i64,
+                e.seq as i64,
+                e.event_code,
+                e.user_id,
+                e.occurred_at_ms as i64,
+                e.payload,
+                sha256(&e.payload),
+                now as i64,
+                received_by,
+            ])?;
+            if n == 1 {
+                outcome.inserted += 1;
+                if !touched.contains(&(e.device_id, e.incarnation)) {
+                    touched.push((e.device_id, e.incarnation));
+                }
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+    }
+    for (device, incarnation) in touched {
+        advance_watermark(tx, device, incarnation, now)?;
+    }
+    Ok(outcome)
+}
+
+/// Move a device incarnation's contiguous watermark past every stored sequence.
+fn advance_watermark(
+    tx: &rusqlite::Transaction<'_>,
+    device: u32,
+    incarnation: u64,
+    now: u64,
+) -> rusqlite::Result<()> {
+    let start = watermark_tx(tx, device, incarnation)?;
+    let mut mark = start;
+    {
+        let mut next = tx.prepare_cached(
+            "SELECT seq FROM access_events WHERE device_id = ?1 AND incarnation = ?2 AND seq > ?3 ORDER BY seq LIMIT 256",
+        )?;
+        loop {
+            let seqs: Vec<i64> = next
+                .query_map(params![device, incarnation as i64, mark as i64], |r| {
+                    r.get(0)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let before = mark;
+            for s in &seqs {
+                if *s as u64 == mark + 1 {
+                    mark += 1;
+                } else {
+                    break;
+                }
+            }
+            if mark == before || seqs.len() < 256 || mark < before + seqs.len() as u64 {
+                break;
+            }
+        }
+    }
+    if mark != start || start == 0 {
+        tx.execute(
+            "INSERT INTO device_logs (device_id, incarnation, contiguous, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(device_id, incarnation) DO UPDATE SET contiguous = ?3, updated_at = ?4",
+            params![device, incarnation as i64, mark as i64, now as i64],
+        )?;
+    }
+    Ok(())
+}
+
+fn watermark_tx(conn: &Connection, device: u32, incarnation: u64) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT contiguous FROM device_logs WHERE device_id = ?1 AND incarnation = ?2",
+        params![device, incarnation as i64],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|v| v.unwrap_or(0) as u64)
+}
+
 fn open_writer(path: &Path, options: &StoreOptions) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
@@ -481,6 +672,41 @@ mod tests {
         );
         assert_eq!(store.info().unwrap().event_count, 3);
         assert_eq!(store.info().unwrap().journal_mode, "wal");
+    }
+
+    #[test]
+    fn the_watermark_is_the_contiguous_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), StoreOptions::default()).unwrap();
+        let (_, w) = store
+            .ingest_device(3, 1, &[event(1), event(2), event(4)], "n")
+            .unwrap();
+        assert_eq!(w, 2);
+        let (_, w) = store.ingest_device(3, 1, &[event(5)], "n").unwrap();
+        assert_eq!(w, 2);
+        let (_, w) = store.ingest_device(3, 1, &[event(3)], "n").unwrap();
+        assert_eq!(w, 5);
+        let many: Vec<_> = (6..=1000).rev().map(event).collect();
+        let (_, w) = store.ingest_device(3, 1, &many, "n").unwrap();
+        assert_eq!(w, 1000);
+        assert_eq!(store.watermark(3, 1).unwrap(), 1000);
+        assert_eq!(store.watermark(3, 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn anti_passback_alternates_in_and_out_per_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), StoreOptions::default()).unwrap();
+        assert!(!store.apb_pass("42", "lobby", true, 1).unwrap());
+        assert!(
+            store.apb_pass("42", "lobby", true, 2).unwrap(),
+            "entering twice"
+        );
+        assert!(!store.apb_pass("42", "lobby", false, 1).unwrap());
+        assert!(
+            store.apb_pass("42", "lobby", false, 1).unwrap(),
+            "leaving twice"
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The schema, modelled on BioStar 2's: users, devices and access events keyed
-//! by (device, log incarnation, per-device sequence).
+//! by (device, log incarnation, per-device sequence). `device_logs` keeps, in
+//! the same transactions as the events, each device incarnation's contiguous
+//! watermark (every sequence up to it is stored), so any consistent copy of
+//! the database carries watermarks that match its events.
 
 use std::path::Path;
 
@@ -39,6 +42,13 @@ CREATE TABLE IF NOT EXISTS access_events (
     PRIMARY KEY (device_id, incarnation, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_events_by_time ON access_events (occurred_at);
+CREATE TABLE IF NOT EXISTS device_logs (
+    device_id    INTEGER NOT NULL,
+    incarnation  INTEGER NOT NULL,
+    contiguous   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (device_id, incarnation)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS apb_state (
     user_id     TEXT PRIMARY KEY,
     zone        TEXT NOT NULL,

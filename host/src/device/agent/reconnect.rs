@@ -1,0 +1,230 @@
+//! The reconnect state machine of one device: which endpoint to dial next
+//! and when. Pure (no I/O): the agent feeds it outcomes and asks for the next
+//! step, and tests drive it on tokio's paused clock.
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+
+/// Where the link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Dialling `endpoint` (index into the ordered list).
+    Connecting {
+        /// The endpoint being dialled.
+        endpoint: usize,
+        /// Failed attempts since the link was last up.
+        failures: u32,
+    },
+    /// Up through `endpoint` since `since`.
+    Connected {
+        /// The endpoint in use.
+        endpoint: usize,
+        /// When the link came up.
+        since: Instant,
+    },
+    /// Waiting until `until` before dialling `next`.
+    Backoff {
+        /// The endpoint to dial next.
+        next: usize,
+        /// When to dial it.
+        until: Instant,
+        /// Failed attempts since the link was last up.
+        failures: u32,
+    },
+}
+
+/// What the agent should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Dial this endpoint.
+    Connect(usize),
+    /// Nothing until this instant.
+    WaitUntil(Instant),
+    /// The link is up; keep it.
+    Stay,
+}
+
+/// The state machine.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    state: LinkState,
+    backoff: Backoff,
+    endpoints: usize,
+}
+
+impl Reconnect {
+    /// Start by dialling the first (highest-priority) endpoint at once.
+    pub fn new(endpoints: usize, backoff: Backoff) -> Self {
+        Self {
+            state: LinkState::Connecting {
+                endpoint: 0,
+                failures: 0,
+            },
+            backoff,
+            endpoints: endpoints.max(1),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// The next step at `now`.
+    pub fn step(&mut self, now: Instant) -> Step {
+        match self.state {
+            LinkState::Connected { .. } => Step::Stay,
+            LinkState::Connecting { endpoint, .. } => Step::Connect(endpoint),
+            LinkState::Backoff {
+                next,
+                until,
+                failures,
+            } => {
+                if now >= until {
+                    self.state = LinkState::Connecting {
+                        endpoint: next,
+                        failures,
+                    };
+                    Step::Connect(next)
+                } else {
+                    Step::WaitUntil(until)
+                }
+            }
+        }
+    }
+
+    /// The attempt on the current endpoint failed: move to the next one in
+    /// priority order after a jittered, growing delay.
+    pub fn failed(&mut self, now: Instant, rng: &mut impl Rng) {
+        if let LinkState::Connecting { endpoint, failures } = self.state {
+            let next = (endpoint + 1) % self.endpoints;
+            let until = now + self.backoff.delay(failures, rng);
+            self.state = LinkState::Backoff {
+                next,
+                until,
+                failures: failures.saturating_add(1),
+            };
+        }
+    }
+
+    /// The attempt succeeded (handshake accepted).
+    pub fn connected(&mut self, now: Instant) {
+        if let LinkState::Connecting { endpoint, .. } = self.state {
+            self.state = LinkState::Connected {
+                endpoint,
+                since: now,
+            };
+        }
+    }
+
+    /// The link died: start again from the highest-priority endpoint after a
+    /// short jittered delay (so a fleet does not reconnect in lockstep).
+    pub fn lost(&mut self, now: Instant, rng: &mut impl Rng) {
+        if let LinkState::Connected { .. } = self.state {
+            self.state = LinkState::Backoff {
+                next: 0,
+                until: now + self.backoff.delay(0, rng),
+                failures: 0,
+            };
+        }
+    }
+
+    /// Leave the current link for `endpoint` (fail-back, or a new server list).
+    pub fn switch_to(&mut self, endpoint: usize) {
+        self.state = LinkState::Connecting {
+            endpoint: endpoint.min(self.endpoints - 1),
+            failures: 0,
+        };
+    }
+
+    /// The server list changed to `endpoints` entries; dial from the top next time.
+    pub fn set_endpoints(&mut self, endpoints: usize) {
+        self.endpoints = endpoints.max(1);
+        match &mut self.state {
+            LinkState::Connecting { endpoint, .. } => *endpoint = 0,
+            LinkState::Backoff { next, .. } => *next = 0,
+            LinkState::Connected { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn backoff() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+            jitter: 0.5,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn walks_the_list_in_order_with_growing_delays_and_restarts_from_the_top() {
+        let mut rng = rand::rng();
+        let mut r = Reconnect::new(3, backoff());
+        assert_eq!(r.step(Instant::now()), Step::Connect(0));
+        let mut waits = Vec::new();
+        let mut dialled = vec![0];
+        for _ in 0..6 {
+            r.failed(Instant::now(), &mut rng);
+            let Step::WaitUntil(until) = r.step(Instant::now()) else {
+                panic!("expected a wait")
+            };
+            waits.push(until - Instant::now());
+            tokio::time::advance(until - Instant::now()).await;
+            match r.step(Instant::now()) {
+                Step::Connect(i) => dialled.push(i),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(dialled, vec![0, 1, 2, 0, 1, 2, 0]);
+        // Delay n lies in [d/2, d] for d = min(100ms * 2^n, 1s).
+        for (n, w) in waits.iter().enumerate() {
+            let d = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(1));
+            assert!(
+                *w >= d / 2 && *w <= d,
+                "wait {n}: {w:?} not in [{:?}, {d:?}]",
+                d / 2
+            );
+        }
+        r.connected(Instant::now());
+        assert_eq!(r.step(Instant::now()), Step::Stay);
+        assert!(matches!(
+            r.state(),
+            LinkState::Connected { endpoint: 0, .. }
+        ));
+
+        // Losing the link restarts from the first endpoint after a short delay.
+        r.lost(Instant::now(), &mut rng);
+        let Step::WaitUntil(until) = r.step(Instant::now()) else {
+            panic!()
+        };
+        assert!(until - Instant::now() <= Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(r.step(Instant::now()), Step::Connect(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fail_back_and_new_lists_restart_cleanly() {
+        let mut rng = rand::rng();
+        let mut r = Reconnect::new(2, backoff());
+        r.failed(Instant::now(), &mut rng);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(r.step(Instant::now()), Step::Connect(1));
+        r.connected(Instant::now());
+        r.switch_to(0);
+        assert_eq!(r.step(Instant::now()), Step::Connect(0));
+        r.set_endpoints(5);
+        r.failed(Instant::now(), &mut rng);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(r.step(Instant::now()), Step::Connect(1));
+    }
+}

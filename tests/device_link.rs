@@ -1,0 +1,652 @@
+//! The device link over real TCP on loopback: servers are `standby run`
+//! processes (faults are SIGKILL and SIGSTOP), devices are agents in this
+//! process. Loss is judged by the independent audit check (devices' own logs
+//! against the server's database opened read-only).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use standby_host::audit;
+use standby_host::device::agent::{
+    Agent, AgentConfig, Backoff, Endpoint, FailBack, LinkPhase, LogOptions,
+};
+use standby_host::device::codec::{DeviceCodec, Message};
+use standby_host::device::frame::{command, event_code};
+use standby_host::device::messages;
+use support::server::{free_port, wait_for, Server, ServerSpec};
+
+fn endpoint(port: u16, priority: u8) -> Endpoint {
+    Endpoint::parse(&format!("127.0.0.1:{port}"), priority).unwrap()
+}
+
+fn config(dir: &Path, id: u32, endpoints: Vec<Endpoint>) -> AgentConfig {
+    let mut c = AgentConfig::new(id, endpoints, dir);
+    c.keepalive = Duration::from_millis(200);
+    c.dead_link = Duration::from_millis(1_000);
+    c.connect_timeout = Duration::from_millis(1_000);
+    c.request_timeout = Duration::from_millis(1_000);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+        ..Backoff::default()
+    };
+    c.log = LogOptions {
+        fsync: false,
+        audit: true,
+        ..LogOptions::default()
+    };
+    c
+}
+
+fn on_node(agent: &Agent) -> Option<String> {
+    let s = agent.status();
+    (s.link == LinkPhase::Connected)
+        .then(|| s.server.map(|x| x.node_id))
+        .flatten()
+}
+
+async fn wait_on(agent: &Agent, node: &str, limit: Duration) {
+    let ok = wait_for(limit, || on_node(agent).as_deref() == Some(node)).await;
+    assert!(
+        ok,
+        "device not on {node} within {limit:?}: {:?}",
+        agent.status()
+    );
+}
+
+fn record(agent: &Agent, n: usize) {
+    for i in 0..n {
+        agent
+            .record(
+                event_code::ACCESS_GRANTED,
+                Some(format!("{i}")),
+                format!("event {i}").into_bytes(),
+            )
+            .unwrap();
+    }
+}
+
+async fn all_acked(agent: &Agent, limit: Duration) {
+    let ok = wait_for(limit, || {
+        let s = agent.status();
+        s.link == LinkPhase::Connected && s.acked >= s.last_seq
+    })
+    .await;
+    assert!(ok, "events not acknowledged: {:?}", agent.status());
+}
+
+/// Every event is acknowledged as durable (the device keeps none).
+async fn all_durable(agent: &Agent, limit: Duration) {
+    let ok = wait_for(limit, || {
+        let s = agent.status();
+        s.link == LinkPhase::Connected && s.durable >= s.last_seq && s.pending == 0
+    })
+    .await;
+    assert!(ok, "events not acknowledged: {:?}", agent.status());
+}
+
+/// Every entry of every device log is in the database exactly once with its hash.
+fn assert_nothing_lost(devices: &Path, db: &Path) -> audit::AuditReport {
+    let r = audit::check(devices, db).unwrap();
+    assert!(r.entries > 0, "no entries checked");
+    assert_eq!(r.missing, 0, "missing: {:?}", r.missing_examples);
+    assert_eq!(r.mismatched, 0);
+    assert_eq!(r.duplicate_entries, 0);
+    assert_eq!(r.found, r.entries);
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct LinkEvent {
+    #[allow(dead_code)]
+    endpoint: String,
+    node: String,
+    reason: String,
+}
+
+/// The link events (code, node, reason) a database holds for a device, in order.
+fn link_events(db: &Path, device: u32) -> Vec<(u16, String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT event_code, payload FROM access_events WHERE device_id = ?1 AND event_code IN (?2, ?3) ORDER BY seq")
+        .unwrap();
+    let rows = stmt
+        .query_map(
+            rusqlite::params![
+                device,
+                event_code::TCP_CONNECTED,
+                event_code::TCP_DISCONNECTED
+            ],
+            |r| Ok((r.get::<_, u16>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .unwrap();
+    rows.map(|r| {
+        let (code, payload) = r.unwrap();
+        let e: LinkEvent = rmp_serde::from_slice(&payload).unwrap();
+        (code, e.node, e.reason)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_is_detected_by_keepalive_and_the_device_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(
+        &devices,
+        1,
+        vec![endpoint(a.spec.port, 0), endpoint(b.spec.port, 1)],
+    ))
+    .unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 5);
+    all_acked(&agent, Duration::from_secs(10)).await;
+
+    // SIGSTOP: the socket stays open; only missing keep-alive replies tell.
+    a.hang();
+    let hung_at = Instant::now();
+    wait_on(&agent, "b", Duration::from_secs(15)).await;
+    let took = hung_at.elapsed();
+    record(&agent, 5);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    a.resume();
+
+    // The device's own disconnect event, uploaded to b, says why.
+    let events = link_events(&b.db(), 1);
+    let dis = events
+        .iter()
+        .find(|(code, node, _)| *code == event_code::TCP_DISCONNECTED && node == "a")
+        .expect("a disconnect event from a");
+    assert!(dis.2.contains("dead link"), "reason: {}", dis.2);
+    assert!(
+        took >= Duration::from_millis(1_000),
+        "left a after {took:?}, before the dead-link timeout"
+    );
+    // Every event is in a or b.
+    let ra = audit::check(&devices, &a.db()).unwrap();
+    let rb = audit::check(&devices, &b.db()).unwrap();
+    assert_eq!(ra.found + rb.found, ra.entries, "a: {ra:?} b: {rb:?}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_dial_in_priority_order_ips_before_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let devices = dir.path().join("devices");
+    // Listed b first: b wins.
+    let (one, _) = Agent::start(config(
+        &devices,
+        1,
+        vec![endpoint(b.spec.port, 0), endpoint(a.spec.port, 1)],
+    ))
+    .unwrap();
+    // Same priority, a name listed before an IP: the IP wins.
+    let name = Endpoint::parse(&format!("localhost:{}", b.spec.port), 0).unwrap();
+    let (two, _) = Agent::start(config(&devices, 2, vec![name, endpoint(a.spec.port, 0)])).unwrap();
+    wait_on(&one, "b", Duration::from_secs(10)).await;
+    wait_on(&two, "a", Duration::from_secs(10)).await;
+    assert_eq!(two.status().endpoint, Some(0));
+    assert!(two
+        .status()
+        .endpoint_addr
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_sends_devices_to_the_second_endpoint_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(
+        &devices,
+        1,
+        vec![endpoint(a.spec.port, 0), endpoint(b.spec.port, 1)],
+    ))
+    .unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 10);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    a.kill();
+    // Events while no server is up are kept and delivered later.
+    record(&agent, 10);
+    wait_on(&agent, "b", Duration::from_secs(10)).await;
+    all_acked(&agent, Duration::from_secs(10)).await;
+    // b holds none of a's events, but the device's durable floor accounts for
+    // them: everything is durable and nothing is kept.
+    all_durable(&agent, Duration::from_secs(10)).await;
+    let ra = audit::check(&devices, &a.db()).unwrap();
+    let rb = audit::check(&devices, &b.db()).unwrap();
+    assert_eq!(ra.found + rb.found, ra.entries, "a: {ra:?} b: {rb:?}");
+    assert!(rb.found >= 10);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_back_waits_for_the_hold_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_spec = ServerSpec::new("a", 1);
+    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let devices = dir.path().join("devices");
+    let mut c = config(
+        &devices,
+        1,
+        vec![endpoint(a_spec.port, 0), endpoint(b.spec.port, 1)],
+    );
+    let hold = Duration::from_millis(2_000);
+    c.fail_back = FailBack::Return {
+        hold_down: hold,
+        probe_every: Duration::from_millis(200),
+    };
+    let (agent, _) = Agent::start(c).unwrap();
+    wait_on(&agent, "b", Duration::from_secs(10)).await;
+    let _a = Server::start(a_spec, &dir.path().join("a"));
+    let up = Instant::now();
+    // Not before the hold-down...
+    while up.elapsed() < hold - Duration::from_millis(300) {
+        assert_eq!(
+            on_node(&agent).as_deref(),
+            Some("b"),
+            "failed back after {:?}",
+            up.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...but after it.
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    assert!(up.elapsed() >= hold);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_recovers_events_the_new_server_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // a acknowledges but never says events are durable at DR: devices keep them.
+    let mut a_spec = ServerSpec::new("a", 1);
+    a_spec.durable_ack = "replication";
+    let mut a = Server::start(a_spec, &dir.path().join("a"));
+    let devices = dir.path().join("devices");
+    let b_spec = ServerSpec::new("b", 2);
+    let (agent, _) = Agent::start(config(
+        &devices,
+        1,
+        vec![endpoint(a.spec.port, 0), endpoint(b_spec.port, 1)],
+    ))
+    .unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 50);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    assert!(
+        agent.status().pending >= 50,
+        "events were forgotten before they were durable"
+    );
+    a.kill();
+    // b starts from an empty database (as a DR copy that lacks everything).
+    let b = Server::start(b_spec, &dir.path().join("b"));
+    wait_on(&agent, "b", Duration::from_secs(10)).await;
+    all_acked(&agent, Duration::from_secs(10)).await;
+    let r = assert_nothing_lost(&devices, &b.db());
+    assert_eq!(r.unknown_rows, 0);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_device_starts_a_new_incarnation_and_loses_or_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let devices = dir.path().join("devices");
+    let c = config(&devices, 9, vec![endpoint(a.spec.port, 0)]);
+    let (agent, _) = Agent::start(c.clone()).unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 20);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    let first = agent.status().incarnation;
+    agent.shutdown().await;
+
+    // A restart keeps the incarnation and continues the numbering.
+    let (agent, _) = Agent::start(c.clone()).unwrap();
+    assert_eq!(agent.status().incarnation, first);
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 5);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    agent.shutdown().await;
+
+    // A reset (log wiped) starts a new incarnation from sequence 1.
+    std::fs::remove_file(devices.join("9.log")).unwrap();
+    let (agent, opened) = Agent::start(c).unwrap();
+    assert_eq!(opened, standby_host::device::agent::Opened::New);
+    let second = agent.status().incarnation;
+    assert_ne!(second, first);
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 7);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    agent.shutdown().await;
+
+    let r = assert_nothing_lost(&devices, &a.db());
+    assert_eq!(
+        r.unknown_rows, 0,
+        "rows in the database that no device logged"
+    );
+    let conn =
+        rusqlite::Connection::open_with_flags(a.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let incarnations: i64 = conn
+        .query_row(
+            "SELECT count(DISTINCT incarnation) FROM access_events WHERE device_id = 9",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(incarnations, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_presenting_a_lower_epoch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Server::start(ServerSpec::new("a", 5), &dir.path().join("a"));
+    let mut b_spec = ServerSpec::new("b", 3);
+    let mut b = Server::start(b_spec.clone(), &dir.path().join("b"));
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(
+        &devices,
+        1,
+        vec![endpoint(a.spec.port, 0), endpoint(b.spec.port, 1)],
+    ))
+    .unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    assert_eq!(agent.status().max_epoch, 5);
+    a.kill();
+    let refused = wait_for(Duration::from_secs(10), || {
+        agent.status().refused_lower_epoch >= 2
+    })
+    .await;
+    assert!(refused, "{:?}", agent.status());
+    assert_eq!(
+        on_node(&agent),
+        None,
+        "connected to a server with a lower epoch"
+    );
+    // The same server at a higher epoch is accepted.
+    b.kill();
+    b_spec.epoch = 6;
+    let _b = Server::start(b_spec, &dir.path().join("b"));
+    wait_on(&agent, "b", Duration::from_secs(10)).await;
+    assert_eq!(agent.status().max_epoch, 6);
+    agent.shutdown().await;
+}
+
+fn test_ca(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (ca_file, cert_file, key_file) = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}-cert.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca_file, cert_file, key_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_test_ca_connects_and_a_wrong_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(dir.path(), "good");
+    let (other_ca, _, _) = test_ca(dir.path(), "other");
+    let tls_port = free_port();
+    let mut spec = ServerSpec::new("a", 1);
+    spec.tls = Some((tls_port, cert, key));
+    let a = Server::start(spec, &dir.path().join("a"));
+    let tls_endpoint = Endpoint::parse(&format!("127.0.0.1:{tls_port}/tls"), 0).unwrap();
+    let devices = dir.path().join("devices");
+
+    let mut good = config(&devices, 1, vec![tls_endpoint.clone()]);
+    good.tls = Some(standby_host::device::tls::client_config(&ca).unwrap());
+    let (good, _) = Agent::start(good).unwrap();
+    wait_on(&good, "a", Duration::from_secs(10)).await;
+    record(&good, 5);
+    all_acked(&good, Duration::from_secs(10)).await;
+
+    let mut bad = config(&devices, 2, vec![tls_endpoint]);
+    bad.tls = Some(standby_host::device::tls::client_config(&other_ca).unwrap());
+    let (bad, _) = Agent::start(bad).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        bad.status().connects,
+        0,
+        "connected to a server whose certificate it does not trust"
+    );
+    assert!(
+        a.log_text().contains("TLS handshake failed") || a.log_text().contains("handshake"),
+        "{}",
+        a.log_text()
+    );
+    good.shutdown().await;
+    bad.shutdown().await;
+}
+
+/// Send raw bytes on a new connection; true if the server closed it.
+fn server_closes(addr: std::net::SocketAddr, bytes: &[u8], half_close: bool) -> bool {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(bytes).unwrap();
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+    }
+}
+
+fn hello_frame(device: u32) -> Vec<u8> {
+    let hello = messages::Hello {
+        model: "raw".into(),
+        firmware: "0".into(),
+        incarnation: 1,
+        last_seq: 0,
+        endpoint: 0,
+        max_epoch: 0,
+        durable: 0,
+    };
+    encode(Message::request(
+        device,
+        command::HANDSHAKE,
+        1,
+        messages::encode(&hello),
+    ))
+}
+
+fn encode(m: Message) -> Vec<u8> {
+    use tokio_util::codec::Encoder;
+    let mut b = bytes::BytesMut::new();
+    DeviceCodec::default().encode(m, &mut b).unwrap();
+    b.to_vec()
+}
+
+fn resum(frame: &mut [u8]) {
+    let sum = crc32c::crc32c_append(crc32c::crc32c(&frame[8..36]), &frame[36..]);
+    frame[4..8].copy_from_slice(&sum.to_le_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_malformed_frame_class_closes_only_its_own_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(&devices, 1, vec![endpoint(a.spec.port, 0)])).unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+
+    let ka = encode(Message::request(
+        77,
+        command::KEEP_ALIVE,
+        1,
+        b"abc".to_vec(),
+    ));
+    let mut bad_start = ka.clone();
+    bad_start[0..4].copy_from_slice(b"GET ");
+    let mut bad_sum = ka.clone();
+    bad_sum[37] ^= 0xff;
+    let mut too_large = ka.clone();
+    too_large[24..28].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    let truncated = ka[..20].to_vec();
+    let mut unknown = ka.clone();
+    unknown[14..16].copy_from_slice(&0x7e7eu16.to_le_bytes());
+    resum(&mut unknown);
+    let mut version = ka.clone();
+    version[12] = 9;
+    resum(&mut version);
+
+    let cases: [(&str, Vec<u8>, bool, &str); 6] = [
+        ("bad start code", bad_start, false, "bad start code"),
+        ("bad checksum", bad_sum, false, "bad checksum"),
+        (
+            "payload over the maximum",
+            too_large,
+            false,
+            "over the maximum",
+        ),
+        ("truncated frame", truncated, true, "truncated packet"),
+        ("unknown command", unknown, false, "unknown command 0x7e7e"),
+        (
+            "wrong protocol version",
+            version,
+            false,
+            "protocol version 9 is not supported",
+        ),
+    ];
+    for (name, bytes, half_close, logged) in cases {
+        // As the first message, and after a valid handshake.
+        for after_hello in [false, true] {
+            let mut raw = if after_hello {
+                hello_frame(77)
+            } else {
+                Vec::new()
+            };
+            raw.extend_from_slice(&bytes);
+            assert!(
+                server_closes(a.spec.addr(), &raw, half_close),
+                "{name}: connection not closed"
+            );
+        }
+        assert!(
+            support::server::wait_until(Duration::from_secs(5), || a.log_text().contains(logged)),
+            "{name}: the server did not log `{logged}`"
+        );
+        // The good device is untouched and its events still get through.
+        record(&agent, 1);
+        all_acked(&agent, Duration::from_secs(5)).await;
+    }
+    let s = agent.status();
+    assert_eq!(
+        s.disconnects, 0,
+        "the good device's link was disturbed: {s:?}"
+    );
+    assert_nothing_lost(&devices, &a.db());
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_operations_read_and_push_server_lists_and_request_logs() {
+    use standby_host::device::gateway::{Gateway, GatewayConfig, ReplicatedMarks};
+    use standby_host::plugin::Role;
+    use standby_host::store::{Store, StoreOptions};
+    // Admin operations are methods of the gateway: it runs in this process here.
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = |name: &str, epoch: u64| {
+        let store = Arc::new(
+            Store::open(
+                dir.path().join(format!("{name}.db")),
+                StoreOptions::default(),
+            )
+            .unwrap(),
+        );
+        let mut c = GatewayConfig::new(name);
+        c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+        c.keepalive = Duration::from_millis(200);
+        c.dead_link = Duration::from_millis(1_000);
+        Gateway::new(c, store, Role::Active, epoch)
+            .with_durability(Arc::new(ReplicatedMarks::default()))
+    };
+    let g1 = gateway("g1", 1);
+    let g2 = gateway("g2", 1);
+    g1.open().await.unwrap();
+    g2.open().await.unwrap();
+    let p1 = g1.local_addr().unwrap().port();
+    let p2 = g2.local_addr().unwrap().port();
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(&devices, 4, vec![endpoint(p1, 0)])).unwrap();
+    wait_on(&agent, "g1", Duration::from_secs(10)).await;
+    record(&agent, 10);
+    all_acked(&agent, Duration::from_secs(10)).await;
+
+    // Read the list and the current endpoint.
+    let list = g1.server_list(4).await.unwrap();
+    assert_eq!(list.endpoints.len(), 1);
+    assert_eq!(list.current, Some(0));
+    assert_eq!(g1.device(4).unwrap().endpoint, 0);
+
+    // GET_LOG: the device uploads again everything after 0 (duplicates, stored once).
+    let before = g1.stats();
+    g1.request_log(4, 0, 0).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || g1.stats().events_duplicate
+            >= before.events_duplicate + 10)
+        .await,
+        "{:?}",
+        g1.stats()
+    );
+
+    // Push a list without g1: the device moves to g2 and reports the new list.
+    g1.push_server_list(4, vec![endpoint(p2, 0).to_wire()])
+        .await
+        .unwrap();
+    wait_on(&agent, "g2", Duration::from_secs(10)).await;
+    let list = g2.server_list(4).await.unwrap();
+    assert_eq!(list.endpoints, vec![endpoint(p2, 0).to_wire()]);
+    assert_eq!(agent.endpoints(), vec![endpoint(p2, 0)]);
+    // An unknown device is an error naming it.
+    assert!(g2
+        .server_list(999)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("999"));
+    agent.shutdown().await;
+}
