@@ -181,3 +181,68 @@ fn run_names_a_missing_site() {
         "{err}"
     );
 }
+
+#[test]
+fn devices_simulate_prints_progress_and_a_json_summary() {
+    use support::server::{Server, ServerSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let status = dir.path().join("status.json");
+    let out = standby()
+        .args([
+            "devices",
+            "simulate",
+            "--count",
+            "3",
+            "--event-rate",
+            "30",
+            "--duration",
+            "2",
+            "--json",
+        ])
+        .args(["--endpoints", &format!("127.0.0.1:{}", server.spec.port)])
+        .arg("--data-dir")
+        .arg(dir.path().join("devices"))
+        .arg("--status-file")
+        .arg(&status)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["devices"], 3);
+    assert_eq!(summary["connected"], 3);
+    assert!(summary["access_events"].as_u64().unwrap() > 10, "{summary}");
+    assert_eq!(summary["events_acked"], summary["events_logged"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connected 3/3"));
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(st["devices"].as_array().unwrap().len(), 3);
+    // The independent check agrees: every logged entry is in the server's database.
+    let report = standby_host::audit::check(&dir.path().join("devices"), &server.db()).unwrap();
+    assert_eq!(report.missing, 0, "{report:?}");
+    assert_eq!(report.found, summary["events_logged"].as_u64().unwrap());
+}
+
+#[test]
+fn devices_simulate_names_a_bad_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(&[
+        "devices",
+        "simulate",
+        "--endpoints",
+        "127.0.0.1",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("endpoint `127.0.0.1`") && err.contains("no port"),
+        "{err}"
+    );
+}

@@ -243,18 +243,26 @@ impl Store {
         self.with_writer(|conn| watermark_tx(conn, device_id, incarnation))
     }
 
-    /// Raise a device incarnation's watermark to at least `floor` (events the
-    /// device reports as already durable elsewhere), advance it past what is
-    /// stored, and return it.
-    pub fn raise_watermark(
+    /// A device's handshake, in one transaction: record its identity, raise
+    /// its incarnation's watermark to at least `floor` (events the device
+    /// reports as already durable elsewhere), advance it past what is stored,
+    /// and return it.
+    pub fn handshake(
         &self,
         device_id: u32,
+        model: &str,
+        firmware: &str,
         incarnation: u64,
         floor: u64,
     ) -> Result<u64, StoreError> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             let now = unix_ms();
+            tx.prepare_cached(
+                "INSERT INTO devices (device_id, model, firmware, incarnation, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(device_id) DO UPDATE SET model = ?2, firmware = ?3, incarnation = ?4, last_seen = ?5",
+            )?
+            .execute(params![device_id, model, firmware, incarnation as i64, now as i64])?;
             if floor > watermark_tx(&tx, device_id, incarnation)? {
                 tx.execute(
                     "INSERT INTO device_logs (device_id, incarnation, contiguous, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -266,24 +274,6 @@ impl Store {
             let mark = watermark_tx(&tx, device_id, incarnation)?;
             tx.commit()?;
             Ok(mark)
-        })
-    }
-
-    /// Record a device's identity at handshake.
-    pub fn record_device(
-        &self,
-        device_id: u32,
-        model: &str,
-        firmware: &str,
-        incarnation: u64,
-    ) -> Result<(), StoreError> {
-        self.with_writer(|conn| {
-            conn.execute(
-                "INSERT INTO devices (device_id, model, firmware, incarnation, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(device_id) DO UPDATE SET model = ?2, firmware = ?3, incarnation = ?4, last_seen = ?5",
-                params![device_id, model, firmware, incarnation as i64, unix_ms() as i64],
-            )?;
-            Ok(())
         })
     }
 

@@ -139,12 +139,10 @@ where
         h.incarnation,
         h.durable,
     );
+    // Events the device no longer keeps were confirmed durable by an earlier
+    // server: the watermark counts them, or it would wait for them forever.
     let watermark = tokio::task::spawn_blocking(move || {
-        store.record_device(device_id, &model, &firmware, incarnation)?;
-        // Events the device no longer keeps were confirmed durable by an
-        // earlier server; count them as accounted for, or the watermark would
-        // wait for them forever.
-        store.raise_watermark(device_id, incarnation, floor)
+        store.handshake(device_id, &model, &firmware, incarnation, floor)
     })
     .await;
     let watermark = match watermark {
