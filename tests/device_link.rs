@@ -602,6 +602,7 @@ async fn admin_operations_read_and_push_server_lists_and_request_logs() {
         c.keepalive = Duration::from_millis(200);
         c.dead_link = Duration::from_millis(1_000);
         Gateway::new(c, store, Role::Active, epoch)
+            .unwrap()
             .with_durability(Arc::new(ReplicatedMarks::default()))
     };
     let g1 = gateway("g1", 1);
@@ -648,5 +649,47 @@ async fn admin_operations_read_and_push_server_lists_and_request_logs() {
         .unwrap_err()
         .to_string()
         .contains("999"));
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_endpoint_follows_its_dns_record_to_the_new_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bind) =
+        support::bind::Bind::start(&dir.path().join("bind"), &[("biostar", "127.0.0.2")])
+    else {
+        return;
+    };
+    // Two servers on the same port at different loopback addresses: only
+    // the name's record says which one the device should dial.
+    let mut spec_a = ServerSpec::new("a", 1);
+    spec_a.ip = [127, 0, 0, 2];
+    let mut spec_b = ServerSpec::new("b", 1);
+    spec_b.ip = [127, 0, 0, 3];
+    spec_b.port = spec_a.port;
+    let mut a = Server::start(spec_a, &dir.path().join("a"));
+    let _b = Server::start(spec_b, &dir.path().join("b"));
+    let devices = dir.path().join("devices");
+    let name = Endpoint::parse(&format!("biostar.site.test:{}", a.spec.port), 0).unwrap();
+    let mut c = config(&devices, 1, vec![name]);
+    c.resolver = standby_host::device::agent::DnsResolver::new(bind.addr);
+    let (agent, _) = Agent::start(c).unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 5);
+    all_acked(&agent, Duration::from_secs(10)).await;
+    // The record moves (TTL 1 s), then the old server dies: the device asks
+    // the DNS server again on its next attempt and lands on b.
+    bind.set_a("biostar", "127.0.0.3");
+    assert_eq!(
+        bind.query("biostar.site.test").as_deref(),
+        Some("127.0.0.3")
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    a.kill();
+    record(&agent, 5);
+    wait_on(&agent, "b", Duration::from_secs(15)).await;
+    all_acked(&agent, Duration::from_secs(10)).await;
+    // b listens only on 127.0.0.3: being on b means the new record was used.
+    assert_eq!(agent.status().endpoint, Some(0));
     agent.shutdown().await;
 }

@@ -103,6 +103,17 @@ fn fleet(
             "--connect-timeout-ms",
             "2000",
         ])
+        // Spread the links over loopback source addresses, as a real fleet
+        // is spread over device addresses: one address holds at most ~28,000
+        // links to one server port, and the kernel's search for a free
+        // ephemeral port slows down long before that.
+        .arg("--source-ips")
+        .arg(
+            (1..=8)
+                .map(|i| format!("127.0.1.{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .arg("--data-dir")
         .arg(dir.join("devices"))
         .arg("--status-file")

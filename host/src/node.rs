@@ -186,7 +186,8 @@ fn build_gateway(
         .map_err(|e| NodeError::Gateway(e.to_string()))?;
         config.tls_listen = Some((addr, tls));
     }
-    let gateway = Gateway::new(config, store, role, site.epoch);
+    let gateway = Gateway::new(config, store, role, site.epoch)
+        .map_err(|e| NodeError::Gateway(e.to_string()))?;
     Ok(match d.durable_ack {
         DurableAck::LocalCommit => gateway,
         DurableAck::Replication => gateway.with_durability(Arc::new(ReplicatedMarks::default())),

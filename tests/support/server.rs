@@ -43,6 +43,8 @@ pub async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[derive(Clone)]
 pub struct ServerSpec {
     pub node_id: String,
+    /// Loopback address the gateway listens on (any of 127.0.0.0/8).
+    pub ip: [u8; 4],
     pub port: u16,
     pub epoch: u64,
     pub role: &'static str,
@@ -56,6 +58,7 @@ impl ServerSpec {
     pub fn new(node_id: &str, epoch: u64) -> Self {
         Self {
             node_id: node_id.into(),
+            ip: [127, 0, 0, 1],
             port: free_port(),
             epoch,
             role: "active",
@@ -67,7 +70,7 @@ impl ServerSpec {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 }
 
@@ -84,12 +87,12 @@ impl Server {
     pub fn start(spec: ServerSpec, dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let mut profile = format!(
-            "version = 1\nname = \"test\"\n[sites.s]\nnode_id = \"{}\"\ndata_dir = \"{}\"\nrole = \"{}\"\nepoch = {}\n[sites.s.gateway]\nlisten = \"127.0.0.1:{}\"\n",
+            "version = 1\nname = \"test\"\n[sites.s]\nnode_id = \"{}\"\ndata_dir = \"{}\"\nrole = \"{}\"\nepoch = {}\n[sites.s.gateway]\nlisten = \"{}\"\n",
             spec.node_id,
             dir.join("data").display(),
             spec.role,
             spec.epoch,
-            spec.port
+            spec.addr()
         );
         if let Some((port, cert, key)) = &spec.tls {
             profile.push_str(&format!(

@@ -89,6 +89,11 @@ struct SimulateArgs {
     /// DNS server (ip:port) the fleet asks for domain endpoints.
     #[arg(long)]
     resolver: Option<std::net::SocketAddr>,
+    /// Local addresses to dial from, comma-separated, used in turn by the
+    /// devices (e.g. 127.0.1.1,127.0.1.2 on loopback: one address holds at
+    /// most ~28,000 links to one server port).
+    #[arg(long, value_delimiter = ',')]
+    source_ips: Vec<std::net::IpAddr>,
     /// CA certificate (PEM) trusted for /tls endpoints.
     #[arg(long)]
     ca: Option<PathBuf>,
@@ -379,6 +384,7 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
         event_rate: args.event_rate,
         data_dir: args.data_dir.clone(),
         resolver: args.resolver,
+        sources: args.source_ips.clone(),
         agent,
     };
     let mut fleet = Fleet::start(&config).context("starting the fleet")?;

@@ -30,6 +30,10 @@ pub struct FleetConfig {
     pub data_dir: PathBuf,
     /// DNS server for domain endpoints (the system resolver otherwise).
     pub resolver: Option<SocketAddr>,
+    /// Local addresses the devices dial from, device i from entry i mod n
+    /// (one address holds at most ~28,000 links to one server port; the
+    /// system's choice when empty).
+    pub sources: Vec<std::net::IpAddr>,
     /// Settings shared by every agent (its id and data dir are set per device).
     pub agent: AgentConfig,
 }
@@ -69,6 +73,8 @@ pub struct FleetSummary {
 pub struct Fleet {
     agents: Arc<Vec<Agent>>,
     access_events: Arc<AtomicU64>,
+    /// Access events started (asking the server) but not yet logged.
+    in_flight: Arc<AtomicU64>,
     generator: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -83,6 +89,9 @@ impl Fleet {
             let mut c = config.agent.clone();
             c.device_id = config.first_id + i as u32;
             c.data_dir = config.data_dir.clone();
+            if !config.sources.is_empty() {
+                c.source = Some(config.sources[i % config.sources.len()]);
+            }
             if let Some(r) = &resolver {
                 c.resolver = r.clone();
             }
@@ -92,6 +101,7 @@ impl Fleet {
         Ok(Self {
             agents: Arc::new(agents),
             access_events: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicU64::new(0)),
             generator: None,
         })
     }
@@ -104,6 +114,7 @@ impl Fleet {
         }
         let agents = self.agents.clone();
         let counter = self.access_events.clone();
+        let in_flight = self.in_flight.clone();
         self.generator = Some(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::from_os_rng();
             let tick = Duration::from_millis(10);
@@ -120,6 +131,8 @@ impl Fleet {
                     let user = rng.random_range(1..=500u32);
                     let agents = agents.clone();
                     let counter = counter.clone();
+                    let in_flight = in_flight.clone();
+                    in_flight.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
                         let agent = &agents[i];
                         let card = format!("card-{user}");
@@ -149,6 +162,7 @@ impl Fleet {
                         if agent.record(code, Some(user.to_string()), payload).is_ok() {
                             counter.fetch_add(1, Ordering::Relaxed);
                         }
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             }
@@ -194,12 +208,15 @@ impl Fleet {
         s
     }
 
-    /// Wait until every logged event is acknowledged, or `limit` passes.
+    /// Wait until no access event is still being decided and every logged
+    /// event is acknowledged, or `limit` passes.
     pub async fn drain(&self, limit: Duration) -> bool {
         let until = Instant::now() + limit;
         loop {
+            // Access events still asking the server will log an entry yet.
+            let busy = self.in_flight.load(Ordering::SeqCst) > 0;
             let s = self.summary();
-            if s.events_acked >= s.events_logged {
+            if !busy && s.events_acked >= s.events_logged {
                 return true;
             }
             if Instant::now() >= until {

@@ -4,6 +4,7 @@
 //!
 //! The API is blocking; async callers run it with `tokio::task::spawn_blocking`.
 
+mod group;
 mod schema;
 mod snapshot;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use group::{GroupWriter, MAX_GROUP};
 pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
 
 /// How SQLite journals writes.
@@ -113,6 +115,44 @@ pub struct AccessEvent {
     pub occurred_at_ms: u64,
     /// The encoded event as stored in the device's log.
     pub payload: Vec<u8>,
+}
+
+/// One write of a group commit ([`Store::write_group`]).
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A device's handshake (see [`Store::handshake`]).
+    Handshake {
+        /// Device id.
+        device_id: u32,
+        /// Device model.
+        model: String,
+        /// Firmware version.
+        firmware: String,
+        /// Log incarnation.
+        incarnation: u64,
+        /// Sequence up to which the device reports its events durable elsewhere.
+        floor: u64,
+    },
+    /// One device's batch of events (see [`Store::ingest_device`]).
+    Ingest {
+        /// Device id.
+        device_id: u32,
+        /// Log incarnation.
+        incarnation: u64,
+        /// The events.
+        events: Vec<AccessEvent>,
+        /// The node storing them.
+        received_by: String,
+    },
+}
+
+/// What a [`Write`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The device incarnation's contiguous watermark after the handshake.
+    Handshake(u64),
+    /// The ingest outcome and the watermark after it.
+    Ingest(IngestOutcome, u64),
 }
 
 /// Outcome of ingesting a batch of events.
@@ -257,23 +297,62 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let now = unix_ms();
-            tx.prepare_cached(
-                "INSERT INTO devices (device_id, model, firmware, incarnation, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(device_id) DO UPDATE SET model = ?2, firmware = ?3, incarnation = ?4, last_seen = ?5",
-            )?
-            .execute(params![device_id, model, firmware, incarnation as i64, now as i64])?;
-            if floor > watermark_tx(&tx, device_id, incarnation)? {
-                tx.execute(
-                    "INSERT INTO device_logs (device_id, incarnation, contiguous, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(device_id, incarnation) DO UPDATE SET contiguous = ?3, updated_at = ?4",
-                    params![device_id, incarnation as i64, floor as i64, now as i64],
-                )?;
-                advance_watermark(&tx, device_id, incarnation, now)?;
-            }
-            let mark = watermark_tx(&tx, device_id, incarnation)?;
+            let mark = handshake_tx(&tx, device_id, model, firmware, incarnation, floor)?;
             tx.commit()?;
             Ok(mark)
+        })
+    }
+
+    /// Run several writes as one transaction (a group commit): each write in
+    /// its own savepoint, so one that fails is rolled back alone and reports
+    /// its error while the others commit. Returns one result per write, in
+    /// order; an error of the whole group (cannot begin or commit) is the
+    /// outer error and means none of them is stored.
+    pub fn write_group(
+        &self,
+        writes: &[Write],
+    ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+        let path = self.path.clone();
+        self.with_writer(|conn| {
+            let mut tx = conn.transaction()?;
+            let mut results = Vec::with_capacity(writes.len());
+            for w in writes {
+                let sp = tx.savepoint()?;
+                let result = match w {
+                    Write::Handshake {
+                        device_id,
+                        model,
+                        firmware,
+                        incarnation,
+                        floor,
+                    } => handshake_tx(&sp, *device_id, model, firmware, *incarnation, *floor)
+                        .map(Written::Handshake),
+                    Write::Ingest {
+                        device_id,
+                        incarnation,
+                        events,
+                        received_by,
+                    } => ingest_tx(&sp, events, received_by).and_then(|outcome| {
+                        watermark_tx(&sp, *device_id, *incarnation)
+                            .map(|mark| Written::Ingest(outcome, mark))
+                    }),
+                };
+                match result {
+                    Ok(done) => {
+                        sp.commit()?;
+                        results.push(Ok(done));
+                    }
+                    Err(error) => {
+                        drop(sp);
+                        results.push(Err(StoreError::Sqlite {
+                            path: path.clone(),
+                            error,
+                        }));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(results)
         })
     }
 
@@ -453,9 +532,36 @@ impl Store {
     }
 }
 
+/// Record a device's identity, raise its incarnation's watermark to at
+/// least `floor`, and return the watermark.
+fn handshake_tx(
+    tx: &Connection,
+    device_id: u32,
+    model: &str,
+    firmware: &str,
+    incarnation: u64,
+    floor: u64,
+) -> rusqlite::Result<u64> {
+    let now = unix_ms();
+    tx.prepare_cached(
+        "INSERT INTO devices (device_id, model, firmware, incarnation, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(device_id) DO UPDATE SET model = ?2, firmware = ?3, incarnation = ?4, last_seen = ?5",
+    )?
+    .execute(params![device_id, model, firmware, incarnation as i64, now as i64])?;
+    if floor > watermark_tx(tx, device_id, incarnation)? {
+        tx.prepare_cached(
+            "INSERT INTO device_logs (device_id, incarnation, contiguous, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(device_id, incarnation) DO UPDATE SET contiguous = ?3, updated_at = ?4",
+        )?
+        .execute(params![device_id, incarnation as i64, floor as i64, now as i64])?;
+        advance_watermark(tx, device_id, incarnation, now)?;
+    }
+    watermark_tx(tx, device_id, incarnation)
+}
+
 /// Insert events and advance the watermarks of the incarnations they belong to.
 fn ingest_tx(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     events: &[AccessEvent],
     received_by: &str,
 ) -> rusqlite::Result<IngestOutcome> {
@@ -500,7 +606,7 @@ fn ingest_tx(
 
 /// Move a device incarnation's contiguous watermark past every stored sequence.
 fn advance_watermark(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     device: u32,
     incarnation: u64,
     now: u64,
@@ -531,21 +637,20 @@ fn advance_watermark(
         }
     }
     if mark != start || start == 0 {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO device_logs (device_id, incarnation, contiguous, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(device_id, incarnation) DO UPDATE SET contiguous = ?3, updated_at = ?4",
-            params![device, incarnation as i64, mark as i64, now as i64],
-        )?;
+        )?
+        .execute(params![device, incarnation as i64, mark as i64, now as i64])?;
     }
     Ok(())
 }
 
 fn watermark_tx(conn: &Connection, device: u32, incarnation: u64) -> rusqlite::Result<u64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT contiguous FROM device_logs WHERE device_id = ?1 AND incarnation = ?2",
-        params![device, incarnation as i64],
-        |r| r.get::<_, i64>(0),
-    )
+    )?
+    .query_row(params![device, incarnation as i64], |r| r.get::<_, i64>(0))
     .optional()
     .map(|v| v.unwrap_or(0) as u64)
 }

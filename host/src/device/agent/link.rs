@@ -30,6 +30,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 enum End {
     /// The link failed or died.
     Lost(String),
+    /// Nothing came from the server within the dead-link timeout.
+    Silent(String),
     /// Leave for another endpoint (fail-back, or a new server list).
     Switch(usize),
     /// The agent is stopping.
@@ -197,7 +199,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut asks: mpsc::Receiver<Ask>) {
                         shared.set_view(LinkPhase::Disconnected, Some(index), None);
                         shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
                         let reason = match &end {
-                            End::Lost(r) => r.clone(),
+                            End::Lost(r) | End::Silent(r) => r.clone(),
                             End::Switch(i) => format!("switching to endpoint {i}"),
                             End::Shutdown => "shutting down".into(),
                         };
@@ -221,6 +223,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut asks: mpsc::Receiver<Ask>) {
                                 machine.switch_to(i);
                             }
                             End::Lost(_) => machine.lost(Instant::now(), &mut rng),
+                            End::Silent(_) => machine.went_silent(Instant::now(), &mut rng),
                         }
                     }
                 }
@@ -259,6 +262,19 @@ fn log_link_event(
 }
 
 /// Resolve (if a name), connect, TLS, handshake, and check the server.
+/// Open a TCP connection to `to`, from `source` when one is configured.
+async fn connect(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = match to {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(to).await
+}
+
 async fn dial(
     shared: &Shared,
     endpoint: &Endpoint,
@@ -278,7 +294,7 @@ async fn dial(
     for ip in addrs {
         match tokio::time::timeout_at(
             deadline,
-            TcpStream::connect(SocketAddr::new(ip, endpoint.port)),
+            connect(cfg.source, SocketAddr::new(ip, endpoint.port)),
         )
         .await
         {
@@ -484,14 +500,14 @@ async fn session(
             _ = shared.wake.notified() => upload_ready = true,
             _ = keepalive.tick() => {
                 if last_rx.elapsed() >= dead_link {
-                    return End::Lost(format!("dead link: nothing from the server for {:?}", last_rx.elapsed()));
+                    return End::Silent(format!("dead link: nothing from the server for {:?}", last_rx.elapsed()));
                 }
                 if let Err(e) = conn.request(command::KEEP_ALIVE, Vec::new()).await {
                     return End::Lost(e);
                 }
             }
             _ = tokio::time::sleep_until(last_rx + dead_link) => {
-                return End::Lost(format!("dead link: nothing from the server for {dead_link:?}"));
+                return End::Silent(format!("dead link: nothing from the server for {dead_link:?}"));
             }
             Some(ask) = asks.recv() => {
                 match conn.request(ask.command, ask.payload).await {

@@ -78,6 +78,10 @@ pub struct AgentConfig {
     pub resolver: Arc<dyn Resolve>,
     /// TLS trust for `/tls` endpoints.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Local address to dial from (a device with several interfaces, or a
+    /// simulated fleet spreading its links over loopback addresses); the
+    /// system's choice when None.
+    pub source: Option<std::net::IpAddr>,
     /// Limit on TCP connect plus handshake (the SDK's connect response timeout is 3 s).
     pub connect_timeout: Duration,
     /// Keep-alive interval.
@@ -121,6 +125,7 @@ impl AgentConfig {
             endpoints,
             resolver: Arc::new(SystemResolver),
             tls: None,
+            source: None,
             connect_timeout: Duration::from_secs(3),
             keepalive: Duration::from_secs(10),
             dead_link: Duration::from_secs(30),

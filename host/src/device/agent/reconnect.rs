@@ -131,6 +131,21 @@ impl Reconnect {
         }
     }
 
+    /// The link went silent (no keep-alive answer within the dead-link
+    /// timeout): the server hangs with its socket open, and its kernel still
+    /// completes TCP handshakes, so dialling it again would cost a whole
+    /// connect timeout. Walk the list in priority order starting after it;
+    /// it is tried again last (and first again after the next loss).
+    pub fn went_silent(&mut self, now: Instant, rng: &mut impl Rng) {
+        if let LinkState::Connected { endpoint, .. } = self.state {
+            self.state = LinkState::Backoff {
+                next: (endpoint + 1) % self.endpoints,
+                until: now + self.backoff.delay(0, rng),
+                failures: 0,
+            };
+        }
+    }
+
     /// Leave the current link for `endpoint` (fail-back, or a new server list).
     pub fn switch_to(&mut self, endpoint: usize) {
         self.state = LinkState::Connecting {
@@ -210,6 +225,29 @@ mod tests {
         assert!(until - Instant::now() <= Duration::from_millis(100));
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(r.step(Instant::now()), Step::Connect(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_tried_last_in_the_next_walk() {
+        let mut rng = rand::rng();
+        let mut r = Reconnect::new(3, backoff());
+        r.connected(Instant::now());
+        r.went_silent(Instant::now(), &mut rng);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(r.step(Instant::now()), Step::Connect(1));
+        // 1 and 2 fail: the walk comes back to 0.
+        r.failed(Instant::now(), &mut rng);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(r.step(Instant::now()), Step::Connect(2));
+        r.failed(Instant::now(), &mut rng);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(r.step(Instant::now()), Step::Connect(0));
+        // With one endpoint there is nothing else to try.
+        let mut one = Reconnect::new(1, backoff());
+        one.connected(Instant::now());
+        one.went_silent(Instant::now(), &mut rng);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(one.step(Instant::now()), Step::Connect(0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use crate::device::codec::{CodecError, DeviceCodec, Message};
 use crate::device::frame::{command, status};
 use crate::device::messages::{self as msg, Direction};
 use crate::plugin::Role;
-use crate::store::{unix_ms, AccessEvent};
+use crate::store::{unix_ms, AccessEvent, Write, Written};
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -132,21 +132,21 @@ where
             .await;
         return tracing::info!(%peer, device_id, "device refused by the accept filter");
     }
-    let store = shared.store.clone();
-    let (model, firmware, incarnation, floor) = (
-        h.model.clone(),
-        h.firmware.clone(),
-        h.incarnation,
-        h.durable,
-    );
+    let incarnation = h.incarnation;
     // Events the device no longer keeps were confirmed durable by an earlier
     // server: the watermark counts them, or it would wait for them forever.
-    let watermark = tokio::task::spawn_blocking(move || {
-        store.handshake(device_id, &model, &firmware, incarnation, floor)
-    })
-    .await;
-    let watermark = match watermark {
-        Ok(Ok(w)) => w,
+    let written = shared
+        .writer
+        .write(Write::Handshake {
+            device_id,
+            model: h.model.clone(),
+            firmware: h.firmware.clone(),
+            incarnation,
+            floor: h.durable,
+        })
+        .await;
+    let watermark = match written {
+        Ok(Written::Handshake(w)) => w,
         other => {
             let _ = link
                 .send(hello.reply(status::SERVER_ERROR, refusal("database unavailable")))
@@ -411,14 +411,17 @@ async fn ingest(shared: &Arc<Shared>, m: &Message, batch: msg::Events) -> Result
             payload: e.payload,
         })
         .collect();
-    let store = shared.store.clone();
-    let node = shared.config.node_id.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        store.ingest_device(device_id, incarnation, &events, &node)
-    })
-    .await;
+    let result = shared
+        .writer
+        .write(Write::Ingest {
+            device_id,
+            incarnation,
+            events,
+            received_by: shared.config.node_id.clone(),
+        })
+        .await;
     match result {
-        Ok(Ok((outcome, watermark))) => {
+        Ok(Written::Ingest(outcome, watermark)) => {
             shared
                 .stats
                 .events_stored

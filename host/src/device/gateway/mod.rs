@@ -22,7 +22,7 @@ use super::codec::{CodecLimits, Message};
 use super::frame::{command, status};
 use super::messages::{self, ServerList, WireEndpoint};
 use crate::plugin::Role;
-use crate::store::Store;
+use crate::store::{GroupWriter, Store};
 
 pub use registry::DeviceInfo;
 
@@ -174,6 +174,9 @@ pub enum GatewayError {
     /// No listener configured.
     #[error("no device listener is configured")]
     NoListener,
+    /// The database writer could not start.
+    #[error("cannot start the database writer: {0}")]
+    Writer(#[source] crate::store::StoreError),
 }
 
 /// An admin operation failed.
@@ -241,6 +244,8 @@ pub struct StatsSnapshot {
 pub(crate) struct Shared {
     pub config: GatewayConfig,
     pub store: Arc<Store>,
+    /// Handshakes and event batches, committed in groups.
+    pub writer: GroupWriter,
     pub identity: watch::Sender<Identity>,
     pub durability: Arc<dyn Durability>,
     pub registry: registry::Registry,
@@ -262,17 +267,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A closed gateway for `config`, storing into `store`.
-    pub fn new(config: GatewayConfig, store: Arc<Store>, role: Role, epoch: u64) -> Self {
+    /// A closed gateway for `config`, storing into `store` (through a
+    /// group-commit writer thread started here).
+    pub fn new(
+        config: GatewayConfig,
+        store: Arc<Store>,
+        role: Role,
+        epoch: u64,
+    ) -> Result<Self, GatewayError> {
         let identity = Identity {
             node_id: config.node_id.clone(),
             role,
             epoch,
         };
-        Self {
+        let writer = GroupWriter::start(store.clone()).map_err(GatewayError::Writer)?;
+        Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 store,
+                writer,
                 identity: watch::channel(identity).0,
                 durability: Arc::new(LocalCommit),
                 registry: registry::Registry::default(),
@@ -280,7 +293,7 @@ impl Gateway {
                 closing: watch::channel(false).0,
             }),
             listening: Mutex::new(None),
-        }
+        })
     }
 
     /// Use another source of DR-durable watermarks (before opening).
