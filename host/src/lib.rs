@@ -11,5 +11,6 @@ pub mod caps;
 pub mod config;
 pub mod device;
 pub mod node;
+pub mod peer;
 pub mod plugin;
 pub mod store;

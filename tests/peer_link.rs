@@ -1,0 +1,363 @@
+//! The node-to-node link over real TCP on loopback: authentication with a
+//! pre-shared key, heartbeats, checksummed file transfer resumed across a cut
+//! link, messages, and refusal of data from a lower epoch.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use standby_host::peer::{Incoming, PeerConfig, PeerError, PeerLink, Psk};
+use standby_host::plugin::Role;
+use support::server::{free_port, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn psk(text: &str) -> Psk {
+    Psk::new(text.as_bytes().to_vec()).unwrap()
+}
+
+struct Node {
+    link: PeerLink,
+    local: watch::Sender<(u64, Role)>,
+    incoming: mpsc::Receiver<Incoming>,
+}
+
+async fn node(config: PeerConfig, epoch: u64, role: Role) -> Node {
+    let (local, rx) = watch::channel((epoch, role));
+    let (tx, incoming) = mpsc::channel(16);
+    let link = PeerLink::start(config, rx, tx).await.unwrap();
+    Node {
+        link,
+        local,
+        incoming,
+    }
+}
+
+/// A pair "a" (dials) and "b" (listens); a dials `via` when given (a proxy).
+async fn pair(dir: &Path, key_a: &str, key_b: &str, via: Option<u16>) -> (Node, Node, u16) {
+    let (pa, pb) = (free_port(), free_port());
+    let a = PeerConfig::new(
+        "a",
+        addr(pa),
+        "b",
+        addr(via.unwrap_or(pb)),
+        psk(key_a),
+        dir.join("a-staging"),
+    );
+    let b = PeerConfig::new(
+        "b",
+        addr(pb),
+        "a",
+        addr(pa),
+        psk(key_b),
+        dir.join("b-staging"),
+    );
+    (
+        node(a, 1, Role::Active).await,
+        node(b, 1, Role::Standby).await,
+        pb,
+    )
+}
+
+async fn connected(n: &Node) -> bool {
+    wait_for(Duration::from_secs(5), || n.link.state().connected).await
+}
+
+fn write_file(path: &Path, len: usize) -> String {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(path, &data).unwrap();
+    hex(&Sha256::digest(&data))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_the_same_key_authenticate_and_exchange_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _) = pair(
+        dir.path(),
+        "0123456789abcdef-key",
+        "0123456789abcdef-key",
+        None,
+    )
+    .await;
+    assert!(connected(&a).await && connected(&b).await);
+    assert!(
+        wait_for(Duration::from_secs(3), || a.link.state().rtt_ms.is_some()).await,
+        "no heartbeat round trip: {:?}",
+        a.link.state()
+    );
+    let sa = a.link.state();
+    let sb = b.link.state();
+    assert_eq!(sa.node_id.as_deref(), Some("b"));
+    assert_eq!(sb.node_id.as_deref(), Some("a"));
+    // Each side hears the other's role.
+    assert!(
+        wait_for(Duration::from_secs(2), || b.link.state().role
+            == Some(Role::Active))
+        .await
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || a.link.state().role
+            == Some(Role::Standby))
+        .await
+    );
+    assert!(a.link.silence().unwrap() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_another_key_is_never_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _) = pair(
+        dir.path(),
+        "0123456789abcdef-key",
+        "fedcba9876543210-key",
+        None,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!a.link.state().connected, "{:?}", a.link.state());
+    assert!(!b.link.state().connected, "{:?}", b.link.state());
+    let err = a
+        .link
+        .send_message("p", "k", b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Down), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_speaking_garbage_is_dropped_and_the_link_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b, pb) = pair(
+        dir.path(),
+        "0123456789abcdef-key",
+        "0123456789abcdef-key",
+        None,
+    )
+    .await;
+    assert!(connected(&a).await);
+    let mut s = TcpStream::connect(addr(pb)).await.unwrap();
+    s.write_all(&[0xff; 64]).await.unwrap();
+    let mut buf = [0u8; 16];
+    // The listener closes it (EOF or reset), without answering.
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    a.link
+        .send_message("p", "hello", b"still here".to_vec())
+        .await
+        .unwrap();
+    let Some(Incoming::Message { body, .. }) = b.incoming.recv().await else {
+        panic!()
+    };
+    assert_eq!(body, b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_arrive_whole_and_checked_and_messages_are_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b, _) = pair(
+        dir.path(),
+        "0123456789abcdef-key",
+        "0123456789abcdef-key",
+        None,
+    )
+    .await;
+    assert!(connected(&a).await);
+    let src = dir.path().join("snapshot.db");
+    let sha = write_file(&src, 3 * 1024 * 1024 + 17);
+    let receipt = a
+        .link
+        .send_file("file-copy", &src, "snap-1.db", "t1")
+        .await
+        .unwrap();
+    assert_eq!(receipt.bytes, 3 * 1024 * 1024 + 17);
+    assert_eq!(receipt.sha256, sha);
+    let Some(Incoming::File {
+        plugin,
+        path,
+        name,
+        tag,
+        size,
+        sha256,
+        epoch,
+    }) = b.incoming.recv().await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (plugin.as_str(), name.as_str(), tag.as_str(), size, epoch),
+        ("file-copy", "snap-1.db", "t1", receipt.bytes, 1)
+    );
+    assert_eq!(sha256, sha);
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&src).unwrap());
+    a.link
+        .send_message("file-copy", "installed", b"snap-1".to_vec())
+        .await
+        .unwrap();
+    let Some(Incoming::Message { kind, body, .. }) = b.incoming.recv().await else {
+        panic!()
+    };
+    assert_eq!(
+        (kind.as_str(), body.as_slice()),
+        ("installed", &b"snap-1"[..])
+    );
+}
+
+/// A TCP proxy that cuts its first connection after `cut_after` bytes from
+/// the dialler, then forwards faithfully.
+async fn cutting_proxy(target: SocketAddr, cut_after: u64) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut2 = cut.clone();
+    tokio::spawn(async move {
+        let first = Arc::new(AtomicBool::new(true));
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let Ok(mut outbound) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let limit = if first.swap(false, Ordering::SeqCst) {
+                cut_after
+            } else {
+                u64::MAX
+            };
+            let cut = cut2.clone();
+            tokio::spawn(async move {
+                let (mut ri, mut wi) = inbound.split();
+                let (mut ro, mut wo) = outbound.split();
+                let passed = AtomicU64::new(0);
+                let up = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = ri.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        if passed.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit {
+                            cut.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if wo.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut ro, &mut wi);
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (port, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_cut_midway_resumes_where_the_peer_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = free_port();
+    let (proxy, cut) = cutting_proxy(addr(pb), 6 * 1024 * 1024).await;
+    let pa = free_port();
+    let ca = PeerConfig::new(
+        "a",
+        addr(pa),
+        "b",
+        addr(proxy),
+        psk("0123456789abcdef-key"),
+        dir.path().join("a-staging"),
+    );
+    let cb = PeerConfig::new(
+        "b",
+        addr(pb),
+        "a",
+        addr(pa),
+        psk("0123456789abcdef-key"),
+        dir.path().join("b-staging"),
+    );
+    let a = node(ca, 1, Role::Active).await;
+    let mut b = node(cb, 1, Role::Standby).await;
+    assert!(connected(&a).await);
+    let src = dir.path().join("big.db");
+    let sha = write_file(&src, 16 * 1024 * 1024);
+    let receipt = a
+        .link
+        .send_file("file-copy", &src, "big.db", "t")
+        .await
+        .unwrap();
+    assert!(cut.load(Ordering::SeqCst), "the proxy never cut the link");
+    assert!(
+        receipt.resumed_from > 0,
+        "the transfer restarted from zero: {receipt:?}"
+    );
+    assert_eq!(receipt.sha256, sha);
+    let Some(Incoming::File { path, .. }) = b.incoming.recv().await else {
+        panic!()
+    };
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&src).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_from_a_lower_epoch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b, _) = pair(
+        dir.path(),
+        "0123456789abcdef-key",
+        "0123456789abcdef-key",
+        None,
+    )
+    .await;
+    assert!(connected(&a).await);
+    // b was promoted meanwhile: epoch 2. a still says 1.
+    b.local.send_replace((2, Role::Active));
+    let src = dir.path().join("old.db");
+    write_file(&src, 100_000);
+    let err = a
+        .link
+        .send_file("file-copy", &src, "old.db", "t")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Refused(_)), "{err}");
+    let err = a
+        .link
+        .send_message("file-copy", "k", Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Refused(_)), "{err}");
+    assert!(b.link.state().refused_lower_epoch >= 2);
+    assert!(
+        b.incoming.try_recv().is_err(),
+        "nothing reached b's plugins"
+    );
+    // Nothing from the refused transfer is left where b installs files from.
+    let staged: Vec<_> = std::fs::read_dir(dir.path().join("b-staging"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "done"))
+        .collect();
+    assert!(staged.is_empty());
+    // Once a learns the new epoch (it rejoins), its data is accepted again.
+    a.local.send_replace((2, Role::Standby));
+    a.link
+        .send_message("file-copy", "k", Vec::new())
+        .await
+        .unwrap();
+}
