@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod caps;
+pub mod cluster;
 pub mod config;
 pub mod device;
 pub mod node;

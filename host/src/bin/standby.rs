@@ -63,6 +63,23 @@ enum Command {
     /// Simulated door devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Run the witness: the third-site service that grants one node at a
+    /// time a lease with a new epoch (automatic failover needs one).
+    Witness {
+        /// Where nodes reach it (ip:port).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where it keeps its epoch (witness.json, fsynced before every grant).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The pre-shared key file the nodes use too (at least 16 bytes).
+        #[arg(long)]
+        psk_file: PathBuf,
+        /// Longest lease granted, ms; after a restart a recorded lease is
+        /// honoured this long.
+        #[arg(long, default_value_t = 10_000)]
+        max_ttl_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +236,12 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::CheckConfig { profile, overrides } => check_config(profile, overrides).await,
         Command::Plugin(p) => plugin(p).await,
         Command::Devices(DevicesCommand::Simulate(args)) => simulate(args).await,
+        Command::Witness {
+            listen,
+            data_dir,
+            psk_file,
+            max_ttl_ms,
+        } => witness(listen, data_dir, psk_file, max_ttl_ms).await,
     }
 }
 
@@ -242,6 +265,27 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+async fn witness(
+    listen: std::net::SocketAddr,
+    data_dir: PathBuf,
+    psk_file: PathBuf,
+    max_ttl_ms: u64,
+) -> Result<()> {
+    use standby_host::cluster::{Witness, WitnessConfig};
+    let psk = standby_host::peer::Psk::from_file(&psk_file)?;
+    let mut config = WitnessConfig::new(listen, data_dir, psk);
+    config.max_ttl = std::time::Duration::from_millis(max_ttl_ms);
+    let witness = Witness::start(config).await?;
+    let (state, _) = witness.state().await;
+    eprintln!(
+        "standby witness: listening on {} (epoch {})",
+        witness.local_addr(),
+        state.epoch
+    );
+    shutdown_signal().await;
+    Ok(())
 }
 
 async fn check_config(profile: PathBuf, overrides: Vec<(String, toml::Value)>) -> Result<()> {

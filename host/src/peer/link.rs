@@ -13,8 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::auth::{self, FrameMac, Psk};
+use super::auth::Psk;
 use super::proto::{self, Frame, FrameError, PeerMsg};
+use super::session::{self, Macs};
 use crate::plugin::Role;
 
 /// How the link runs.
@@ -502,106 +503,23 @@ async fn dial_loop(inner: Arc<Inner>) {
     }
 }
 
-type Macs = (FrameMac, FrameMac);
-
 async fn dial_handshake(
     inner: &Inner,
     mut stream: TcpStream,
 ) -> Result<(TcpStream, String, Macs), FrameError> {
-    let _ = stream.set_nodelay(true);
-    let nonce_d = auth::nonce();
-    let hello = auth::Hello {
-        node_id: inner.config.node_id.clone(),
-        nonce: nonce_d.to_vec(),
-    };
-    let timeout = Duration::from_secs(3);
-    let run = async {
-        proto::write_plain(&mut stream, &hello).await?;
-        let challenge: auth::Challenge = proto::read_plain(&mut stream).await?;
-        let expected = auth::listener_proof(
-            &inner.config.psk,
-            &hello,
-            &challenge.nonce,
-            &challenge.node_id,
-        );
-        if !auth::same(&expected, &challenge.proof) {
-            return Err(FrameError::Auth(auth::AuthError(
-                "the peer does not know the shared key".into(),
-            )));
-        }
-        if challenge.node_id != inner.config.peer_node_id {
-            return Err(FrameError::Auth(auth::AuthError(format!(
-                "expected node {}, found {}",
-                inner.config.peer_node_id, challenge.node_id
-            ))));
-        }
-        let proof = auth::dialler_proof(
-            &inner.config.psk,
-            &nonce_d,
-            &challenge,
-            &inner.config.node_id,
-        );
-        proto::write_plain(&mut stream, &auth::Proof { proof }).await?;
-        Ok(FrameMac::session(
-            &inner.config.psk,
-            &nonce_d,
-            &challenge.nonce,
-            true,
-        ))
-    };
-    let macs = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| FrameError::Malformed("handshake timed out".into()))??;
-    Ok((stream, inner.config.peer_node_id.clone(), macs))
+    let c = &inner.config;
+    let (peer, macs) =
+        session::dial(&mut stream, &c.psk, &c.node_id, Some(&c.peer_node_id)).await?;
+    Ok((stream, peer, macs))
 }
 
 async fn accept_handshake(
     inner: &Inner,
     mut stream: TcpStream,
 ) -> Result<(TcpStream, String, Macs), FrameError> {
-    let _ = stream.set_nodelay(true);
-    let timeout = Duration::from_secs(3);
-    let run = async {
-        let hello: auth::Hello = proto::read_plain(&mut stream).await?;
-        if hello.node_id != inner.config.peer_node_id {
-            return Err(FrameError::Auth(auth::AuthError(format!(
-                "node {} is not this node's peer ({})",
-                hello.node_id, inner.config.peer_node_id
-            ))));
-        }
-        let nonce_l = auth::nonce();
-        let proof =
-            auth::listener_proof(&inner.config.psk, &hello, &nonce_l, &inner.config.node_id);
-        proto::write_plain(
-            &mut stream,
-            &auth::Challenge {
-                node_id: inner.config.node_id.clone(),
-                nonce: nonce_l.to_vec(),
-                proof,
-            },
-        )
-        .await?;
-        let answer: auth::Proof = proto::read_plain(&mut stream).await?;
-        let challenge = auth::Challenge {
-            node_id: inner.config.node_id.clone(),
-            nonce: nonce_l.to_vec(),
-            proof: Vec::new(),
-        };
-        let expected =
-            auth::dialler_proof(&inner.config.psk, &hello.nonce, &challenge, &hello.node_id);
-        if !auth::same(&expected, &answer.proof) {
-            return Err(FrameError::Auth(auth::AuthError(
-                "the dialler does not know the shared key".into(),
-            )));
-        }
-        Ok((
-            hello.node_id.clone(),
-            FrameMac::session(&inner.config.psk, &hello.nonce, &nonce_l, false),
-        ))
-    };
-    let (peer, macs) = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| FrameError::Malformed("handshake timed out".into()))??;
+    let c = &inner.config;
+    let (peer, macs) =
+        session::accept(&mut stream, &c.psk, &c.node_id, Some(&c.peer_node_id)).await?;
     Ok((stream, peer, macs))
 }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 mod link;
 pub mod proto;
+pub mod session;
 
 pub use auth::Psk;
 pub use link::{Incoming, PeerConfig, PeerError, PeerLink, PeerState, Receipt};

@@ -1,0 +1,13 @@
+//! Who may be active: leases from a witness on a third site, with epochs the
+//! witness hands out and persists. A node acts as active only while it holds
+//! a lease it has measured on its own monotonic clock, minus a safety margin;
+//! the witness grants the lease to another node only after the old one has
+//! expired on the witness's clock, which starts later. So two nodes are never
+//! active at overlapping epochs, whatever fails.
+
+pub mod lease;
+pub mod proto;
+pub mod witness;
+
+pub use lease::{Lease, LeaseError, WitnessClient, WitnessView};
+pub use witness::{Witness, WitnessConfig, WitnessError, WitnessState};

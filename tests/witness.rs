@@ -1,0 +1,192 @@
+//! The witness as its own process (`standby witness`), nodes as clients in
+//! this process: leases, epochs on disk, a restarted witness honouring the
+//! recorded lease, and refusal of a wrong key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use standby_host::cluster::{LeaseError, WitnessClient, WitnessState};
+use standby_host::peer::Psk;
+use support::server::{free_port, wait_until};
+
+const KEY: &str = "witness-test-key-0123456789";
+
+struct WitnessProc {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl WitnessProc {
+    fn start(dir: &Path, port: u16, max_ttl_ms: u64) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = dir.join("psk");
+        std::fs::write(&key, KEY).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(env!("CARGO_BIN_EXE_standby"))
+            .args(["witness", "--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--psk-file")
+            .arg(&key)
+            .args(["--max-ttl-ms", &max_ttl_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("witness-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "witness did not start"
+        );
+        Self {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn state_on_disk(&self) -> WitnessState {
+        serde_json::from_slice(&std::fs::read(self.dir.join("data/witness.json")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for WitnessProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn client(w: &WitnessProc, node: &str) -> WitnessClient {
+    WitnessClient::new(
+        w.addr,
+        Psk::new(KEY.as_bytes().to_vec()).unwrap(),
+        node,
+        Duration::from_secs(2),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_at_a_time_holds_the_lease_and_each_grant_raises_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = WitnessProc::start(dir.path(), free_port(), 5_000);
+    let (a, b) = (client(&w, "a"), client(&w, "b"));
+    let ttl = Duration::from_millis(600);
+    let la = a.acquire(ttl).await.unwrap();
+    assert_eq!(la.epoch, 1);
+    // The epoch is on disk by the time the grant arrives.
+    assert_eq!(
+        w.state_on_disk(),
+        WitnessState {
+            epoch: 1,
+            holder: Some("a".into())
+        }
+    );
+    // b is denied while a holds it, and told who does.
+    match b.acquire(ttl).await {
+        Err(LeaseError::Denied { holder, epoch, .. }) => {
+            assert_eq!((holder.as_deref(), epoch), (Some("a"), 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Renewing keeps a's lease past its first end.
+    let mut lease = la;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lease = a.renew(&lease, ttl).await.unwrap();
+    }
+    assert!(b.acquire(ttl).await.is_err());
+    // a stops renewing: once its lease has run out, b gets a higher epoch,
+    // and a's renewal is refused as superseded.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(!lease.valid(Duration::ZERO));
+    let lb = b.acquire(ttl).await.unwrap();
+    assert_eq!(lb.epoch, 2);
+    match a.renew(&lease, ttl).await {
+        Err(LeaseError::Denied { reason, .. }) => {
+            assert!(reason.contains("superseded"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A released lease can be taken at once.
+    b.release(&lb).await.unwrap();
+    assert_eq!(a.acquire(ttl).await.unwrap().epoch, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_witness_keeps_its_epoch_and_honours_the_recorded_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut w = WitnessProc::start(dir.path(), port, 1_500);
+    let a = client(&w, "a");
+    let lease = a.acquire(Duration::from_millis(1_000)).await.unwrap();
+    assert_eq!(lease.epoch, 1);
+    w.kill();
+    let w = WitnessProc::start(dir.path(), port, 1_500);
+    let b = client(&w, "b");
+    let view = b.query().await.unwrap();
+    assert_eq!(view.epoch, 1);
+    assert_eq!(view.holder.as_deref(), Some("a"));
+    // The restarted witness cannot know how much of a's lease is left: it
+    // holds it for the longest lease it grants.
+    assert!(matches!(
+        b.acquire(Duration::from_millis(500)).await,
+        Err(LeaseError::Denied { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let lb = b.acquire(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(lb.epoch, 2, "an epoch is never granted twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_key_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = WitnessProc::start(dir.path(), free_port(), 5_000);
+    let stranger = WitnessClient::new(
+        w.addr,
+        Psk::new(b"another-key-0123456789".to_vec()).unwrap(),
+        "a",
+        Duration::from_secs(2),
+    );
+    match stranger.acquire(Duration::from_millis(500)).await {
+        Err(LeaseError::Unreachable { reason, .. }) => {
+            assert!(reason.contains("shared key"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client(&w, "b").query().await.unwrap().epoch, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_with_an_unreadable_state_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/witness.json"), b"{ not json").unwrap();
+    std::fs::write(dir.path().join("psk"), KEY).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["witness", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--psk-file")
+        .arg(dir.path().join("psk"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("witness.json") && err.contains("refusing to guess an epoch"),
+        "{err}"
+    );
+}
