@@ -693,3 +693,60 @@ async fn a_domain_endpoint_follows_its_dns_record_to_the_new_server() {
     assert_eq!(agent.status().endpoint, Some(0));
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_lease_runs_out_acknowledges_and_writes_nothing_more() {
+    use standby_host::cluster::AckGate;
+    use standby_host::device::gateway::{Gateway, GatewayConfig};
+    use standby_host::plugin::Role;
+    use standby_host::store::{Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("biostar2.db");
+    let store = Arc::new(Store::open(&db, StoreOptions::default()).unwrap());
+    let mut c = GatewayConfig::new("g");
+    c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+    c.keepalive = Duration::from_millis(200);
+    c.dead_link = Duration::from_millis(1_000);
+    let gate = Arc::new(AckGate::closed());
+    // The lease keeper renewed once; nobody renews again.
+    gate.open_until(std::time::Instant::now() + Duration::from_millis(2_000));
+    let g = Gateway::new(c, store, Role::Active, 1)
+        .unwrap()
+        .with_ack_gate(gate.clone());
+    g.open().await.unwrap();
+    let port = g.local_addr().unwrap().port();
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(&devices, 9, vec![endpoint(port, 0)])).unwrap();
+    wait_on(&agent, "g", Duration::from_secs(5)).await;
+    record(&agent, 5);
+    all_acked(&agent, Duration::from_secs(5)).await;
+    let acked = agent.status().acked;
+    // The deadline passes with nobody closing anything.
+    let wait = Duration::from_millis(2_100);
+    tokio::time::sleep(wait).await;
+    assert!(!gate.is_open());
+    let count = || {
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+            .query_row("SELECT count(*) FROM access_events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+    };
+    let stored = count();
+    record(&agent, 5);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        agent.status().acked,
+        acked,
+        "acknowledged after the lease ran out"
+    );
+    assert_eq!(count(), stored, "written after the lease ran out");
+    assert_ne!(
+        on_node(&agent).as_deref(),
+        Some("g"),
+        "{:?}",
+        agent.status()
+    );
+    agent.shutdown().await;
+}

@@ -5,9 +5,13 @@
 //! expired on the witness's clock, which starts later. So two nodes are never
 //! active at overlapping epochs, whatever fails.
 
+pub mod gate;
 pub mod lease;
 pub mod proto;
+pub mod role;
 pub mod witness;
 
+pub use gate::AckGate;
 pub use lease::{Lease, LeaseError, WitnessClient, WitnessView};
+pub use role::{RoleError, RoleMachine, Transition};
 pub use witness::{Witness, WitnessConfig, WitnessError, WitnessState};

@@ -132,6 +132,15 @@ where
             .await;
         return tracing::info!(%peer, device_id, "device refused by the accept filter");
     }
+    if !shared.gate.is_open() {
+        let _ = link
+            .send(hello.reply(
+                status::NOT_ACTIVE,
+                refusal("this server's lease has run out"),
+            ))
+            .await;
+        return tracing::info!(%peer, device_id, "handshake refused: the lease has run out");
+    }
     let incarnation = h.incarnation;
     // Events the device no longer keeps were confirmed durable by an earlier
     // server: the watermark counts them, or it would wait for them forever.
@@ -396,6 +405,10 @@ async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<M
 }
 
 async fn ingest(shared: &Arc<Shared>, m: &Message, batch: msg::Events) -> Result<Message, End> {
+    // A node whose lease ran out writes nothing and acknowledges nothing.
+    if shared.identity.borrow().role != Role::Active || !shared.gate.is_open() {
+        return Ok(m.reply(status::NOT_ACTIVE, refusal("this server is not active")));
+    }
     let device_id = m.device_id;
     let incarnation = batch.incarnation;
     let events: Vec<AccessEvent> = batch
@@ -432,7 +445,7 @@ async fn ingest(shared: &Arc<Shared>, m: &Message, batch: msg::Events) -> Result
                 .fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
             // Re-check the role after the commit: a node that lost its lease
             // meanwhile acknowledges nothing.
-            if shared.identity.borrow().role != Role::Active {
+            if shared.identity.borrow().role != Role::Active || !shared.gate.is_open() {
                 return Ok(m.reply(status::NOT_ACTIVE, refusal("this server is not active")));
             }
             let ack = msg::EventAck {

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use super::codec::{CodecLimits, Message};
 use super::frame::{command, status};
 use super::messages::{self, ServerList, WireEndpoint};
+use crate::cluster::AckGate;
 use crate::plugin::Role;
 use crate::store::{GroupWriter, Store};
 
@@ -248,6 +249,8 @@ pub(crate) struct Shared {
     pub writer: GroupWriter,
     pub identity: watch::Sender<Identity>,
     pub durability: Arc<dyn Durability>,
+    /// Whether acknowledging is allowed now (the lease's deadline).
+    pub gate: Arc<AckGate>,
     pub registry: registry::Registry,
     pub stats: Stats,
     /// Closing the gateway sends `true`: every connection ends.
@@ -288,6 +291,7 @@ impl Gateway {
                 writer,
                 identity: watch::channel(identity).0,
                 durability: Arc::new(LocalCommit),
+                gate: Arc::new(AckGate::always_open()),
                 registry: registry::Registry::default(),
                 stats: Stats::default(),
                 closing: watch::channel(false).0,
@@ -300,6 +304,15 @@ impl Gateway {
     pub fn with_durability(mut self, durability: Arc<dyn Durability>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.durability = durability;
+        }
+        self
+    }
+
+    /// Acknowledge events only while `gate` is open (before opening); a
+    /// gateway without one acknowledges whenever its role is active.
+    pub fn with_ack_gate(mut self, gate: Arc<AckGate>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.gate = gate;
         }
         self
     }
