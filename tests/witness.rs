@@ -190,3 +190,61 @@ async fn a_witness_with_an_unreadable_state_file_refuses_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_active_stops_acknowledging_before_another_node_gets_the_lease() {
+    use standby_host::cluster::{hold, AckGate, LeaseEnd, LeaseSettings};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let w = WitnessProc::start(dir.path(), free_port(), 5_000);
+    // a reaches the witness through a link the test can cut; b directly.
+    let link = support::proxy::Proxy::start(w.addr).await;
+    let a = Arc::new(WitnessClient::new(
+        link.addr,
+        Psk::new(KEY.as_bytes().to_vec()).unwrap(),
+        "a",
+        Duration::from_secs(2),
+    ));
+    let b = client(&w, "b");
+    let settings = LeaseSettings::default();
+    let lease = a.acquire(settings.ttl).await.unwrap();
+    let gate = Arc::new(AckGate::closed());
+    let (_task, ended) = hold(a.clone(), lease, settings, gate.clone());
+    // Renewals keep the gate open well past one lease length.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(gate.is_open());
+    }
+    assert!(b.acquire(settings.ttl).await.is_err());
+    link.cut();
+    let cut_at = tokio::time::Instant::now();
+    let watch_gate = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            while gate.is_open() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::Instant::now()
+        })
+    };
+    let b_lease = loop {
+        match b.acquire(settings.ttl).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let b_granted = tokio::time::Instant::now();
+    let a_closed = watch_gate.await.unwrap();
+    assert!(
+        a_closed < b_granted,
+        "a still acknowledged {:?} after b got the lease",
+        a_closed - b_granted
+    );
+    assert!(b_lease.epoch > lease.epoch);
+    assert!(matches!(ended.await.unwrap(), LeaseEnd::Expired { .. }));
+    eprintln!(
+        "cut -> a stops: {:?}; cut -> b granted: {:?}",
+        a_closed - cut_at,
+        b_granted - cut_at
+    );
+}

@@ -6,12 +6,14 @@
 //! active at overlapping epochs, whatever fails.
 
 pub mod gate;
+pub mod keeper;
 pub mod lease;
 pub mod proto;
 pub mod role;
 pub mod witness;
 
 pub use gate::AckGate;
+pub use keeper::{hold, LeaseEnd, LeaseSettings, LeaseSettingsError};
 pub use lease::{Lease, LeaseError, WitnessClient, WitnessView};
 pub use role::{RoleError, RoleMachine, Transition};
 pub use witness::{Witness, WitnessConfig, WitnessError, WitnessState};
