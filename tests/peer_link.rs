@@ -361,3 +361,55 @@ async fn data_from_a_lower_epoch_is_refused() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_ms_of_heartbeat_jitter_never_trips_the_detector_but_a_cut_link_does() {
+    use standby_host::cluster::DetectorSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let pb = free_port();
+    let link = support::proxy::Proxy::start_with_jitter(addr(pb), Duration::from_millis(200)).await;
+    let pa = free_port();
+    let key = "0123456789abcdef-key";
+    let mut ca = PeerConfig::new(
+        "a",
+        addr(pa),
+        "b",
+        link.addr,
+        psk(key),
+        dir.path().join("a"),
+    );
+    let mut cb = PeerConfig::new("b", addr(pb), "a", addr(pa), psk(key), dir.path().join("b"));
+    let detector = DetectorSettings::default();
+    for c in [&mut ca, &mut cb] {
+        c.heartbeat = detector.heartbeat;
+    }
+    let _a = node(ca, 1, Role::Active).await;
+    let b = node(cb, 1, Role::Standby).await;
+    assert!(connected(&b).await);
+    // b watches a through the jittering link for 6 s.
+    let started = tokio::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(6) {
+        let silence = b.link.silence();
+        worst = worst.max(silence.unwrap_or_default());
+        assert!(
+            !detector.suspects(silence),
+            "false suspicion after {:?}: silence {silence:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("longest silence under 200 ms jitter: {worst:?}");
+    assert!(
+        worst > Duration::from_millis(100),
+        "the jitter did not bite"
+    );
+    // A cut link is suspected once the silence passes the threshold.
+    link.cut();
+    let cut = tokio::time::Instant::now();
+    while !detector.suspects(b.link.silence()) {
+        assert!(cut.elapsed() < Duration::from_secs(2), "never suspected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("cut -> suspected: {:?}", cut.elapsed());
+}

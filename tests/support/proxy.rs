@@ -20,6 +20,11 @@ pub struct Proxy {
 impl Proxy {
     /// Forward connections on a fresh loopback port to `target`.
     pub async fn start(target: SocketAddr) -> Self {
+        Self::start_with_jitter(target, std::time::Duration::ZERO).await
+    }
+
+    /// The same, delaying every chunk by a random 0..`jitter` (order kept).
+    pub async fn start_with_jitter(target: SocketAddr, jitter: std::time::Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -41,8 +46,8 @@ impl Proxy {
                     };
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
-                    tokio::spawn(pump(ri, wo, flag.clone()));
-                    pump(ro, wi, flag).await;
+                    tokio::spawn(pump(ri, wo, flag.clone(), jitter));
+                    pump(ro, wi, flag, jitter).await;
                 });
             }
         });
@@ -64,19 +69,35 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     cut: Arc<AtomicBool>,
+    jitter: std::time::Duration,
 ) {
+    use rand::Rng;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut buf = vec![0u8; 64 * 1024];
+    let mut last = tokio::time::Instant::now();
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         if cut.load(Ordering::SeqCst) {
             // Swallow: the other side never hears of it.
             continue;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+        let delay = jitter.mul_f64(rand::rng().random::<f64>());
+        last = last.max(tokio::time::Instant::now() + delay);
+        if tx.send((last, buf[..n].to_vec())).is_err() {
+            break;
         }
     }
+    drop(tx);
+    let _ = writer.await;
 }

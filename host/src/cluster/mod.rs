@@ -5,6 +5,7 @@
 //! expired on the witness's clock, which starts later. So two nodes are never
 //! active at overlapping epochs, whatever fails.
 
+pub mod detector;
 pub mod gate;
 pub mod keeper;
 pub mod lease;
@@ -12,6 +13,7 @@ pub mod proto;
 pub mod role;
 pub mod witness;
 
+pub use detector::{DetectorError, DetectorSettings};
 pub use gate::AckGate;
 pub use keeper::{hold, LeaseEnd, LeaseSettings, LeaseSettingsError};
 pub use lease::{Lease, LeaseError, WitnessClient, WitnessView};
