@@ -709,7 +709,7 @@ async fn a_gateway_whose_lease_runs_out_acknowledges_and_writes_nothing_more() {
     c.dead_link = Duration::from_millis(1_000);
     let gate = Arc::new(AckGate::closed());
     // The lease keeper renewed once; nobody renews again.
-    gate.open_until(std::time::Instant::now() + Duration::from_millis(2_000));
+    gate.open_until(std::time::Instant::now() + Duration::from_millis(4_000));
     let g = Gateway::new(c, store, Role::Active, 1)
         .unwrap()
         .with_ack_gate(gate.clone());
@@ -722,8 +722,9 @@ async fn a_gateway_whose_lease_runs_out_acknowledges_and_writes_nothing_more() {
     all_acked(&agent, Duration::from_secs(5)).await;
     let acked = agent.status().acked;
     // The deadline passes with nobody closing anything.
-    let wait = Duration::from_millis(2_100);
-    tokio::time::sleep(wait).await;
+    let deadline = gate.last_deadline().unwrap();
+    tokio::time::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!gate.is_open());
     let count = || {
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -386,6 +386,9 @@ async fn two_hundred_ms_of_heartbeat_jitter_never_trips_the_detector_but_a_cut_l
     let _a = node(ca, 1, Role::Active).await;
     let b = node(cb, 1, Role::Standby).await;
     assert!(connected(&b).await);
+    // The window starts once b has heard a first frame (connected comes
+    // with the handshake, frames come through the jitter).
+    assert!(wait_for(Duration::from_secs(5), || b.link.silence().is_some()).await);
     // b watches a through the jittering link for 6 s.
     let started = tokio::time::Instant::now();
     let mut worst = Duration::ZERO;

@@ -15,6 +15,8 @@ pub struct AckGate {
     /// Nanoseconds after `base` until which acknowledging is allowed;
     /// `u64::MAX` for always (no lease in use), 0 for never.
     until_ns: AtomicU64,
+    /// The last deadline given to [`AckGate::open_until`] (0: none yet).
+    last_deadline_ns: AtomicU64,
 }
 
 impl AckGate {
@@ -24,6 +26,7 @@ impl AckGate {
         Self {
             base: Instant::now(),
             until_ns: AtomicU64::new(u64::MAX),
+            last_deadline_ns: AtomicU64::new(0),
         }
     }
 
@@ -32,6 +35,7 @@ impl AckGate {
         Self {
             base: Instant::now(),
             until_ns: AtomicU64::new(0),
+            last_deadline_ns: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +46,16 @@ impl AckGate {
             .as_nanos()
             .min(u128::from(u64::MAX - 1)) as u64;
         self.until_ns.store(ns, Ordering::SeqCst);
+        self.last_deadline_ns.store(ns, Ordering::SeqCst);
+    }
+
+    /// The last deadline it was opened until, even after it closed (when
+    /// acknowledging stopped at the latest).
+    pub fn last_deadline(&self) -> Option<Instant> {
+        match self.last_deadline_ns.load(Ordering::SeqCst) {
+            0 => None,
+            ns => Some(self.base + std::time::Duration::from_nanos(ns)),
+        }
     }
 
     /// Stop acknowledging now.
