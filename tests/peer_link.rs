@@ -44,9 +44,10 @@ async fn node(config: PeerConfig, epoch: u64, role: Role) -> Node {
     }
 }
 
-/// A pair "a" (dials) and "b" (listens); a dials `via` when given (a proxy).
-async fn pair(dir: &Path, key_a: &str, key_b: &str, via: Option<u16>) -> (Node, Node, u16) {
-    let (pa, pb) = (free_port(), free_port());
+/// A pair "a" (dials) and "b" (listens on `pb`); a dials `via` when given
+/// (a proxy in front of b).
+async fn pair(dir: &Path, key_a: &str, key_b: &str, pb: u16, via: Option<u16>) -> (Node, Node) {
+    let pa = free_port();
     let a = PeerConfig::new(
         "a",
         addr(pa),
@@ -66,7 +67,6 @@ async fn pair(dir: &Path, key_a: &str, key_b: &str, via: Option<u16>) -> (Node, 
     (
         node(a, 1, Role::Active).await,
         node(b, 1, Role::Standby).await,
-        pb,
     )
 }
 
@@ -87,10 +87,11 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_the_same_key_authenticate_and_exchange_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, _) = pair(
+    let (a, b) = pair(
         dir.path(),
         "0123456789abcdef-key",
         "0123456789abcdef-key",
+        free_port(),
         None,
     )
     .await;
@@ -121,10 +122,11 @@ async fn nodes_with_the_same_key_authenticate_and_exchange_heartbeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_another_key_is_never_connected() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, _) = pair(
+    let (a, b) = pair(
         dir.path(),
         "0123456789abcdef-key",
         "fedcba9876543210-key",
+        free_port(),
         None,
     )
     .await;
@@ -142,10 +144,12 @@ async fn a_peer_with_another_key_is_never_connected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_speaking_garbage_is_dropped_and_the_link_still_works() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, mut b, pb) = pair(
+    let pb = free_port();
+    let (a, mut b) = pair(
         dir.path(),
         "0123456789abcdef-key",
         "0123456789abcdef-key",
+        pb,
         None,
     )
     .await;
@@ -172,10 +176,11 @@ async fn a_stranger_speaking_garbage_is_dropped_and_the_link_still_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_arrive_whole_and_checked_and_messages_are_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, mut b, _) = pair(
+    let (a, mut b) = pair(
         dir.path(),
         "0123456789abcdef-key",
         "0123456789abcdef-key",
+        free_port(),
         None,
     )
     .await;
@@ -276,25 +281,8 @@ async fn a_transfer_cut_midway_resumes_where_the_peer_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let pb = free_port();
     let (proxy, cut) = cutting_proxy(addr(pb), 6 * 1024 * 1024).await;
-    let pa = free_port();
-    let ca = PeerConfig::new(
-        "a",
-        addr(pa),
-        "b",
-        addr(proxy),
-        psk("0123456789abcdef-key"),
-        dir.path().join("a-staging"),
-    );
-    let cb = PeerConfig::new(
-        "b",
-        addr(pb),
-        "a",
-        addr(pa),
-        psk("0123456789abcdef-key"),
-        dir.path().join("b-staging"),
-    );
-    let a = node(ca, 1, Role::Active).await;
-    let mut b = node(cb, 1, Role::Standby).await;
+    let key = "0123456789abcdef-key";
+    let (a, mut b) = pair(dir.path(), key, key, pb, Some(proxy)).await;
     assert!(connected(&a).await);
     let src = dir.path().join("big.db");
     let sha = write_file(&src, 16 * 1024 * 1024);
@@ -318,10 +306,11 @@ async fn a_transfer_cut_midway_resumes_where_the_peer_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_from_a_lower_epoch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, mut b, _) = pair(
+    let (a, mut b) = pair(
         dir.path(),
         "0123456789abcdef-key",
         "0123456789abcdef-key",
+        free_port(),
         None,
     )
     .await;

@@ -188,6 +188,14 @@ fn persist(file: &Path, state: &WitnessState) -> std::io::Result<()> {
     Ok(())
 }
 
+/// [`persist`] off the async threads.
+async fn record(file: &Path, state: &WitnessState) -> std::io::Result<()> {
+    let (file, state) = (file.to_path_buf(), state.clone());
+    tokio::task::spawn_blocking(move || persist(&file, &state))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 async fn accept_loop(listener: TcpListener, config: Arc<WitnessConfig>, live: Arc<Mutex<Live>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -259,11 +267,8 @@ async fn handle(
                 epoch: live.state.epoch + 1,
                 holder: Some(node.to_string()),
             };
-            let file = live.file.clone();
-            let to_write = next.clone();
-            let written = tokio::task::spawn_blocking(move || persist(&file, &to_write)).await;
-            match written {
-                Ok(Ok(())) => {
+            match record(&live.file, &next).await {
+                Ok(()) => {
                     let ttl = ttl(ttl_ms);
                     live.state = next;
                     live.expires = Some(received + ttl);
@@ -273,8 +278,8 @@ async fn handle(
                         ttl_ms: ttl.as_millis() as u64,
                     }
                 }
-                other => {
-                    tracing::error!(?other, "cannot record the new epoch; not granting");
+                Err(error) => {
+                    tracing::error!(%error, "cannot record the new epoch; not granting");
                     denied(&live, "the witness cannot record the epoch".into())
                 }
             }
@@ -302,11 +307,7 @@ async fn handle(
                     epoch,
                     holder: None,
                 };
-                let file = live.file.clone();
-                let to_write = next.clone();
-                if let Ok(Ok(())) =
-                    tokio::task::spawn_blocking(move || persist(&file, &to_write)).await
-                {
+                if record(&live.file, &next).await.is_ok() {
                     live.state = next;
                     live.expires = None;
                     tracing::info!(%node, epoch, "lease released");

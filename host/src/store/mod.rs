@@ -271,10 +271,9 @@ impl Store {
     ) -> Result<(IngestOutcome, u64), StoreError> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let outcome = ingest_tx(&tx, events, received_by)?;
-            let mark = watermark_tx(&tx, device_id, incarnation)?;
+            let done = ingest_device_tx(&tx, device_id, incarnation, events, received_by)?;
             tx.commit()?;
-            Ok((outcome, mark))
+            Ok(done)
         })
     }
 
@@ -332,10 +331,8 @@ impl Store {
                         incarnation,
                         events,
                         received_by,
-                    } => ingest_tx(&sp, events, received_by).and_then(|outcome| {
-                        watermark_tx(&sp, *device_id, *incarnation)
-                            .map(|mark| Written::Ingest(outcome, mark))
-                    }),
+                    } => ingest_device_tx(&sp, *device_id, *incarnation, events, received_by)
+                        .map(|(outcome, mark)| Written::Ingest(outcome, mark)),
                 };
                 match result {
                     Ok(done) => {
@@ -408,14 +405,7 @@ impl Store {
             conn.query_row(
                 "SELECT user_id, name, card, disabled FROM users WHERE user_id = ?1 AND disabled = 0",
                 params![user_id],
-                |r| {
-                    Ok(User {
-                        user_id: r.get(0)?,
-                        name: r.get(1)?,
-                        card: r.get(2)?,
-                        disabled: r.get(3)?,
-                    })
-                },
+                user_row,
             )
             .optional()
         })
@@ -427,14 +417,7 @@ impl Store {
             conn.query_row(
                 "SELECT user_id, name, card, disabled FROM users WHERE card = ?1 AND disabled = 0",
                 params![card],
-                |r| {
-                    Ok(User {
-                        user_id: r.get(0)?,
-                        name: r.get(1)?,
-                        card: r.get(2)?,
-                        disabled: r.get(3)?,
-                    })
-                },
+                user_row,
             )
             .optional()
         })
@@ -530,6 +513,30 @@ impl Store {
         *guard = Some(open_writer(&self.path, &self.options)?);
         renamed
     }
+}
+
+/// A `users` row selected as `user_id, name, card, disabled`.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        user_id: r.get(0)?,
+        name: r.get(1)?,
+        card: r.get(2)?,
+        disabled: r.get(3)?,
+    })
+}
+
+/// Store one device's batch and return the outcome with the device
+/// incarnation's contiguous watermark after it.
+fn ingest_device_tx(
+    conn: &Connection,
+    device_id: u32,
+    incarnation: u64,
+    events: &[AccessEvent],
+    received_by: &str,
+) -> rusqlite::Result<(IngestOutcome, u64)> {
+    let outcome = ingest_tx(conn, events, received_by)?;
+    let mark = watermark_tx(conn, device_id, incarnation)?;
+    Ok((outcome, mark))
 }
 
 /// Record a device's identity, raise its incarnation's watermark to at

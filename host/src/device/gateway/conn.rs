@@ -333,18 +333,9 @@ async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<M
                 tokio::task::spawn_blocking(move || store.user(&req.user_id).map(|u| (u, req)))
                     .await;
             let result = match user {
-                Ok(Ok((Some(u), req))) if u.card.as_deref() == Some(req.credential.as_str()) => {
-                    msg::MatchResult {
-                        matched: true,
-                        user_id: Some(u.user_id),
-                        name: Some(u.name),
-                    }
+                Ok(Ok((u, req))) => {
+                    match_result(u.filter(|u| u.card.as_deref() == Some(req.credential.as_str())))
                 }
-                Ok(Ok(_)) => msg::MatchResult {
-                    matched: false,
-                    user_id: None,
-                    name: None,
-                },
                 _ => return Ok(m.reply(status::SERVER_ERROR, refusal("database unavailable"))),
             };
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -359,16 +350,7 @@ async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<M
             let user =
                 tokio::task::spawn_blocking(move || store.user_by_card(&req.credential)).await;
             let result = match user {
-                Ok(Ok(Some(u))) => msg::MatchResult {
-                    matched: true,
-                    user_id: Some(u.user_id),
-                    name: Some(u.name),
-                },
-                Ok(Ok(None)) => msg::MatchResult {
-                    matched: false,
-                    user_id: None,
-                    name: None,
-                },
+                Ok(Ok(u)) => match_result(u),
                 _ => return Ok(m.reply(status::SERVER_ERROR, refusal("database unavailable"))),
             };
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -401,6 +383,22 @@ async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<M
         other => Err(End::Protocol(format!(
             "command {other:#06x} is not a device request"
         ))),
+    }
+}
+
+/// The answer to a server-matching request: the matching user, or none.
+fn match_result(user: Option<crate::store::User>) -> msg::MatchResult {
+    match user {
+        Some(u) => msg::MatchResult {
+            matched: true,
+            user_id: Some(u.user_id),
+            name: Some(u.name),
+        },
+        None => msg::MatchResult {
+            matched: false,
+            user_id: None,
+            name: None,
+        },
     }
 }
 
