@@ -103,3 +103,53 @@ pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
     }
     Ok(report)
 }
+
+/// A log entry's key: (device, incarnation, sequence).
+pub type EntryKey = (u32, u64, u64);
+
+/// The keys of the devices' log entries (every `*.audit` file in
+/// `devices_dir`) that the database at `db`, opened read-only, holds with the
+/// same payload hash. Set differences between databases tell what a copy
+/// lacked and what came back from the devices.
+pub fn found_keys(devices_dir: &Path, db: &Path) -> Result<HashSet<EntryKey>, AuditError> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+    let mut stmt = conn
+        .prepare("SELECT device_id, incarnation, seq, hex(payload_sha256) FROM access_events")
+        .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+    let rows: std::collections::HashMap<EntryKey, String> = stmt
+        .query_map([], |r| {
+            Ok((
+                (
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ),
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .and_then(|it| it.collect())
+        .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+    let mut found = HashSet::new();
+    for entry in std::fs::read_dir(devices_dir)
+        .map_err(|e| AuditError(format!("{}: {e}", devices_dir.display())))?
+    {
+        let path = entry.map_err(|e| AuditError(e.to_string()))?.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("audit") {
+            continue;
+        }
+        for l in EventLog::read_audit(&path).map_err(|e| AuditError(e.to_string()))? {
+            let key = (l.device, l.incarnation, l.seq);
+            if rows
+                .get(&key)
+                .is_some_and(|h| h.eq_ignore_ascii_case(&l.sha256))
+            {
+                found.insert(key);
+            }
+        }
+    }
+    Ok(found)
+}

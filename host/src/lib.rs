@@ -6,11 +6,14 @@
 //! `Strategy` / `FailoverAction` traits), [`caps`] (the host side of each
 //! capability), [`config`] (profiles), and [`node`] (one node of a profile).
 
+pub mod api;
 pub mod audit;
 pub mod caps;
 pub mod cluster;
 pub mod config;
 pub mod device;
+pub mod dns;
+pub mod failover;
 pub mod node;
 pub mod peer;
 pub mod plugin;

@@ -32,7 +32,7 @@ fn store_error(e: StoreError) -> WitError {
 /// Open `rel` through the root's handle (so it cannot lead out of the root),
 /// and return the open file with the real path of what was opened. SQLite
 /// needs a path; it gets this one, and the open handle pins the file.
-fn confined_real_path(
+pub(crate) fn confined_real_path(
     root: &Root,
     rel: &Path,
     what: &str,
@@ -85,6 +85,7 @@ impl Host for HostState {
         }
         let id = self.services.next_snapshot_id();
         let staging = self.services.staging.clone();
+        let services = self.services.clone();
         let what = format!("{}:{}", dest.root, dest.path);
         blocking(move || {
             if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -102,7 +103,8 @@ impl Host for HostState {
             if result.is_err() {
                 let _ = root.dir.remove_file(&rel);
             }
-            let (stats, sha256) = result?;
+            let (stats, sha256, marks) = result?;
+            services.record_snapshot_marks(id, marks);
             Ok(SnapshotInfo {
                 file: dest,
                 id,
@@ -256,11 +258,21 @@ fn take_snapshot(
     rel: &Path,
     mut placeholder: cap_std::fs::File,
     what: &str,
-) -> Result<(crate::store::SnapshotStats, String), WitError> {
+) -> Result<
+    (
+        crate::store::SnapshotStats,
+        String,
+        Vec<crate::store::DeviceMark>,
+    ),
+    WitError,
+> {
     let name = format!("snapshot-{}-{id}.db", std::process::id());
     let staged = staging.join(&name);
     let _ = std::fs::remove_file(&staged);
     let stats = store.snapshot_to(&staged).map_err(store_error)?;
+    // What the copy holds for each device, read from the copy itself: once the
+    // other site confirms it, these events are durable there.
+    let marks = crate::store::device_marks(&staged).map_err(store_error)?;
     let staging_dir = cap_std::fs::Dir::open_ambient_dir(staging, cap_std::ambient_authority())
         .map_err(|e| io_error("staging directory", e))?;
     let sha256 =
@@ -282,5 +294,5 @@ fn take_snapshot(
     if let Ok(dir) = std::fs::File::open(&root.path) {
         let _ = dir.sync_all();
     }
-    Ok((stats, sha256))
+    Ok((stats, sha256, marks))
 }

@@ -1,34 +1,67 @@
-//! `dns`: RFC 2136 updates to granted servers. The grant (server and zone) is
-//! checked on every call; the updates themselves arrive with DNS failover.
+//! `dns`: RFC 2136 updates to granted servers, signed with the grant's TSIG
+//! key, and direct queries. The grant (server and zone) is checked on every
+//! call; the protocol work is in [`crate::dns::update`].
 
+use std::net::IpAddr;
+
+use crate::dns::{AddressType, DnsClient, DnsError, TsigKey};
 use crate::plugin::bindings::strategy::standby::plugin::dns::{Host, RecordType};
 use crate::plugin::bindings::strategy::standby::plugin::types::Error as WitError;
 
-use super::HostState;
+use super::{DnsServerGrant, HostState};
+
+fn address_type(rtype: RecordType) -> AddressType {
+    match rtype {
+        RecordType::A => AddressType::A,
+        RecordType::Aaaa => AddressType::Aaaa,
+    }
+}
+
+/// The WIT error for a DNS error: unavailable when the server cannot be
+/// reached, access-denied when it refuses (REFUSED, NOTAUTH, bad TSIG).
+fn wit_error(e: DnsError) -> WitError {
+    let text = e.to_string();
+    match e {
+        DnsError::Timeout { .. } | DnsError::Unreachable { .. } => WitError::Unavailable(text),
+        DnsError::Refused { .. } | DnsError::BadResponseSignature { .. } => {
+            WitError::AccessDenied(text)
+        }
+        DnsError::InvalidArgument(_) => WitError::InvalidArgument(text),
+        DnsError::Rcode { .. }
+        | DnsError::Protocol { .. }
+        | DnsError::KeyFile { .. }
+        | DnsError::Key { .. }
+        | DnsError::Listen { .. } => WitError::Other(text),
+    }
+}
 
 impl HostState {
-    fn dns_server(&self, server: &str, name: &str) -> Result<(), WitError> {
+    /// The grant for `server` and the granted zone holding `name` (the most
+    /// specific one), or access-denied.
+    fn dns_server(&self, server: &str, name: &str) -> Result<(&DnsServerGrant, String), WitError> {
         let grant = self.grants.dns.get(server).ok_or_else(|| {
             WitError::AccessDenied(format!(
                 "DNS server `{server}` is not granted to plugin {}",
                 self.plugin
             ))
         })?;
-        let name = name.trim_end_matches('.');
-        let in_zone = grant.zones.iter().any(|z| {
-            let z = z.trim_end_matches('.');
-            name == z || name.ends_with(&format!(".{z}"))
-        });
-        if !in_zone {
-            return Err(WitError::AccessDenied(format!(
-                "{name} is outside the zones granted on `{server}` ({})",
-                grant.zones.join(", ")
-            )));
-        }
-        Err(WitError::Unavailable(
-            "DNS updates are not available in this host version (they come with DNS failover)"
-                .into(),
-        ))
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let zone = grant
+            .zones
+            .iter()
+            .map(|z| z.trim_end_matches('.'))
+            .filter(|z| {
+                let z = z.to_ascii_lowercase();
+                name == z || name.ends_with(&format!(".{z}"))
+            })
+            .max_by_key(|z| z.len())
+            .ok_or_else(|| {
+                WitError::AccessDenied(format!(
+                    "{name} is outside the zones granted on `{server}` ({})",
+                    grant.zones.join(", ")
+                ))
+            })?;
+        Ok((grant, zone.to_string()))
     }
 }
 
@@ -37,19 +70,92 @@ impl Host for HostState {
         &mut self,
         server: String,
         name: String,
-        _rtype: RecordType,
-        _addresses: Vec<String>,
-        _ttl: u32,
+        rtype: RecordType,
+        addresses: Vec<String>,
+        ttl: u32,
     ) -> Result<(), WitError> {
-        self.dns_server(&server, &name)
+        let (grant, zone) = self.dns_server(&server, &name)?;
+        let rtype = address_type(rtype);
+        let ips = addresses
+            .iter()
+            .map(|a| {
+                a.trim().parse::<IpAddr>().map_err(|_| {
+                    WitError::InvalidArgument(format!(
+                        "addresses: `{a}` is not an IP address (for {name} {rtype})"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let key =
+            TsigKey::load(&grant.key_file, &grant.key_name, &grant.algorithm).map_err(wit_error)?;
+        DnsClient::new(grant.server)
+            .replace(&key, &zone, &name, rtype, &ips, ttl)
+            .await
+            .map_err(wit_error)?;
+        tracing::info!(
+            plugin = %self.plugin,
+            server = %grant.server,
+            %name,
+            %rtype,
+            ?addresses,
+            ttl,
+            "DNS records replaced"
+        );
+        Ok(())
     }
 
     async fn query(
         &mut self,
         server: String,
         name: String,
-        _rtype: RecordType,
+        rtype: RecordType,
     ) -> Result<Vec<String>, WitError> {
-        self.dns_server(&server, &name).map(|()| Vec::new())
+        let (grant, _zone) = self.dns_server(&server, &name)?;
+        let ips = DnsClient::new(grant.server)
+            .query(&name, address_type(rtype))
+            .await
+            .map_err(wit_error)?;
+        Ok(ips.iter().map(ToString::to_string).collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    #[test]
+    fn dns_errors_map_to_wit_errors() {
+        let server = SocketAddr::from(([127, 0, 0, 1], 53));
+        let subject = "update of www.site.test. A".to_string();
+        let timeout = DnsError::Timeout {
+            server,
+            subject: subject.clone(),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+        };
+        assert!(
+            matches!(wit_error(timeout), WitError::Unavailable(t) if t.contains("127.0.0.1:53"))
+        );
+        let refused = DnsError::Refused {
+            server,
+            subject: subject.clone(),
+            rcode: "NOTAUTH".into(),
+        };
+        assert!(
+            matches!(wit_error(refused), WitError::AccessDenied(t) if t.contains("www.site.test"))
+        );
+        let servfail = DnsError::Rcode {
+            server,
+            subject,
+            rcode: "SERVFAIL".into(),
+        };
+        assert!(matches!(wit_error(servfail), WitError::Other(_)));
+        assert!(matches!(
+            wit_error(DnsError::InvalidArgument("x".into())),
+            WitError::InvalidArgument(_)
+        ));
     }
 }

@@ -37,6 +37,8 @@ pub struct Services {
     next_snapshot_id: AtomicU64,
     durable: Mutex<Vec<DurableMark>>,
     role: Mutex<Role>,
+    peer: std::sync::OnceLock<crate::peer::PeerLink>,
+    snapshot_marks: Mutex<std::collections::HashMap<u64, Vec<crate::store::DeviceMark>>>,
 }
 
 /// What the other site holds durably, as a strategy confirmed it.
@@ -65,6 +67,8 @@ impl Services {
             next_snapshot_id: AtomicU64::new(1),
             durable: Mutex::new(Vec::new()),
             role: Mutex::new(Role::Standby),
+            peer: std::sync::OnceLock::new(),
+            snapshot_marks: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -86,6 +90,41 @@ impl Services {
     /// Record the node's role (the node does this on every transition).
     pub fn set_role(&self, role: Role) {
         *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// Connect the `peer` capability to the node's peer link (once).
+    pub fn attach_peer(&self, link: crate::peer::PeerLink) {
+        let _ = self.peer.set(link);
+    }
+
+    /// The node's peer link, if it has one.
+    pub fn peer(&self) -> Option<&crate::peer::PeerLink> {
+        self.peer.get()
+    }
+
+    /// The per-device watermarks a snapshot holds (recorded when it was
+    /// taken), removed: once the other site confirms the snapshot, these
+    /// events are durable there.
+    pub fn take_snapshot_marks(&self, id: u64) -> Vec<crate::store::DeviceMark> {
+        self.snapshot_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .unwrap_or_default()
+    }
+
+    fn record_snapshot_marks(&self, id: u64, marks: Vec<crate::store::DeviceMark>) {
+        let mut all = self
+            .snapshot_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Keep the recent ones only: a snapshot never confirmed is superseded.
+        if all.len() >= 64 {
+            if let Some(oldest) = all.keys().min().copied() {
+                all.remove(&oldest);
+            }
+        }
+        all.insert(id, marks);
     }
 
     fn next_snapshot_id(&self) -> u64 {

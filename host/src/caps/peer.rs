@@ -1,57 +1,95 @@
-//! `peer`: the link to the other site. This host version has no peer link, so
-//! the link reports itself disconnected and transfers are `unavailable`.
+//! `peer`: the link to the other site. Files and messages go to the peer's
+//! strategy instance of the same name; without a peer link on this node the
+//! link reports itself disconnected and transfers are `unavailable`.
 
+use crate::peer::{PeerError, PeerLink};
 use crate::plugin::bindings::strategy::standby::plugin::peer::{Host, PeerStatus, TransferReceipt};
 use crate::plugin::bindings::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
 use super::HostState;
 
 impl HostState {
-    fn peer_link(&self) -> Result<(), WitError> {
+    fn peer_link(&self) -> Result<PeerLink, WitError> {
         if self.grants.peer.is_none() {
             return Err(WitError::AccessDenied(format!(
                 "plugin {} has no `peer` grant",
                 self.plugin
             )));
         }
-        Err(WitError::Unavailable(
-            "no peer link is configured on this node".into(),
-        ))
+        self.services
+            .peer()
+            .cloned()
+            .ok_or_else(|| WitError::Unavailable("no peer link is configured on this node".into()))
+    }
+}
+
+fn peer_error(e: PeerError) -> WitError {
+    match e {
+        PeerError::Down | PeerError::Timeout(_) => WitError::Unavailable(e.to_string()),
+        PeerError::Refused(_) => WitError::Conflict(e.to_string()),
+        other => WitError::Other(other.to_string()),
     }
 }
 
 impl Host for HostState {
     async fn status(&mut self) -> PeerStatus {
+        let Some(link) = self.services.peer() else {
+            return PeerStatus {
+                connected: false,
+                node_id: None,
+                epoch: 0,
+                last_heard: None,
+                rtt_ms: None,
+            };
+        };
+        let s = link.state();
         PeerStatus {
-            connected: false,
-            node_id: None,
-            epoch: 0,
-            last_heard: None,
-            rtt_ms: None,
+            connected: s.connected,
+            node_id: s.node_id,
+            epoch: s.epoch,
+            last_heard: s.last_heard_ms,
+            rtt_ms: s.rtt_ms,
         }
     }
 
-    async fn send_file(
-        &mut self,
-        _file: FileRef,
-        _tag: String,
-    ) -> Result<TransferReceipt, WitError> {
-        self.peer_link().map(|()| unreachable_receipt())
+    async fn send_file(&mut self, file: FileRef, tag: String) -> Result<TransferReceipt, WitError> {
+        let link = self.peer_link()?;
+        let (root, rel) = self.file(&file)?;
+        let what = format!("{}:{}", file.root, file.path);
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| WitError::InvalidArgument(format!("{what} names no file")))?;
+        let (pin, real) = super::db::confined_real_path(&root, &rel, &what)?;
+        let receipt = link
+            .send_file(&self.plugin, &real, &name, &tag)
+            .await
+            .map_err(peer_error)?;
+        drop(pin);
+        Ok(TransferReceipt {
+            bytes: receipt.bytes,
+            sha256: receipt.sha256,
+            duration_ms: receipt.duration_ms,
+        })
     }
 
     async fn send_batch(&mut self, _batch_id: u64) -> Result<(), WitError> {
-        self.peer_link()
+        self.peer_link()?;
+        Err(WitError::Unavailable(
+            "change batches travel with the cdc strategy, not in this host version".into(),
+        ))
     }
 
-    async fn send_message(&mut self, _kind: String, _body: Vec<u8>) -> Result<(), WitError> {
-        self.peer_link()
-    }
-}
-
-fn unreachable_receipt() -> TransferReceipt {
-    TransferReceipt {
-        bytes: 0,
-        sha256: String::new(),
-        duration_ms: 0,
+    async fn send_message(&mut self, kind: String, body: Vec<u8>) -> Result<(), WitError> {
+        let link = self.peer_link()?;
+        if body.len() > 65_536 {
+            return Err(WitError::InvalidArgument(format!(
+                "a peer message carries at most 65536 bytes, not {}",
+                body.len()
+            )));
+        }
+        link.send_message(&self.plugin, &kind, body)
+            .await
+            .map_err(peer_error)
     }
 }

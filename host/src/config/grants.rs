@@ -105,8 +105,14 @@ impl GrantsConfig {
     }
 
     /// Open the granted directories (creating them if missing) and build the
-    /// grants a plugin instance runs with. Relative roots are under `data_dir`.
-    pub fn resolve(&self, data_dir: &Path) -> Result<ResolvedGrants, (String, String)> {
+    /// grants a plugin instance runs with.
+    /// Files roots are relative to `data_dir`; DNS key files to `base_dir`
+    /// (the profile's folder).
+    pub fn resolve(
+        &self,
+        data_dir: &Path,
+        base_dir: &Path,
+    ) -> Result<ResolvedGrants, (String, String)> {
         let mut roots = BTreeMap::new();
         for (name, path) in &self.files {
             let full = data_dir.join(path);
@@ -124,7 +130,15 @@ impl GrantsConfig {
             peer: self.peer.clone(),
             exec: self.exec.clone(),
             net: self.net.clone(),
-            dns: self.dns.clone(),
+            dns: self
+                .dns
+                .iter()
+                .map(|(name, g)| {
+                    let mut g = g.clone();
+                    g.key_file = base_dir.join(&g.key_file);
+                    (name.clone(), g)
+                })
+                .collect(),
         })
     }
 }

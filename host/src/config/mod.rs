@@ -16,8 +16,8 @@ use figment::Figment;
 
 pub use grants::{GrantCheck, GrantsConfig};
 pub use profile::{
-    AcceptKeyword, AcceptSetting, DevicesSection, DurableAck, GatewaySection, PluginEntry, Profile,
-    Site, SiteRole, StoreSection, PROFILE_VERSION,
+    AcceptKeyword, AcceptSetting, ClusterSection, DevicesSection, DurableAck, GatewaySection,
+    PluginEntry, Profile, Site, SiteRole, StoreSection, PROFILE_VERSION,
 };
 pub use settings::flatten_settings;
 
@@ -102,9 +102,11 @@ pub fn load(
         });
     }
     let mut figment = Figment::new().merge(Toml::file_exact(file)).merge(
-        Env::prefixed("STANDBY_")
-            .split("__")
-            .filter(|k| !NON_CONFIG_ENV.contains(&k.as_str())),
+        Env::prefixed("STANDBY_").split("__").filter(|k| {
+            !NON_CONFIG_ENV
+                .iter()
+                .any(|n| k.as_str().eq_ignore_ascii_case(n))
+        }),
     );
     for (key, value) in overrides {
         figment = figment.merge(figment::providers::Serialized::global(key, value));

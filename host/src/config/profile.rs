@@ -40,6 +40,77 @@ pub struct Profile {
     /// The failover actions, in order.
     #[serde(default)]
     pub failover: Vec<PluginEntry>,
+    /// The two-node cluster: peer link, witness, lease, detector, fencing.
+    /// Without it each site keeps the role it starts in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// The `[cluster]` table: how the two sites find each other, who decides
+/// which one is active, and how fast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// File holding the pre-shared key of the peer link and the witness
+    /// (at least 32 bytes; relative to the profile file).
+    pub psk_file: PathBuf,
+    /// The witness on a third site. Without one, failover is manual
+    /// (`standby promote --force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<std::net::SocketAddr>,
+    /// Heartbeat interval on the peer link, ms.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Silence from the active peer after which the standby suspects it, ms.
+    #[serde(default = "default_suspect_after_ms")]
+    pub suspect_after_ms: u64,
+    /// Lease length asked of the witness, ms.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// How often the active node renews its lease, ms.
+    #[serde(default = "default_lease_renew_ms")]
+    pub lease_renew_ms: u64,
+    /// The active node stops acknowledging this long before its lease ends, ms.
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
+    /// At start, how long a site that starts as standby waits to hear an
+    /// active peer before it competes for the lease, ms.
+    #[serde(default = "default_startup_grace_ms")]
+    pub startup_grace_ms: u64,
+    /// A command run (without a shell) before promotion, for sites that can
+    /// power off the old server. It gets STANDBY_EPOCH, STANDBY_NODE and
+    /// STANDBY_PEER in its environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fence_command: Vec<String>,
+    /// How long the fencing command may run, ms.
+    #[serde(default = "default_fence_timeout_ms")]
+    pub fence_timeout_ms: u64,
+    /// Abandon the promotion when the fencing command fails (otherwise the
+    /// failure is logged and the lease alone keeps the old node out).
+    #[serde(default)]
+    pub fence_required: bool,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_suspect_after_ms() -> u64 {
+    400
+}
+fn default_lease_ttl_ms() -> u64 {
+    800
+}
+fn default_lease_renew_ms() -> u64 {
+    200
+}
+fn default_lease_margin_ms() -> u64 {
+    150
+}
+fn default_startup_grace_ms() -> u64 {
+    3_000
+}
+fn default_fence_timeout_ms() -> u64 {
+    5_000
 }
 
 /// The role a site starts in.
@@ -71,6 +142,12 @@ pub struct Site {
     /// Where this node accepts device connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewaySection>,
+    /// Where this node accepts the peer link (the other site dials it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// The admin HTTP endpoint (`standby status`, `standby promote`); loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// A site's device listeners.
@@ -267,6 +344,19 @@ impl LoadedProfile {
                 }
             }
         }
+        for (name, site) in &p.sites {
+            if let Some(addr) = site.admin_listen {
+                if !addr.ip().is_loopback() {
+                    return Err(self.invalid(
+                        format!("sites.{name}.admin_listen"),
+                        format!("the admin endpoint has no authentication and must be on loopback, not {addr}"),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &p.cluster {
+            self.validate_cluster(c)?;
+        }
         let d = &p.devices;
         if d.keepalive_ms == 0 || d.dead_link_ms <= d.keepalive_ms {
             return Err(self.invalid(
@@ -319,6 +409,59 @@ impl LoadedProfile {
             }
         }
         Ok(())
+    }
+
+    fn validate_cluster(&self, c: &ClusterSection) -> Result<(), ConfigError> {
+        let p = &self.profile;
+        if p.sites.len() != 2 {
+            return Err(self.invalid(
+                "cluster",
+                format!(
+                    "a cluster has exactly two sites; this profile has {}",
+                    p.sites.len()
+                ),
+            ));
+        }
+        for (name, site) in &p.sites {
+            if site.peer_listen.is_none() {
+                return Err(self.invalid(
+                    format!("sites.{name}.peer_listen"),
+                    "every site of a cluster needs the address where it accepts the peer link",
+                ));
+            }
+        }
+        let detector = crate::cluster::DetectorSettings {
+            heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
+            suspect_after: std::time::Duration::from_millis(c.suspect_after_ms),
+        };
+        detector
+            .validate()
+            .map_err(|e| self.invalid("cluster.suspect_after_ms", e.0))?;
+        let lease = self.lease_settings(c);
+        lease
+            .validate()
+            .map_err(|e| self.invalid("cluster.lease_ttl_ms", e.0))?;
+        if c.fence_required && c.fence_command.is_empty() {
+            return Err(self.invalid(
+                "cluster.fence_required",
+                "is true but no fence_command is given",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The lease settings of a cluster section.
+    pub fn lease_settings(&self, c: &ClusterSection) -> crate::cluster::LeaseSettings {
+        crate::cluster::LeaseSettings {
+            ttl: std::time::Duration::from_millis(c.lease_ttl_ms),
+            renew_every: std::time::Duration::from_millis(c.lease_renew_ms),
+            margin: std::time::Duration::from_millis(c.lease_margin_ms),
+        }
+    }
+
+    /// The name of the site that is not `name` (in a two-site profile).
+    pub fn other_site(&self, name: &str) -> Option<(&String, &Site)> {
+        self.profile.sites.iter().find(|(n, _)| n.as_str() != name)
     }
 
     /// Where an entry's plugin comes from.

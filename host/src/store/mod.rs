@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 pub use group::{GroupWriter, MAX_GROUP};
-pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
+pub use snapshot::{device_marks, integrity_check, DeviceMark, IntegrityReport, SnapshotStats};
 
 /// How SQLite journals writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -116,3 +116,44 @@ pub fn integrity_check(path: &Path) -> Result<IntegrityReport, StoreError> {
         page_count: page_count as u64,
     })
 }
+
+/// What a database holds for one device incarnation: every event up to
+/// `contiguous` is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceMark {
+    /// The device.
+    pub device_id: u32,
+    /// Its log incarnation.
+    pub incarnation: u64,
+    /// The contiguous watermark.
+    pub contiguous: u64,
+}
+
+/// The per-device contiguous watermarks recorded in the database at `path`,
+/// opened read-only.
+pub fn device_marks(path: &Path) -> Result<Vec<DeviceMark>, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        error: source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(err)?;
+    let mut stmt = conn
+        .prepare("SELECT device_id, incarnation, contiguous FROM device_logs")
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(DeviceMark {
+                device_id: r.get(0)?,
+                incarnation: r.get::<_, i64>(1)? as u64,
+                contiguous: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}

@@ -213,6 +213,15 @@ impl FileCopy {
             )));
         }
         db::install(file)?;
+        // Record it as verified here too, so retention counts it.
+        let manifest = format!(
+            "id={id}\nsize={size}\nsha256={sha256}\ntaken_at={taken_at}\nintegrity=ok\ninstalled=yes\n"
+        );
+        files::write_small(
+            &self.file(&format!("{}{VERIFIED}", file.path)),
+            manifest.as_bytes(),
+        )?;
+        self.prune()?;
         self.last_installed = Some(Copy {
             name: file.path.clone(),
             id,

@@ -14,6 +14,9 @@ use standby_host::node::{self, Node};
 use standby_host::plugin::runtime::{PluginSource, RuntimeOptions};
 use standby_host::plugin::{builtin, componentize, inspect, PluginRuntime};
 
+mod admin;
+mod demo;
+
 /// Keeps an access-control server running through the loss of a site.
 #[derive(Parser)]
 #[command(name = "standby", version, about, long_about = None)]
@@ -63,6 +66,34 @@ enum Command {
     /// Simulated door devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Ask a running node for its role, epoch, lease, peer, witness, plugins,
+    /// last copy and last failover timeline.
+    Status {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site to ask.
+        #[arg(long)]
+        site: String,
+        /// Print the status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a node active now: through the witness when the profile has one;
+    /// without a witness only with --force (make sure the other node is down).
+    Promote {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site to promote.
+        #[arg(long)]
+        site: String,
+        /// Promote without a witness.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the whole failover on this machine: a witness, two sites on
+    /// loopback, a DNS server and a fleet of devices; inject a fault into the
+    /// active site and check that nothing was lost.
+    Demo(demo::DemoArgs),
     /// Run the witness: the third-site service that grants one node at a
     /// time a lease with a new epoch (automatic failover needs one).
     Witness {
@@ -242,6 +273,17 @@ async fn dispatch(command: Command) -> Result<()> {
             psk_file,
             max_ttl_ms,
         } => witness(listen, data_dir, psk_file, max_ttl_ms).await,
+        Command::Status {
+            profile,
+            site,
+            json,
+        } => tokio::task::spawn_blocking(move || admin::status(&profile, &site, json)).await?,
+        Command::Promote {
+            profile,
+            site,
+            force,
+        } => tokio::task::spawn_blocking(move || admin::promote(&profile, &site, force)).await?,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 
@@ -252,7 +294,8 @@ async fn run(profile: PathBuf, site: String, overrides: Vec<(String, toml::Value
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Wait for SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
