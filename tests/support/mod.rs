@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bind;
+pub mod cluster;
 pub mod proxy;
 pub mod server;
 

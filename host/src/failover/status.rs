@@ -11,6 +11,9 @@ use crate::node::Core;
 use crate::peer::PeerState;
 use crate::plugin::{Health, PromoteReport, Role, StrategyStatus};
 
+/// How long `status` waits for each strategy's own status.
+const STRATEGY_STATUS_WAIT: Duration = Duration::from_millis(500);
+
 /// A node's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -154,9 +157,17 @@ pub(crate) async fn collect(core: &Core) -> NodeStatus {
     let ctx = core.context();
     let mut strategies = Vec::new();
     for s in &core.strategies {
+        // A plugin instance answers one call at a time: one busy shipping a
+        // copy must not hold up the whole status.
+        let status = match tokio::time::timeout(STRATEGY_STATUS_WAIT, s.status(&ctx)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "busy: no answer within {STRATEGY_STATUS_WAIT:?} (the instance is in another call, e.g. shipping a copy)"
+            )),
+        };
         strategies.push(NamedStrategyStatus {
             name: s.name().to_string(),
-            status: s.status(&ctx).await.map_err(|e| e.to_string()),
+            status,
         });
     }
     let promoted_from = core

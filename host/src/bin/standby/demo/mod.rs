@@ -92,6 +92,9 @@ struct Outcome {
     epoch_before: u64,
     epoch_after: u64,
     a_after_fault: String,
+    a_acknowledging_after_resume: Option<bool>,
+    a_accepts_devices_after_resume: Option<bool>,
+    endpoints: String,
     copies_at_dr_before_fault: bool,
     dir: Option<PathBuf>,
 }
@@ -250,6 +253,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     let devices_dir = dir.join("devices");
     let fleet_status = dir.join("fleet.json");
     let generate_for = args.kill_after + args.run_after;
+    let endpoints = format!("{A_IP}:{},{SERVICE_NAME}:{}", ports.device, ports.device);
     let mut fleet = Child::spawn(
         "device fleet",
         &[
@@ -258,7 +262,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             "--count".into(),
             args.devices.to_string(),
             "--endpoints".into(),
-            format!("{A_IP}:{},{SERVICE_NAME}:{}", ports.device, ports.device),
+            endpoints.clone(),
             "--resolver".into(),
             dns.local_addr().to_string(),
             "--event-rate".into(),
@@ -409,6 +413,8 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
 
     // -- A hung node comes back fenced.
     let mut a_after = String::from("killed");
+    let mut a_acknowledging = None;
+    let mut a_accepts = None;
     if args.fault == Fault::Hang {
         a.signal(Signal::CONT)?;
         say(quiet, started, "site A resumed (SIGCONT)");
@@ -419,6 +425,14 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             |s| s["role"] != "active",
         )
         .await;
+        if let Ok(s) = &s {
+            a_acknowledging = s["acknowledging"].as_bool();
+        }
+        a_accepts = Some(
+            tokio::net::TcpStream::connect((A_IP, ports.device))
+                .await
+                .is_ok(),
+        );
         a_after = match s {
             Ok(s) => format!(
                 "{} at epoch {} (transitions: {})",
@@ -512,6 +526,9 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         epoch_before,
         epoch_after: timeline["epoch_after"].as_u64().unwrap_or(0),
         a_after_fault: a_after,
+        a_acknowledging_after_resume: a_acknowledging,
+        a_accepts_devices_after_resume: a_accepts,
+        endpoints: endpoints.clone(),
         copies_at_dr_before_fault: copies_at_dr,
         dir: args.keep.then(|| dir.to_path_buf()),
     };

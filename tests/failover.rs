@@ -1,0 +1,280 @@
+//! End-to-end failover of case 1 with separate processes, real sockets, real
+//! SQLite files and the independent checker: kill -9 and SIGSTOP of the
+//! active node under load (through `standby demo`, which runs the witness,
+//! both sites, a DNS server and the device fleet as processes), a cut peer
+//! link, an isolated active node, and manual promotion without a witness.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use standby_host::device::agent::{Agent, AgentConfig, Backoff, Endpoint, LogOptions};
+use support::cluster::{ever_active, standby, Cluster, Which};
+use support::proxy::Proxy;
+
+/// `standby demo --json` with a small fleet; the outcome object.
+fn demo(fault: &str) -> Value {
+    let (ok, out, err) = standby(&[
+        "demo",
+        "--json",
+        "--fault",
+        fault,
+        "--devices",
+        "20",
+        "--event-rate",
+        "100",
+        "--kill-after",
+        "5",
+        "--run-after",
+        "5",
+    ]);
+    assert!(ok, "the demo did not run:\n{err}");
+    let line = out.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("demo output `{line}`: {e}\n{err}"))
+}
+
+fn assert_failover_outcome(o: &Value, err_context: &str) {
+    let n = |k: &str| o[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {o}"));
+    assert!(n("epoch_after") > n("epoch_before"), "{o}\n{err_context}");
+    assert_eq!(n("devices_on_b"), n("devices"), "every device on B: {o}");
+    assert!(
+        o["endpoints"]
+            .as_str()
+            .is_some_and(|e| !e.contains("127.0.0.2") && e.contains("door.standby.test")),
+        "the devices reach B only through the DNS name: {o}"
+    );
+    assert!(n("events_generated") > 0, "{o}");
+    assert_eq!(
+        n("events_in_db"),
+        n("events_generated"),
+        "every entry in B: {o}"
+    );
+    assert_eq!(n("events_lost"), 0, "{o}");
+    assert_eq!(n("duplicate_events"), 0, "{o}");
+    assert_eq!(o["copies_at_dr_before_fault"], true, "{o}");
+    assert!(
+        o["restored_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("snapshot "),
+        "{o}"
+    );
+    assert!(
+        n("rpo_events") > 0,
+        "the last copy lacked nothing, so catch-up was not exercised: {o}"
+    );
+    assert_eq!(
+        n("rpo_recovered"),
+        n("rpo_events"),
+        "every entry the copy lacked came back from the devices: {o}"
+    );
+}
+
+#[test]
+fn kill_of_the_active_node_under_load_loses_nothing() {
+    let o = demo("kill");
+    assert_failover_outcome(&o, "kill");
+    assert_eq!(o["a_after_fault"], "killed");
+}
+
+#[test]
+fn a_hung_active_node_is_replaced_and_comes_back_fenced() {
+    let o = demo("hang");
+    assert_failover_outcome(&o, "hang");
+    let a = o["a_after_fault"].as_str().unwrap();
+    assert!(
+        a.contains("active->fenced"),
+        "A resumed after SIGCONT must have stepped down: {a}"
+    );
+    assert!(
+        !a.starts_with("active"),
+        "A must not be active after SIGCONT: {a}"
+    );
+    assert_eq!(o["a_acknowledging_after_resume"], false, "{o}");
+    assert_eq!(
+        o["a_accepts_devices_after_resume"], false,
+        "A's gateway must be closed after SIGCONT: {o}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_peer_link_does_not_promote_the_standby_while_the_active_holds_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(dir.path(), true);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
+    c.start(Which::A, &[]);
+    let a = c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
+    let epoch = a["epoch"].as_u64().unwrap();
+    // B reaches A's peer port through a proxy the test can cut.
+    let proxy = Proxy::start(format!("127.0.0.1:{}", c.peer_ports.0).parse().unwrap()).await;
+    c.start(
+        Which::B,
+        &[format!("sites.onsite.peer_listen=\"{}\"", proxy.addr)],
+    );
+    c.wait_status(Which::B, Duration::from_secs(30), |s| {
+        s["role"] == "standby" && s["peer"]["connected"] == true
+    });
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let b = c.status(Which::B).unwrap();
+    assert_eq!(
+        b["role"], "standby",
+        "B promoted while A held the lease: {b}"
+    );
+    assert!(!ever_active(&b), "B was active at some point: {b}");
+    assert_eq!(b["witness"]["holder"], "onsite-1", "{b}");
+    let a = c.status(Which::A).unwrap();
+    assert_eq!(a["role"], "active", "{a}");
+    assert_eq!(a["epoch"].as_u64(), Some(epoch), "{a}");
+    assert_eq!(a["acknowledging"], true, "{a}");
+
+    proxy.heal();
+    c.wait_status(Which::B, Duration::from_secs(20), |s| {
+        s["peer"]["connected"] == true && s["role"] == "standby"
+    });
+    // The human form of the same status names the role and the witness.
+    let (ok, text, err) = standby(&["status", c.profile.to_str().unwrap(), "--site", "dr"]);
+    assert!(ok, "{err}");
+    assert!(text.contains("standby at epoch"), "{text}");
+    assert!(text.contains("lease held by onsite-1"), "{text}");
+}
+
+fn device(dir: &std::path::Path, endpoint: &str) -> Agent {
+    let mut c = AgentConfig::new(1, vec![Endpoint::parse(endpoint, 0).unwrap()], dir);
+    c.keepalive = Duration::from_millis(200);
+    c.dead_link = Duration::from_millis(1_000);
+    c.connect_timeout = Duration::from_millis(500);
+    c.request_timeout = Duration::from_millis(500);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        ..Backoff::default()
+    };
+    c.log = LogOptions {
+        fsync: false,
+        audit: true,
+        ..LogOptions::default()
+    };
+    Agent::start(c).unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_active_stops_acknowledging_before_the_standby_is_granted_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(dir.path(), true);
+    let witness: std::net::SocketAddr = c.witness_addr.clone().unwrap().parse().unwrap();
+    c.start_witness(&witness.to_string());
+    // A reaches the witness, and B reaches A, through proxies the test cuts.
+    let to_witness = Proxy::start(witness).await;
+    let to_a = Proxy::start(format!("127.0.0.1:{}", c.peer_ports.0).parse().unwrap()).await;
+    c.start(
+        Which::A,
+        &[format!("cluster.witness=\"{}\"", to_witness.addr)],
+    );
+    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
+    c.start(
+        Which::B,
+        &[format!("sites.onsite.peer_listen=\"{}\"", to_a.addr)],
+    );
+    c.wait_status(Which::B, Duration::from_secs(30), |s| {
+        s["role"] == "standby" && s["peer"]["connected"] == true
+    });
+
+    // A device that can reach only A keeps sending events.
+    let agent = device(&dir.path().join("devices"), &c.device_addr(Which::A));
+    let started = Instant::now();
+    while agent.status().acked < 5 && started.elapsed() < Duration::from_secs(20) {
+        agent
+            .record(0x1001, Some("42".into()), vec![1, 2, 3])
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent.status().acked >= 5,
+        "A never acknowledged: {:?}",
+        agent.status()
+    );
+
+    // Isolate A from B and from the witness; the device still reaches A.
+    to_witness.cut();
+    to_a.cut();
+    let mut last_ack_ms = 0u64;
+    let mut acked = agent.status().acked;
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut next_event = Instant::now();
+    while Instant::now() < until {
+        if Instant::now() >= next_event {
+            agent
+                .record(0x1001, Some("42".into()), vec![4, 5, 6])
+                .unwrap();
+            next_event += Duration::from_millis(20);
+        }
+        let s = agent.status();
+        if s.acked > acked {
+            acked = s.acked;
+            last_ack_ms = standby_host::store::unix_ms();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let b = c.wait_status(Which::B, Duration::from_secs(10), |s| {
+        s["role"] == "active" && s["last_failover"]["completed"] == true
+    });
+    let t = &b["last_failover"];
+    let lease_step = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "lease")
+        .unwrap();
+    let granted_ms = t["started_at_ms"].as_u64().unwrap() + lease_step["at_ms"].as_u64().unwrap();
+    assert!(last_ack_ms > 0, "no acknowledgement observed at all");
+    assert!(
+        last_ack_ms < granted_ms,
+        "A acknowledged an event at {last_ack_ms}, after B was granted the lease at {granted_ms}"
+    );
+    let a = c.status(Which::A).unwrap();
+    assert_ne!(a["role"], "active", "A still active while isolated: {a}");
+    assert_eq!(a["acknowledging"], false, "{a}");
+    assert!(
+        b["epoch"].as_u64() > a["transitions"][0]["epoch"].as_u64(),
+        "B's epoch is above A's: {b} {a}"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_witness_promotion_is_manual_and_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(dir.path(), false);
+    c.start(Which::A, &[]);
+    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
+    c.start(Which::B, &[]);
+    c.wait_status(Which::B, Duration::from_secs(30), |s| {
+        s["role"] == "standby" && s["peer"]["connected"] == true && s["mode"] == "manual"
+    });
+    c.kill(Which::A);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = c.status(Which::B).unwrap();
+    assert_eq!(
+        b["role"], "standby",
+        "no automatic failover without a witness: {b}"
+    );
+
+    let profile = c.profile.to_str().unwrap().to_string();
+    let (ok, _, err) = standby(&["promote", &profile, "--site", "dr"]);
+    assert!(!ok, "promotion without --force must be refused");
+    assert!(err.contains("--force"), "{err}");
+
+    let (ok, out, err) = standby(&["promote", &profile, "--site", "dr", "--force"]);
+    assert!(ok, "forced promotion failed: {err}");
+    assert!(out.contains("promotion"), "{out}");
+    assert!(err.contains("make sure"), "a warning is printed: {err}");
+    let b = c.status(Which::B).unwrap();
+    assert_eq!(b["role"], "active", "{b}");
+    assert!(b["epoch"].as_u64().unwrap() >= 1, "{b}");
+    assert_eq!(b["gateway"]["open"], true, "{b}");
+}
