@@ -142,6 +142,14 @@ fn first_line_with(path: &str, prefix: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The 1, 5 and 15 minute load averages (other work on the machine skews
+/// the figures).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
 }
@@ -348,10 +356,9 @@ fn pipeline(
         )
         .unwrap();
     let incoming = rt
-        .block_on(tokio::time::timeout(
-            Duration::from_secs(60),
-            pair.b_incoming.recv(),
-        ))
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), pair.b_incoming.recv()).await
+        })
         .expect("the receiver handed nothing over")
         .unwrap();
     let transfer = Timed {
@@ -432,6 +439,7 @@ fn main() {
         first_line_with("/etc/os-release", "PRETTY_NAME"),
         sh("uname", &["-r"])
     );
+    println!("load average:        {}", load());
     println!("/tmp is on:          {}", df_t(Path::new("/tmp")));
     std::fs::create_dir_all(&args.dir).unwrap();
     println!("the bench runs on:   {}", df_t(&args.dir));
@@ -455,7 +463,11 @@ fn main() {
         .tempdir_in(&args.dir)
         .unwrap();
     println!("work directory:      {}", work.path().display());
-    println!("{}", sh("cp", &["--version"]).lines().next().unwrap_or(""));
+    println!(
+        "baseline: {} run with std::process::Command (`cp SRC DEST`), then fsync of DEST from this process (File::sync_all)",
+        sh("cp", &["--version"]).lines().next().unwrap_or("cp")
+    );
+    println!("units: MB = 10^6 bytes, MB/s = database bytes / stage time");
 
     let src = work.path().join("a").join("biostar2.db");
     std::fs::create_dir_all(src.parent().unwrap()).unwrap();
@@ -515,6 +527,7 @@ fn main() {
         };
         let ratio = total.took.as_secs_f64() / cp_t.took.as_secs_f64();
         println!("  ratio pipeline total / cp: {ratio:.2}");
+        println!("  load average after the run: {}", load());
         results.push((run, ratio));
     }
     println!(

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::gate::AckGate;
 use super::lease::{Lease, LeaseError, WitnessClient};
@@ -88,22 +87,75 @@ pub enum LeaseEnd {
     },
 }
 
+/// A running lease keeper. Dropping it (or [`Keeper::abort`]) stops the
+/// renewals; the gate then still shuts at its deadline.
+#[derive(Debug)]
+pub struct Keeper {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Keeper {
+    /// Stop renewing.
+    pub fn abort(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// Hold `lease`: renew it on `settings`' cadence, keeping `gate` open until
-/// its end minus the margin. Returns the task and how the lease ended.
+/// its end minus the margin. Returns the keeper and how the lease ended.
+///
+/// The keeper runs on a thread of its own with its own small runtime, so a
+/// node busy with thousands of reconnecting devices cannot delay a renewal
+/// past the lease's end.
 pub fn hold(
     client: Arc<WitnessClient>,
     lease: Lease,
     settings: LeaseSettings,
     gate: Arc<AckGate>,
-) -> (JoinHandle<()>, oneshot::Receiver<LeaseEnd>) {
+) -> (Keeper, oneshot::Receiver<LeaseEnd>) {
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let end = keep(&client, lease, settings, &gate).await;
-        gate.close();
-        tracing::warn!(?end, "lease ended: acknowledging stopped");
-        let _ = tx.send(end);
-    });
-    (task, rx)
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("lease-keeper".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    gate.close();
+                    let _ = tx.send(LeaseEnd::Expired {
+                        epoch: lease.epoch,
+                        reason: format!("the lease keeper could not start: {e}"),
+                    });
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                tokio::select! {
+                    end = keep(&client, lease, settings, &gate) => {
+                        gate.close();
+                        tracing::warn!(?end, "lease ended: acknowledging stopped");
+                        let _ = tx.send(end);
+                    }
+                    _ = stop_rx => {}
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        // The closure (and with it the sender) is gone: the receiver sees the
+        // keeper end at once, and the node steps down.
+        tracing::error!(error = %e, "cannot start the lease keeper thread");
+    }
+    (
+        Keeper {
+            stop: Some(stop_tx),
+        },
+        rx,
+    )
 }
 
 async fn keep(

@@ -15,7 +15,7 @@ pub mod witness;
 
 pub use detector::{DetectorError, DetectorSettings};
 pub use gate::AckGate;
-pub use keeper::{hold, LeaseEnd, LeaseSettings, LeaseSettingsError};
+pub use keeper::{hold, Keeper, LeaseEnd, LeaseSettings, LeaseSettingsError};
 pub use lease::{Lease, LeaseError, WitnessClient, WitnessView};
 pub use role::{RoleError, RoleMachine, Transition};
 pub use witness::{Witness, WitnessConfig, WitnessError, WitnessState};

@@ -189,39 +189,7 @@ impl DnsServer {
         records: &[(&str, Ipv4Addr)],
         ttl: u32,
     ) -> Result<Self, DnsError> {
-        let zone = parse_name(zone)?.to_lowercase();
-        let mut names: HashMap<Name, Vec<Entry>> = HashMap::new();
-        for (name, ip) in records {
-            let owner = owner_in(&zone, name)?;
-            let entries = names.entry(owner).or_default();
-            let entry = Entry {
-                ip: IpAddr::V4(*ip),
-                ttl,
-            };
-            if !entries.contains(&entry) {
-                entries.push(entry);
-            }
-        }
-        let in_zone = |label: &str| {
-            Name::from_ascii(label)
-                .and_then(|n| n.append_domain(&zone))
-                .map_err(|e| DnsError::InvalidArgument(format!("zone {zone}: {e}")))
-        };
-        let signer = key.signer()?;
-        let algorithm = tsig_algorithm(&key.algorithm).map_err(|reason| DnsError::Key {
-            name: key.name.clone(),
-            reason,
-        })?;
-        let state = Arc::new(State {
-            soa_mname: in_zone("ns")?,
-            soa_rname: in_zone("hostmaster")?,
-            key_name: signer.signer_name().to_lowercase(),
-            algorithm,
-            signer,
-            ttl,
-            data: Mutex::new(Data { serial: 1, names }),
-            zone,
-        });
+        let state = Arc::new(State::new(zone, key, records, ttl)?);
         let (udp, tcp) = bind(listen).await?;
         let local_addr = udp.local_addr().map_err(|source| DnsError::Listen {
             addr: listen,
@@ -280,6 +248,30 @@ impl Drop for DnsServer {
             task.abort();
         }
     }
+}
+
+/// Answer `packets` in turn, without sockets, as a server started with
+/// [`DnsServer::start_with_key`]`(_, zone, key, records, ttl)` would: one
+/// entry per packet, the encoded answer or `None` where the server stays
+/// silent. Updates made by a packet are seen by the ones after it. With
+/// `udp`, answers keep to UDP's size limits (else TCP's, before framing).
+///
+/// For fuzzing and tests: unlike the server, which logs a panic while
+/// handling a packet and carries on, this lets it through.
+pub fn answer_packets(
+    zone: &str,
+    key: &TsigKey,
+    records: &[(&str, Ipv4Addr)],
+    ttl: u32,
+    packets: &[&[u8]],
+    udp: bool,
+) -> Result<Vec<Option<Vec<u8>>>, DnsError> {
+    let state = State::new(zone, key, records, ttl)?;
+    let peer = SocketAddr::from(([192, 0, 2, 53], 53));
+    Ok(packets
+        .iter()
+        .map(|packet| state.handle(packet, peer, udp))
+        .collect())
 }
 
 /// `name` made absolute within `zone` (see [`DnsServer::start`]).
@@ -397,6 +389,48 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, state: Arc<St
 }
 
 impl State {
+    /// The state of a server for `zone` (see [`DnsServer::start_with_key`]).
+    fn new(
+        zone: &str,
+        key: &TsigKey,
+        records: &[(&str, Ipv4Addr)],
+        ttl: u32,
+    ) -> Result<Self, DnsError> {
+        let zone = parse_name(zone)?.to_lowercase();
+        let mut names: HashMap<Name, Vec<Entry>> = HashMap::new();
+        for (name, ip) in records {
+            let owner = owner_in(&zone, name)?;
+            let entries = names.entry(owner).or_default();
+            let entry = Entry {
+                ip: IpAddr::V4(*ip),
+                ttl,
+            };
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+        let in_zone = |label: &str| {
+            Name::from_ascii(label)
+                .and_then(|n| n.append_domain(&zone))
+                .map_err(|e| DnsError::InvalidArgument(format!("zone {zone}: {e}")))
+        };
+        let signer = key.signer()?;
+        let algorithm = tsig_algorithm(&key.algorithm).map_err(|reason| DnsError::Key {
+            name: key.name.clone(),
+            reason,
+        })?;
+        Ok(State {
+            soa_mname: in_zone("ns")?,
+            soa_rname: in_zone("hostmaster")?,
+            key_name: signer.signer_name().to_lowercase(),
+            algorithm,
+            signer,
+            ttl,
+            data: Mutex::new(Data { serial: 1, names }),
+            zone,
+        })
+    }
+
     /// [`State::handle`], with a panic (a bug) logged instead of ending the
     /// serving task.
     fn handle_guarded(&self, packet: &[u8], peer: SocketAddr, udp: bool) -> Option<Vec<u8>> {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::timeline::{Timeline, TimelineBuilder};
 use crate::caps::DurableMark;
@@ -175,7 +174,7 @@ fn apply_durable_marks(core: &Core) {
 
 /// The held lease: its keeper task and how it ends.
 struct Held {
-    task: JoinHandle<()>,
+    task: crate::cluster::keeper::Keeper,
     end: oneshot::Receiver<LeaseEnd>,
 }
 
@@ -290,7 +289,7 @@ async fn adopt_peer_epoch(core: &Core, held: &mut Option<Held>, watch: &mut Watc
         return;
     }
     if matches!(core.role(), Role::Active | Role::Candidate) {
-        if let Some(h) = held.take() {
+        if let Some(mut h) = held.take() {
             h.task.abort();
         }
         demote(
@@ -385,6 +384,7 @@ async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
             match complete_promotion(core, tl, lease.epoch, &reason).await {
                 Ok(_) => Some(held),
                 Err(_) => {
+                    let mut held = held;
                     held.task.abort();
                     release_lease(core).await;
                     None
@@ -476,6 +476,7 @@ async fn operator_promote(
                             Ok(t)
                         }
                         Err(t) => {
+                            let mut task = task;
                             task.abort();
                             release_lease(core).await;
                             Err(format!("promotion abandoned: {:?}", t.steps.last()))

@@ -45,10 +45,23 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// How long an answer is shared with lookups of the same name that were
+/// waiting for it (many simulated devices share one resolver; each real
+/// device has its own).
+const SHARE_ANSWER_FOR: Duration = Duration::from_millis(100);
+
+/// The last answer for one name, and a lock that lets one lookup run at a time.
+type Flight =
+    Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<Vec<IpAddr>, ResolveError>)>>>;
+
 /// Asks one DNS server (the device's configured DNS server) directly.
+/// Concurrent lookups of the same name wait for one query and share its
+/// answer, so a fleet of simulated devices sharing this resolver sends one
+/// query per name at a time rather than thousands at once.
 pub struct DnsResolver {
     server: SocketAddr,
     inner: TokioResolver,
+    flights: std::sync::Mutex<std::collections::HashMap<String, Flight>>,
 }
 
 impl std::fmt::Debug for DnsResolver {
@@ -72,13 +85,14 @@ impl DnsResolver {
         let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
             .with_options(opts)
             .build();
-        Arc::new(Self { server, inner })
+        Arc::new(Self {
+            server,
+            inner,
+            flights: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
     }
-}
 
-#[async_trait]
-impl Resolve for DnsResolver {
-    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
         let fqdn = if name.ends_with('.') {
             name.to_string()
         } else {
@@ -93,5 +107,27 @@ impl Resolve for DnsResolver {
                 reason: format!("{e} (server {})", self.server),
             })?;
         Ok(lookup.iter().collect())
+    }
+}
+
+#[async_trait]
+impl Resolve for DnsResolver {
+    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        let flight = self
+            .flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .clone();
+        let mut last = flight.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < SHARE_ANSWER_FOR {
+                return answer.clone();
+            }
+        }
+        let answer = self.lookup(name).await;
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
     }
 }
