@@ -47,7 +47,11 @@ fn sign(ctl: u8, bytes: &[u8]) -> Vec<u8> {
         return bytes.to_vec();
     };
     message.take_signature();
-    let secret = if ctl & 0x20 != 0 { b"wrong".as_slice() } else { SECRET };
+    let secret = if ctl & 0x20 != 0 {
+        b"wrong".as_slice()
+    } else {
+        SECRET
+    };
     let Ok(name) = Name::from_ascii(KEY_NAME) else {
         return bytes.to_vec();
     };
@@ -74,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => (tail, &[][..]),
         };
-        packets.push(if ctl & 0x80 != 0 { sign(ctl, bytes) } else { bytes.to_vec() });
+        packets.push(if ctl & 0x80 != 0 {
+            sign(ctl, bytes)
+        } else {
+            bytes.to_vec()
+        });
         rest = tail;
         if packets.len() == MAX_PACKETS {
             break;
@@ -92,7 +100,10 @@ fuzz_target!(|data: &[u8]| {
     for answer in answers.into_iter().flatten() {
         // What the server sends must be a DNS response a client can read.
         let parsed = Message::from_vec(&answer);
-        assert!(parsed.is_ok(), "unreadable answer: {parsed:?} {answer:02x?}");
+        assert!(
+            parsed.is_ok(),
+            "unreadable answer: {parsed:?} {answer:02x?}"
+        );
         assert!(answer[2] & 0x80 != 0, "answer without QR: {answer:02x?}");
     }
 });

@@ -16,7 +16,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::dnssec::rdata::tsig::{make_tsig_record, TsigAlgorithm, TSIG};
+use hickory_proto::dnssec::rdata::tsig::{
+    make_tsig_record, signed_bitmessage_to_buf, TsigAlgorithm, TSIG,
+};
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::dnssec::tsig::TSigner;
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
@@ -124,6 +126,24 @@ fn family_of(rtype: RecordType, ip: &IpAddr) -> bool {
         (rtype, ip),
         (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_)) | (RecordType::ANY, _)
     )
+}
+
+/// The MAC of a request whose last record is a TSIG that verifies with
+/// `signer` (RFC 8945 5.2 step 2; the caller checks key and time). hickory's
+/// `TSigner::verify_message_byte` does this too, but computes `time - fudge`,
+/// which overflows (a panic with overflow checks) for a time before the fudge.
+fn verify_request_mac(signer: &TSigner, packet: &[u8]) -> Result<Vec<u8>, String> {
+    let (tbv, record) = signed_bitmessage_to_buf(None, packet, true).map_err(|e| e.to_string())?;
+    let RData::DNSSEC(DNSSECRData::TSIG(tsig)) = record.data() else {
+        return Err("the last record is not a TSIG".into());
+    };
+    // As hickory: no truncated MACs.
+    let full = tsig.algorithm().output_len().map_err(|e| e.to_string())?;
+    if tsig.mac().len() < full {
+        return Err("truncated MAC".into());
+    }
+    signer.verify(&tbv, tsig.mac()).map_err(|e| e.to_string())?;
+    Ok(tsig.mac().to_vec())
 }
 
 /// A bare FORMERR header for a request that could not be parsed.
@@ -578,22 +598,22 @@ impl State {
         if record.name() != &self.key_name || tsig.algorithm() != &self.algorithm {
             return reject(BADKEY, "request signed with an unknown key (BADKEY)");
         }
-        // Guard hickory's `time - fudge` against underflow.
         let now = unix_now();
-        let skewed = tsig.time() < u64::from(tsig.fudge());
-        match self.signer.verify_message_byte(None, packet, true) {
+        let fudge = u64::from(tsig.fudge());
+        let window = tsig.time().saturating_sub(fudge)..tsig.time() + fudge;
+        match verify_request_mac(&self.signer, packet) {
             Err(e) => reject(
                 BADSIG,
                 &format!("request MAC does not verify ({e}) (BADSIG)"),
             ),
-            Ok((mac, range, _)) if skewed || !range.contains(&now) => {
+            Ok(mac) if !window.contains(&now) => {
                 tracing::warn!(%peer, signed = tsig.time(), now, "built-in DNS server: request signed outside the time window (BADTIME); answering NOTAUTH");
                 let body = error_response(request, ResponseCode::NotAuth).to_vec().ok();
                 let other = now.to_be_bytes()[2..].to_vec();
                 body.and_then(|b| self.sign(b, &mac, BADTIME, other))
                     .map_or(Auth::Rejected(Vec::new()), Auth::Rejected)
             }
-            Ok((mac, _, _)) => Auth::Signed(mac),
+            Ok(mac) => Auth::Signed(mac),
         }
     }
 
@@ -777,5 +797,37 @@ mod tests {
         assert_eq!(owner_in(&zone, "WWW.site.test").unwrap(), www);
         assert_eq!(owner_in(&zone, "@").unwrap(), zone);
         assert!(owner_in(&zone, "www.other.test.").is_err());
+    }
+
+    /// Found by the `dns_server` fuzz target: a request correctly signed at a
+    /// time before the fudge (a client whose clock is near 1970) made
+    /// hickory's `time - fudge` overflow, a panic with overflow checks.
+    #[test]
+    fn request_signed_near_the_epoch_is_badtime() {
+        use hickory_proto::op::Query;
+
+        let key = TsigKey::new("k", "hmac-sha256", b"0123456789abcdef".to_vec()).unwrap();
+        let records = [("w", Ipv4Addr::new(192, 0, 2, 1))];
+        let state = State::new("z.", &key, &records, 60).unwrap();
+        let mut request = Message::new();
+        request
+            .set_id(7)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(parse_name("w.z").unwrap(), RecordType::A));
+        request.finalize(&key.signer().unwrap(), 128).unwrap();
+        let peer = SocketAddr::from(([192, 0, 2, 53], 53));
+        let answer = state
+            .handle(&request.to_vec().unwrap(), peer, true)
+            .unwrap();
+        let answer = Message::from_vec(&answer).unwrap();
+        assert_eq!(answer.response_code(), ResponseCode::NotAuth);
+        let tsig = answer.signature().iter().find_map(|r| match r.data() {
+            RData::DNSSEC(DNSSECRData::TSIG(t)) => Some(t),
+            _ => None,
+        });
+        assert_eq!(
+            tsig.and_then(super::super::update::tsig_error),
+            Some(BADTIME)
+        );
     }
 }

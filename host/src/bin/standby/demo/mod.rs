@@ -269,6 +269,13 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             args.event_rate.to_string(),
             "--data-dir".into(),
             devices_dir.display().to_string(),
+            // Eight loopback source addresses: with thousands of links from
+            // one address the kernel's search for a free port stalls.
+            "--source-ips".into(),
+            (1..=8)
+                .map(|i| format!("127.0.1.{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
             "--keepalive-ms".into(),
             timings.keepalive_ms.to_string(),
             "--dead-link-ms".into(),
