@@ -296,15 +296,7 @@ impl DnsClient {
             }
             None => None,
         };
-        let request = message
-            .to_vec()
-            .map_err(|e| DnsError::InvalidArgument(format!("cannot encode the {subject}: {e}")))?;
-        let raw = self.exchange(&request, message.id(), &subject).await?;
-        let response = Message::from_vec(&raw).map_err(|e| DnsError::Protocol {
-            server: self.server,
-            subject: subject.clone(),
-            reason: e.to_string(),
-        })?;
+        let (raw, response) = self.round_trip(&message, &subject).await?;
         if response.response_code() != ResponseCode::NoError {
             return Err(rcode_error(self.server, &subject, &response));
         }
@@ -330,15 +322,7 @@ impl DnsClient {
             .set_op_code(OpCode::Query)
             .set_recursion_desired(false);
         message.add_query(Query::query(owner, rtype.record_type()));
-        let request = message
-            .to_vec()
-            .map_err(|e| DnsError::InvalidArgument(format!("cannot encode the {subject}: {e}")))?;
-        let raw = self.exchange(&request, message.id(), &subject).await?;
-        let response = Message::from_vec(&raw).map_err(|e| DnsError::Protocol {
-            server: self.server,
-            subject: subject.clone(),
-            reason: e.to_string(),
-        })?;
+        let (_, response) = self.round_trip(&message, &subject).await?;
         match response.response_code() {
             ResponseCode::NoError | ResponseCode::NXDomain => {}
             _ => return Err(rcode_error(self.server, &subject, &response)),
@@ -352,6 +336,24 @@ impl DnsClient {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Encode `message`, send it, and return the answer raw and decoded.
+    async fn round_trip(
+        &self,
+        message: &Message,
+        subject: &str,
+    ) -> Result<(Vec<u8>, Message), DnsError> {
+        let request = message
+            .to_vec()
+            .map_err(|e| DnsError::InvalidArgument(format!("cannot encode the {subject}: {e}")))?;
+        let raw = self.exchange(&request, message.id(), subject).await?;
+        let response = Message::from_vec(&raw).map_err(|e| DnsError::Protocol {
+            server: self.server,
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok((raw, response))
     }
 
     /// Send `request` (whose id is `id`) and return the raw answer: UDP with

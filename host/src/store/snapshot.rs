@@ -86,6 +86,20 @@ pub(super) fn backup(src: &Connection, dest: &Path) -> Result<SnapshotStats, Sto
     })
 }
 
+/// Open `path` read-only, never following a symlink in its last component.
+fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(|error| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 /// Open `path` read-only (never following a symlink in its last component) and
 /// run `PRAGMA integrity_check`.
 pub fn integrity_check(path: &Path) -> Result<IntegrityReport, StoreError> {
@@ -93,13 +107,7 @@ pub fn integrity_check(path: &Path) -> Result<IntegrityReport, StoreError> {
         path: path.to_path_buf(),
         error: source,
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-    )
-    .map_err(err)?;
+    let conn = open_read_only(path)?;
     let lines: Vec<String> = (|| {
         let mut stmt = conn.prepare("PRAGMA integrity_check(20)")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -136,13 +144,7 @@ pub fn device_marks(path: &Path) -> Result<Vec<DeviceMark>, StoreError> {
         path: path.to_path_buf(),
         error: source,
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-    )
-    .map_err(err)?;
+    let conn = open_read_only(path)?;
     let mut stmt = conn
         .prepare("SELECT device_id, incarnation, contiguous FROM device_logs")
         .map_err(err)?;
