@@ -405,3 +405,155 @@ async fn two_hundred_ms_of_heartbeat_jitter_never_trips_the_detector_but_a_cut_l
     }
     eprintln!("cut -> suspected: {:?}", cut.elapsed());
 }
+
+/// A pair whose `a` reaches `b` through a throttled proxy, with small chunks
+/// and a short stall bound.
+async fn slow_pair(
+    dir: &Path,
+    bytes_per_sec: u64,
+    stall: Duration,
+    dead_after: Duration,
+) -> (Node, Node, support::proxy::Proxy) {
+    let pb = free_port();
+    let proxy = support::proxy::Proxy::start_throttled(addr(pb), bytes_per_sec).await;
+    let pa = free_port();
+    let key = "0123456789abcdef-key";
+    let mut ca = PeerConfig::new(
+        "a",
+        addr(pa),
+        "b",
+        proxy.addr,
+        psk(key),
+        dir.join("a-staging"),
+    );
+    let mut cb = PeerConfig::new(
+        "b",
+        addr(pb),
+        "a",
+        addr(pa),
+        psk(key),
+        dir.join("b-staging"),
+    );
+    for c in [&mut ca, &mut cb] {
+        c.chunk = 64 << 10;
+        c.transfer_stall = stall;
+        c.dead_after = dead_after;
+    }
+    let a = node(ca, 1, Role::Active).await;
+    let b = node(cb, 1, Role::Standby).await;
+    (a, b, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_slower_than_the_stall_bound_but_moving_finishes() {
+    assert_eq!(
+        PeerConfig::new(
+            "a",
+            addr(1),
+            "b",
+            addr(2),
+            psk("0123456789abcdef-key"),
+            "x".into()
+        )
+        .transfer_stall,
+        Duration::from_secs(30),
+        "the default stall bound"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stall = Duration::from_secs(2);
+    // 256 KiB/s: a 2 MiB file takes about 8 s, four times the stall bound,
+    // while every 64 KiB chunk is confirmed within a quarter of a second.
+    let (a, mut b, _proxy) = slow_pair(dir.path(), 256 << 10, stall, Duration::from_secs(2)).await;
+    assert!(connected(&a).await);
+    let src = dir.path().join("slow.db");
+    let sha = write_file(&src, 2 << 20);
+    let started = tokio::time::Instant::now();
+    let receipt = a
+        .link
+        .send_file("file-copy", &src, "slow.db", "t")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the slow transfer failed after {:?}: {e}",
+                started.elapsed()
+            )
+        });
+    let took = started.elapsed();
+    eprintln!("2 MiB at 256 KiB/s with a {stall:?} stall bound: {took:?}");
+    assert!(
+        took > stall * 2,
+        "the transfer took {took:?}, not longer than the stall bound: the test proves nothing"
+    );
+    assert_eq!(receipt.bytes, 2 << 20);
+    assert_eq!(receipt.sha256, sha);
+    let Some(Incoming::File { path, .. }) = b.incoming.recv().await else {
+        panic!()
+    };
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&src).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_fails_after_the_stall_bound_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let stall = Duration::from_secs(2);
+    // The connection itself is never declared dead here: only the stall
+    // bound can end the transfer.
+    let (a, _b, proxy) = slow_pair(dir.path(), 256 << 10, stall, Duration::from_secs(120)).await;
+    assert!(connected(&a).await);
+    let src = dir.path().join("stuck.db");
+    write_file(&src, 8 << 20);
+    let link = a.link.clone();
+    let transfer =
+        tokio::spawn(async move { link.send_file("file-copy", &src, "stuck.db", "t").await });
+    // Let it get going (bytes reach b's staging file), then stop every byte.
+    let staging = dir.path().join("b-staging");
+    let received = || {
+        std::fs::read_dir(&staging)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || received() >= 256 << 10).await,
+        "the transfer never started"
+    );
+    proxy.cut();
+    let cut = tokio::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(60), transfer)
+        .await
+        .expect("a stalled transfer must fail, not hang")
+        .unwrap();
+    let after = cut.elapsed();
+    let err = result.expect_err("a transfer through a cut link cannot succeed");
+    assert!(
+        matches!(err, PeerError::Stalled { after, .. } if after == stall),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("cluster.transfer_stall_ms") && text.contains("2000 ms"),
+        "the error names the setting and its value: {text}"
+    );
+    assert!(
+        after + Duration::from_millis(1_500) >= stall,
+        "failed {after:?} after the cut, before the stall bound {stall:?}: {text}"
+    );
+    assert!(received() < 8 << 20, "the whole file got through");
+    eprintln!("cut -> failed after {after:?}: {text}");
+
+    // A message over the stalled link fails the same way.
+    let err = a
+        .link
+        .send_message("file-copy", "installed", b"1".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Stalled { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("cluster.transfer_stall_ms"),
+        "{err}"
+    );
+}

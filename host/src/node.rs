@@ -323,6 +323,7 @@ async fn start_peer(
         data_dir.join(".peer-staging"),
     );
     config.heartbeat = Duration::from_millis(c.heartbeat_ms);
+    config.transfer_stall = Duration::from_millis(c.transfer_stall_ms);
     PeerLink::start(config, local, incoming)
         .await
         .map_err(|e| NodeError::Cluster(format!("peer link on {listen}: {e}")))

@@ -128,6 +128,47 @@ zone "{ZONE}" {{
             .map(str::to_string)
     }
 
+    /// Every A record of `fqdn` as `dig` sees it now: (TTL, address), sorted.
+    /// Asked of `named` directly, so the TTL is the one in the zone.
+    pub fn a_records(&self, fqdn: &str) -> Vec<(u32, String)> {
+        let out = Command::new("dig")
+            .arg(format!("@{}", self.addr.ip()))
+            .args(["-p", &self.addr.port().to_string(), fqdn, "A"])
+            .args(["+noall", "+answer", "+time=2", "+tries=2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dig failed: {out:?}");
+        // `service.site.test. 7 IN A 127.0.0.1`
+        let mut records: Vec<(u32, String)> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                match f.as_slice() {
+                    [_, ttl, "IN", "A", ip] => Some((ttl.parse().unwrap(), ip.to_string())),
+                    _ => None,
+                }
+            })
+            .collect();
+        records.sort();
+        records
+    }
+
+    /// A BIND key file with this server's key name and another secret (what
+    /// an operator with a stale or mistyped key file has).
+    pub fn key_clause_with_secret(&self, secret: &[u8]) -> String {
+        format!(
+            "key \"{}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{}\";\n}};\n",
+            self.key_name,
+            data_encoding::BASE64.encode(secret)
+        )
+    }
+
+    /// What `named` logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("named.log")).unwrap_or_default()
+    }
+
     /// Replace the A record of `name` (relative to the zone) with `ip`,
     /// signed with the TSIG key (as an operator would with `nsupdate`).
     pub fn set_a(&self, name: &str, ip: &str) {

@@ -102,6 +102,18 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::new`], with `extra` TOML appended to the profile (e.g. a
+    /// `[[failover]]` entry). The rest of the profile is exactly what `new`
+    /// writes.
+    pub fn with_extra(dir: &Path, with_witness: bool, extra: &str) -> Self {
+        let cluster = Self::new(dir, with_witness);
+        let mut text = std::fs::read_to_string(&cluster.profile).unwrap();
+        text.push('\n');
+        text.push_str(extra);
+        std::fs::write(&cluster.profile, text).unwrap();
+        cluster
+    }
+
     /// Start the witness.
     pub fn start_witness(&mut self, listen: &str) {
         let log = std::fs::File::create(self.dir.join("witness.log")).unwrap();

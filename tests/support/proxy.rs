@@ -25,6 +25,20 @@ impl Proxy {
 
     /// The same, delaying every chunk by a random 0..`jitter` (order kept).
     pub async fn start_with_jitter(target: SocketAddr, jitter: std::time::Duration) -> Self {
+        Self::start_shaped(target, jitter, None).await
+    }
+
+    /// The same, passing at most `bytes_per_sec` each way (a slow link:
+    /// the sender is held back by TCP flow control, nothing is dropped).
+    pub async fn start_throttled(target: SocketAddr, bytes_per_sec: u64) -> Self {
+        Self::start_shaped(target, std::time::Duration::ZERO, Some(bytes_per_sec)).await
+    }
+
+    async fn start_shaped(
+        target: SocketAddr,
+        jitter: std::time::Duration,
+        rate: Option<u64>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -46,8 +60,8 @@ impl Proxy {
                     };
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
-                    tokio::spawn(pump(ri, wo, flag.clone(), jitter));
-                    pump(ro, wi, flag, jitter).await;
+                    tokio::spawn(pump(ri, wo, flag.clone(), jitter, rate));
+                    pump(ro, wi, flag, jitter, rate).await;
                 });
             }
         });
@@ -70,6 +84,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     cut: Arc<AtomicBool>,
     jitter: std::time::Duration,
+    rate: Option<u64>,
 ) {
     use rand::Rng;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
@@ -82,9 +97,20 @@ async fn pump(
         }
     });
     let mut buf = vec![0u8; 64 * 1024];
+    // Throttled: small reads, each followed by the time it takes at the rate.
+    let read_max = match rate {
+        Some(r) => ((r / 20) as usize).clamp(1, buf.len()),
+        None => buf.len(),
+    };
     let mut last = tokio::time::Instant::now();
     loop {
-        let n = match from.read(&mut buf).await {
+        if let Some(r) = rate {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(
+                read_max as f64 / r as f64,
+            ))
+            .await;
+        }
+        let n = match from.read(&mut buf[..read_max]).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

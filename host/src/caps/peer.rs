@@ -25,7 +25,9 @@ impl HostState {
 
 fn peer_error(e: PeerError) -> WitError {
     match e {
-        PeerError::Down | PeerError::Timeout(_) => WitError::Unavailable(e.to_string()),
+        PeerError::Down | PeerError::Timeout(_) | PeerError::Stalled { .. } => {
+            WitError::Unavailable(e.to_string())
+        }
         PeerError::Refused(_) => WitError::Conflict(e.to_string()),
         other => WitError::Other(other.to_string()),
     }

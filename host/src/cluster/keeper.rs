@@ -169,7 +169,10 @@ async fn keep(
         if let Some(deadline) = lease.expires.checked_sub(settings.margin) {
             gate.open_until(deadline.into_std());
         }
-        tokio::time::sleep(settings.renew_every).await;
+        // Renew on the interval, or sooner when the lease arrived with little
+        // of it left (a witness slow to answer the grant or a renewal).
+        let pause = settings.renew_every.min(lease.left(settings.margin) / 2);
+        tokio::time::sleep(pause).await;
         if !lease.valid(settings.margin) {
             return LeaseEnd::Expired {
                 epoch: lease.epoch,

@@ -5,7 +5,8 @@
 //! ```text
 //! standby --peer suspected--> candidate --lease won (higher epoch)--> active
 //!    ^                           |                                      |
-//!    |                     lease denied                  lease lost / higher epoch seen
+//!    |                     lease denied /                lease lost / higher epoch seen
+//!    |                  promotion abandoned                             |
 //!    |                           v                                      v
 //!    +------------------------ standby <------------ rejoin -------- fenced
 //! ```
@@ -139,6 +140,22 @@ impl RoleMachine {
         }
     }
 
+    /// The lease was won but the promotion was abandoned before the node
+    /// became active (a required fencing command failed): back to standby.
+    pub fn abandon(&mut self, reason: &str) -> Result<(), RoleError> {
+        match self.role {
+            Role::Candidate => {
+                self.go(
+                    Role::Standby,
+                    self.epoch,
+                    format!("promotion abandoned: {reason}"),
+                );
+                Ok(())
+            }
+            _ => Err(self.wrong("abandoning a promotion")),
+        }
+    }
+
     /// The active node's lease ran out (or could not be renewed in time):
     /// stop acting at once.
     pub fn lost_lease(&mut self, reason: &str) -> Result<(), RoleError> {
@@ -211,6 +228,20 @@ mod tests {
         m.lost_election("a holds the lease").unwrap();
         assert_eq!((m.role(), m.epoch()), (Role::Standby, 1));
         assert!(m.history()[1].reason.contains("a holds the lease"));
+    }
+
+    #[test]
+    fn an_abandoned_promotion_returns_a_candidate_to_standby_without_being_active() {
+        let mut m = RoleMachine::new(Role::Standby, 1);
+        assert!(m.abandon("x").is_err(), "only a candidate abandons");
+        m.suspect_peer("silence").unwrap();
+        m.abandon("the fencing command failed").unwrap();
+        assert_eq!((m.role(), m.epoch()), (Role::Standby, 1));
+        assert!(m.history().iter().all(|t| t.to != Role::Active));
+        assert_eq!(
+            m.history()[1].reason,
+            "promotion abandoned: the fencing command failed"
+        );
     }
 
     #[test]

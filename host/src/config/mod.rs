@@ -21,8 +21,10 @@ pub use profile::{
 };
 pub use settings::flatten_settings;
 
-/// Environment variables with the `STANDBY_` prefix that are not profile keys.
-const NON_CONFIG_ENV: &[&str] = &["log", "log_format"];
+/// Environment variables with the `STANDBY_` prefix that are not profile
+/// keys: logging, and what the fencing command is given (a fencing script
+/// may itself call `standby`).
+const NON_CONFIG_ENV: &[&str] = &["log", "log_format", "epoch", "node", "peer"];
 
 /// What is wrong with a profile.
 #[derive(Debug, thiserror::Error)]

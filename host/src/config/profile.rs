@@ -86,10 +86,23 @@ pub struct ClusterSection {
     #[serde(default = "default_fence_timeout_ms")]
     pub fence_timeout_ms: u64,
     /// Abandon the promotion when the fencing command fails (otherwise the
-    /// failure is logged and the lease alone keeps the old node out).
+    /// failure is logged and the lease alone keeps the old node out). An
+    /// abandoned promotion gives the lease back and is tried again after a
+    /// pause (1 s, doubling up to 30 s).
     #[serde(default)]
     pub fence_required: bool,
+    /// A file transfer to the peer fails when the peer has confirmed no
+    /// progress for this long, ms (a message, when it is not acknowledged
+    /// within this long). A whole transfer has no time limit: a large copy
+    /// over a slow link finishes as long as it keeps moving.
+    #[serde(default = "default_transfer_stall_ms")]
+    pub transfer_stall_ms: u64,
 }
+
+/// Smallest `transfer_stall_ms` accepted.
+const MIN_TRANSFER_STALL_MS: u64 = 1_000;
+/// Largest `transfer_stall_ms` accepted (a strategy waits this long on a dead link).
+const MAX_TRANSFER_STALL_MS: u64 = 3_600_000;
 
 fn default_heartbeat_ms() -> u64 {
     100
@@ -111,6 +124,9 @@ fn default_startup_grace_ms() -> u64 {
 }
 fn default_fence_timeout_ms() -> u64 {
     5_000
+}
+fn default_transfer_stall_ms() -> u64 {
+    crate::peer::DEFAULT_TRANSFER_STALL.as_millis() as u64
 }
 
 /// The role a site starts in.
@@ -445,6 +461,15 @@ impl LoadedProfile {
             return Err(self.invalid(
                 "cluster.fence_required",
                 "is true but no fence_command is given",
+            ));
+        }
+        if !(MIN_TRANSFER_STALL_MS..=MAX_TRANSFER_STALL_MS).contains(&c.transfer_stall_ms) {
+            return Err(self.invalid(
+                "cluster.transfer_stall_ms",
+                format!(
+                    "{} ms is out of range: a transfer with no progress for this long fails, so it must be between {MIN_TRANSFER_STALL_MS} ms and {MAX_TRANSFER_STALL_MS} ms (1 s to 1 h)",
+                    c.transfer_stall_ms
+                ),
             ));
         }
         Ok(())

@@ -296,6 +296,12 @@ impl DnsClient {
             }
             None => None,
         };
+        // Which key signed it: a refusal (BADSIG, BADKEY, a policy that does
+        // not grant this key) is about that key.
+        let subject = match key {
+            Some(key) => format!("{subject} signed with TSIG key `{}`", key.name),
+            None => subject,
+        };
         let (raw, response) = self.round_trip(&message, &subject).await?;
         if response.response_code() != ResponseCode::NoError {
             return Err(rcode_error(self.server, &subject, &response));

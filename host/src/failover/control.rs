@@ -172,6 +172,12 @@ fn apply_durable_marks(core: &Core) {
     }
 }
 
+/// The first pause before a promotion abandoned by a failed fencing command
+/// is tried again; it doubles with each further failure.
+const RETRY_ABANDONED_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between attempts at an abandoned promotion.
+const RETRY_ABANDONED_MAX: Duration = Duration::from_secs(30);
+
 /// The held lease: its keeper task and how it ends.
 struct Held {
     task: crate::cluster::keeper::Keeper,
@@ -188,6 +194,8 @@ struct Watch {
     /// What was last said about waiting (said once, not every tick).
     said: String,
     next_fenced_query: Instant,
+    /// The pause before the next attempt after an abandoned promotion.
+    retry_abandoned: Duration,
 }
 
 impl Watch {
@@ -205,6 +213,7 @@ impl Watch {
             next_try: now,
             said: String::new(),
             next_fenced_query: now,
+            retry_abandoned: RETRY_ABANDONED_FIRST,
         }
     }
 
@@ -212,6 +221,7 @@ impl Watch {
         self.last_active = Some(Instant::now());
         self.suspected = None;
         self.said.clear();
+        self.retry_abandoned = RETRY_ABANDONED_FIRST;
     }
 
     fn say(&mut self, what: String) {
@@ -386,7 +396,17 @@ async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
                 Err(_) => {
                     let mut held = held;
                     held.task.abort();
+                    core.gate.close();
                     release_lease(core).await;
+                    // Try again, but not at once: each attempt costs an epoch
+                    // and runs the fencing command again.
+                    let pause = watch.retry_abandoned;
+                    watch.next_try = Instant::now() + pause;
+                    watch.retry_abandoned = (pause * 2).min(RETRY_ABANDONED_MAX);
+                    tracing::warn!(
+                        retry_in = ?pause,
+                        "promotion abandoned and the lease given back; trying again later"
+                    );
                     None
                 }
             }
@@ -478,6 +498,7 @@ async fn operator_promote(
                         Err(t) => {
                             let mut task = task;
                             task.abort();
+                            core.gate.close();
                             release_lease(core).await;
                             Err(format!("promotion abandoned: {:?}", t.steps.last()))
                         }
@@ -512,34 +533,52 @@ async fn operator_promote(
 
 /// From a won lease to an open gateway: fencing hook, strategies'
 /// on-promote, failover actions' activate, gateway.
+///
+/// The fencing command runs while the node is still a candidate: until it
+/// has succeeded (or failed without `fence_required`), the node does not
+/// call itself active to anyone (status, peer, plugins, gateway). When it
+/// fails and `fence_required` is set, the node goes back to standby and the
+/// caller gives the lease back.
 async fn complete_promotion(
     core: &Core,
     mut tl: TimelineBuilder,
     epoch: u64,
     reason: &str,
 ) -> Result<Timeline, Timeline> {
-    if let Err(e) = core.lock_machine().won_lease(epoch, reason) {
-        tl.step("become-active", false, e.to_string());
-        return Err(finish(core, tl, false));
-    }
-    core.publish();
     tl.epoch(epoch);
     if let Some(settings) = &core.settings {
         if !settings.fence_command.is_empty() {
             let (ok, note) = run_fence(core, settings, epoch).await;
+            if !ok {
+                tracing::warn!(
+                    epoch,
+                    required = settings.fence_required,
+                    "fencing command failed: {note}"
+                );
+            }
             tl.step("fence", ok, note);
             if !ok && settings.fence_required {
+                core.gate.close();
                 let _ = core
                     .lock_machine()
-                    .lost_lease("the fencing command failed and fence_required is set");
-                core.gate.close();
-                core.publish();
-                let _ = core.lock_machine().rejoin("promotion abandoned");
+                    .abandon("the fencing command failed and fence_required is set");
                 core.publish();
                 return Err(finish(core, tl, false));
             }
         }
     }
+    if let Err(e) = core.lock_machine().won_lease(epoch, reason) {
+        tl.step("become-active", false, e.to_string());
+        // Back to standby rather than left a candidate; the caller gives
+        // the lease back.
+        core.gate.close();
+        let _ = core
+            .lock_machine()
+            .abandon(&format!("cannot become active: {e}"));
+        core.publish();
+        return Err(finish(core, tl, false));
+    }
+    core.publish();
     let ctx = core.context();
     let mut reports = Vec::new();
     for s in &core.strategies {
@@ -589,10 +628,12 @@ async fn run_fence(
     let Some((program, args)) = settings.fence_command.split_first() else {
         return (true, String::new());
     };
+    // The peer's id as the profile names it: a peer never heard since start
+    // (the very case fencing is for) is fenced all the same.
     let peer = core
         .peer
         .as_ref()
-        .and_then(|p| p.state().node_id)
+        .map(|p| p.peer_node_id().to_string())
         .unwrap_or_default();
     let child = tokio::process::Command::new(program)
         .args(args)

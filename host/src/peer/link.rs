@@ -42,9 +42,17 @@ pub struct PeerConfig {
     pub staging: PathBuf,
     /// Outgoing frames queued at most.
     pub queue: usize,
-    /// How long a transfer or message waits for the peer before failing.
-    pub transfer_timeout: Duration,
+    /// A file transfer fails once the peer has confirmed no progress for this
+    /// long (the receiver confirms every chunk it stores; a broken link is
+    /// redialled and the transfer resumed meanwhile), and a message fails when
+    /// the peer has not acknowledged it within this long. A whole transfer
+    /// has no time limit: a large copy over a slow link finishes as long as
+    /// it keeps moving. The profile's `cluster.transfer_stall_ms`.
+    pub transfer_stall: Duration,
 }
+
+/// The default of [`PeerConfig::transfer_stall`]: 30 s.
+pub const DEFAULT_TRANSFER_STALL: Duration = Duration::from_secs(30);
 
 impl PeerConfig {
     /// Defaults for a pair.
@@ -67,7 +75,7 @@ impl PeerConfig {
             chunk: 256 << 10,
             staging,
             queue: 64,
-            transfer_timeout: Duration::from_secs(60),
+            transfer_stall: DEFAULT_TRANSFER_STALL,
         }
     }
 }
@@ -131,6 +139,15 @@ pub enum PeerError {
     /// Nothing came back in time.
     #[error("the peer did not answer within {0:?}")]
     Timeout(Duration),
+    /// The peer confirmed no progress of a transfer (or did not acknowledge
+    /// a message) within the stall bound, `cluster.transfer_stall_ms`.
+    #[error("no progress from the peer for {} ms (cluster.transfer_stall_ms); last: {last}", .after.as_millis())]
+    Stalled {
+        /// The stall bound that ran out.
+        after: Duration,
+        /// What was last seen going wrong (or what was being waited for).
+        last: String,
+    },
     /// A local file failed.
     #[error("{0}")]
     Io(String),
@@ -163,6 +180,9 @@ type ReceiptReply = (bool, u64, String, Option<String>);
 struct Waiter {
     resume: Option<oneshot::Sender<u64>>,
     receipt: Option<oneshot::Sender<ReceiptReply>>,
+    /// Every `Resume` from the receiver (the answer to the offer, then one
+    /// per stored chunk) bumps this: the transfer is making progress.
+    progress: watch::Sender<u64>,
 }
 
 struct Receiving {
@@ -285,7 +305,9 @@ impl PeerLink {
             .map_err(|_| PeerError::Down)
     }
 
-    /// Send a small message to the peer's plugin instance `plugin`.
+    /// Send a small message to the peer's plugin instance `plugin`; fails
+    /// with [`PeerError::Stalled`] when the peer has not acknowledged it
+    /// within [`PeerConfig::transfer_stall`].
     pub async fn send_message(
         &self,
         plugin: &str,
@@ -299,25 +321,46 @@ impl PeerLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        self.send(PeerMsg::Message {
-            id,
-            plugin: plugin.into(),
-            kind: kind.into(),
-            body,
-        })
-        .await?;
-        match tokio::time::timeout(self.inner.config.transfer_timeout, rx).await {
+        let stall = self.inner.config.transfer_stall;
+        // Queueing behind a transfer on a stalled link counts as waiting too.
+        let sent_and_acked = async {
+            self.send(PeerMsg::Message {
+                id,
+                plugin: plugin.into(),
+                kind: kind.into(),
+                body,
+            })
+            .await?;
+            rx.await.map_err(|_| PeerError::Down)
+        };
+        let result = match tokio::time::timeout(stall, sent_and_acked).await {
             Ok(Ok(None)) => Ok(()),
             Ok(Ok(Some(reason))) => Err(PeerError::Refused(reason)),
-            Ok(Err(_)) => Err(PeerError::Down),
-            Err(_) => Err(PeerError::Timeout(self.inner.config.transfer_timeout)),
-        }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PeerError::Stalled {
+                after: stall,
+                last: format!("message `{kind}` not acknowledged"),
+            }),
+        };
+        self.inner
+            .messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        result
+    }
+
+    /// The peer's node id, as configured (the link refuses any other).
+    pub fn peer_node_id(&self) -> &str {
+        &self.inner.config.peer_node_id
     }
 
     /// Stream a file to the peer's plugin instance `plugin`; returns once the
     /// peer stored it whole and its checksum matched. A broken link is
-    /// retried, resuming where the peer's copy stops, until the transfer
-    /// timeout.
+    /// retried, resuming where the peer's copy stops. The transfer fails with
+    /// [`PeerError::Stalled`] once the peer has confirmed no progress for
+    /// [`PeerConfig::transfer_stall`]; however long it takes as a whole, a
+    /// transfer that keeps moving is never cut off.
     pub async fn send_file(
         &self,
         plugin: &str,
@@ -330,14 +373,16 @@ impl PeerLink {
             .await
             .map_err(|e| PeerError::Io(format!("{}: {e}", path.display())))?;
         let id = u64::from_str_radix(&sha256[..15], 16).unwrap_or(0) ^ u64::from(name.len() as u32);
-        let deadline = started + self.inner.config.transfer_timeout;
-        let mut last_err = PeerError::Down;
+        let stall = self.inner.config.transfer_stall;
+        // When the peer last confirmed anything about this transfer (counting
+        // from the start, and across redials).
+        let mut progressed = Instant::now();
         let mut resumed_from = 0;
-        while Instant::now() < deadline {
-            match self
-                .try_send_file(id, plugin, path, name, tag, size, &sha256, deadline)
-                .await
-            {
+        loop {
+            let attempt = self
+                .try_send_file(id, plugin, path, name, tag, size, &sha256, &mut progressed)
+                .await;
+            let e = match attempt {
                 Ok((bytes, got, have)) => {
                     resumed_from = resumed_from.max(have);
                     return Ok(Receipt {
@@ -347,16 +392,25 @@ impl PeerLink {
                         resumed_from,
                     });
                 }
-                Err(PeerError::Refused(r)) => return Err(PeerError::Refused(r)),
-                Err(e) => {
-                    last_err = e;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(e @ (PeerError::Refused(_) | PeerError::Io(_) | PeerError::Stalled { .. })) => {
+                    return Err(e)
                 }
+                Err(e) => e,
+            };
+            if progressed.elapsed() + Duration::from_millis(200) >= stall {
+                return Err(PeerError::Stalled {
+                    after: stall,
+                    last: e.to_string(),
+                });
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(last_err)
     }
 
+    /// One attempt over the current connection: offer, stream from where the
+    /// peer's copy stops, wait for the receipt; fails with
+    /// [`PeerError::Stalled`] when the peer confirms nothing for the stall
+    /// bound since `progressed` (which every confirmation moves on).
     #[allow(clippy::too_many_arguments)]
     async fn try_send_file(
         &self,
@@ -367,10 +421,11 @@ impl PeerLink {
         tag: &str,
         size: u64,
         sha256: &str,
-        deadline: Instant,
+        progressed: &mut Instant,
     ) -> Result<(u64, String, u64), PeerError> {
         let (resume_tx, resume_rx) = oneshot::channel();
         let (receipt_tx, receipt_rx) = oneshot::channel();
+        let (progress_tx, mut progress_rx) = watch::channel(0u64);
         self.inner
             .waiters
             .lock()
@@ -380,62 +435,89 @@ impl PeerLink {
                 Waiter {
                     resume: Some(resume_tx),
                     receipt: Some(receipt_tx),
+                    progress: progress_tx,
                 },
             );
-        self.send(PeerMsg::Offer {
-            id,
-            plugin: plugin.into(),
-            tag: tag.into(),
-            name: name.into(),
-            size,
-            sha256: sha256.into(),
-        })
-        .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let have = match tokio::time::timeout(left, resume_rx).await {
-            Ok(Ok(have)) => have,
-            Ok(Err(_)) => return Err(PeerError::Down),
-            Err(_) => return Err(PeerError::Timeout(self.inner.config.transfer_timeout)),
-        };
-        if have == u64::MAX {
-            return Err(PeerError::Refused("the peer refused the offer".into()));
-        }
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| PeerError::Io(e.to_string()))?;
-        file.seek(std::io::SeekFrom::Start(have))
-            .await
-            .map_err(|e| PeerError::Io(e.to_string()))?;
-        let mut offset = have;
-        let mut buf = vec![0u8; self.inner.config.chunk];
-        while offset < size {
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| PeerError::Io(e.to_string()))?;
-            if n == 0 {
-                return Err(PeerError::Io(format!(
-                    "{} shrank while it was being sent",
-                    path.display()
-                )));
-            }
-            self.send(PeerMsg::Chunk {
+        let stall = self.inner.config.transfer_stall;
+        let transfer = async {
+            self.send(PeerMsg::Offer {
                 id,
-                offset,
-                data: buf[..n].to_vec(),
+                plugin: plugin.into(),
+                tag: tag.into(),
+                name: name.into(),
+                size,
+                sha256: sha256.into(),
             })
             .await?;
-            offset += n as u64;
+            let have = resume_rx.await.map_err(|_| PeerError::Down)?;
+            if have == u64::MAX {
+                return Err(PeerError::Refused("the peer refused the offer".into()));
+            }
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| PeerError::Io(e.to_string()))?;
+            file.seek(std::io::SeekFrom::Start(have))
+                .await
+                .map_err(|e| PeerError::Io(e.to_string()))?;
+            let mut offset = have;
+            let mut buf = vec![0u8; self.inner.config.chunk];
+            while offset < size {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| PeerError::Io(e.to_string()))?;
+                if n == 0 {
+                    return Err(PeerError::Io(format!(
+                        "{} shrank while it was being sent",
+                        path.display()
+                    )));
+                }
+                self.send(PeerMsg::Chunk {
+                    id,
+                    offset,
+                    data: buf[..n].to_vec(),
+                })
+                .await?;
+                offset += n as u64;
+            }
+            match receipt_rx.await {
+                Ok((true, bytes, got, _)) => Ok((bytes, got, have)),
+                Ok((false, _, _, err)) => Err(PeerError::Refused(
+                    err.unwrap_or_else(|| "the peer rejected the file".into()),
+                )),
+                Err(_) => Err(PeerError::Down),
+            }
+        };
+        let watchdog = async {
+            loop {
+                let left = stall.saturating_sub(progressed.elapsed());
+                if left.is_zero() {
+                    return PeerError::Stalled {
+                        after: stall,
+                        last: String::from("the peer stopped confirming chunks"),
+                    };
+                }
+                match tokio::time::timeout(left, progress_rx.changed()).await {
+                    Ok(Ok(())) => *progressed = Instant::now(),
+                    // The connection ended (its waiters are dropped): the
+                    // transfer sees that and returns.
+                    Ok(Err(_)) => std::future::pending::<()>().await,
+                    Err(_) => {}
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = transfer => r,
+            e = watchdog => Err(e),
+        };
+        if result.is_err() {
+            self.inner
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, receipt_rx).await {
-            Ok(Ok((true, bytes, got, _))) => Ok((bytes, got, have)),
-            Ok(Ok((false, _, _, err))) => Err(PeerError::Refused(
-                err.unwrap_or_else(|| "the peer rejected the file".into()),
-            )),
-            Ok(Err(_)) => Err(PeerError::Down),
-            Err(_) => Err(PeerError::Timeout(self.inner.config.transfer_timeout)),
-        }
+        result
     }
 }
 
@@ -712,19 +794,23 @@ async fn run_connection(
                     continue;
                 }
                 r.next += data.len() as u64;
+                // Confirm the progress (the sender's stall bound counts from
+                // it). Never wait for room: a full queue drops this one and
+                // the next chunk confirms more.
+                let _ = tx.try_send(reply(PeerMsg::Resume { id, have: r.next }));
                 if r.next >= r.size {
                     finish(&inner, &tx, my_epoch, id, &mut receiving).await;
                 }
             }
             PeerMsg::Resume { id, have } => {
-                let w = inner
-                    .waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&id)
-                    .and_then(|w| w.resume.take());
-                if let Some(w) = w {
-                    let _ = w.send(have);
+                // The answer to an offer, then one per stored chunk: each is
+                // progress (an older sender ignores the later ones).
+                let mut waiters = inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = waiters.get_mut(&id) {
+                    w.progress.send_replace(have);
+                    if let Some(r) = w.resume.take() {
+                        let _ = r.send(have);
+                    }
                 }
             }
             PeerMsg::Receipt {

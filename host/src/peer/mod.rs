@@ -11,4 +11,6 @@ pub mod proto;
 pub mod session;
 
 pub use auth::Psk;
-pub use link::{Incoming, PeerConfig, PeerError, PeerLink, PeerState, Receipt};
+pub use link::{
+    Incoming, PeerConfig, PeerError, PeerLink, PeerState, Receipt, DEFAULT_TRANSFER_STALL,
+};

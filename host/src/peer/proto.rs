@@ -59,6 +59,8 @@ pub enum PeerMsg {
         sha256: String,
     },
     /// The receiver has `have` bytes of the transfer already; send the rest.
+    /// Sent in answer to an offer, and again after every stored chunk to
+    /// confirm progress (the sender's stall bound counts from the last one).
     Resume {
         /// Transfer id.
         id: u64,
