@@ -187,6 +187,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut asks: mpsc::Receiver<Ask>) {
                             epoch: welcome.epoch,
                         };
                         shared.set_view(LinkPhase::Connected, Some(index), Some(server));
+                        if welcome.role == msg::ServerRole::Active {
+                            shared.served_again();
+                        }
                         log_link_event(
                             &shared,
                             event_code::TCP_CONNECTED,

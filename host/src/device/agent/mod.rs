@@ -405,6 +405,18 @@ impl Shared {
         }
     }
 
+    /// The link is up again to an active server: server-dependent requests
+    /// would be answered from now on, so a degraded spell ends here (a
+    /// device asks only now and then; waiting for its next request would
+    /// count time it was not degraded).
+    pub(crate) fn served_again(&self) {
+        let now = unix_ms();
+        let mut d = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(since) = d.since_ms.take() {
+            d.longest_ms = d.longest_ms.max(now.saturating_sub(since));
+        }
+    }
+
     fn request_outcome(&self, ok: bool) {
         let now = unix_ms();
         let mut d = self.degraded.lock().unwrap_or_else(|p| p.into_inner());

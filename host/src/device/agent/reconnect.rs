@@ -52,6 +52,8 @@ pub struct Reconnect {
     state: LinkState,
     backoff: Backoff,
     endpoints: usize,
+    /// Endpoints that failed in the current pass over the list.
+    tried: usize,
 }
 
 impl Reconnect {
@@ -64,6 +66,7 @@ impl Reconnect {
             },
             backoff,
             endpoints: endpoints.max(1),
+            tried: 0,
         }
     }
 
@@ -95,11 +98,23 @@ impl Reconnect {
         }
     }
 
-    /// The attempt on the current endpoint failed: move to the next one in
-    /// priority order after a jittered, growing delay.
+    /// The attempt on the current endpoint failed: dial the next one in
+    /// priority order at once, or, when every endpoint has failed in this
+    /// pass over the list, start the next pass after a jittered delay that
+    /// grows with each failed pass. (Waiting between the entries of one pass
+    /// would only delay the device's move to a server that is up.)
     pub fn failed(&mut self, now: Instant, rng: &mut impl Rng) {
         if let LinkState::Connecting { endpoint, failures } = self.state {
             let next = (endpoint + 1) % self.endpoints;
+            self.tried += 1;
+            if self.tried < self.endpoints {
+                self.state = LinkState::Connecting {
+                    endpoint: next,
+                    failures,
+                };
+                return;
+            }
+            self.tried = 0;
             let until = now + self.backoff.delay(failures, rng);
             self.state = LinkState::Backoff {
                 next,
@@ -111,6 +126,7 @@ impl Reconnect {
 
     /// The attempt succeeded (handshake accepted).
     pub fn connected(&mut self, now: Instant) {
+        self.tried = 0;
         if let LinkState::Connecting { endpoint, .. } = self.state {
             self.state = LinkState::Connected {
                 endpoint,
@@ -122,6 +138,7 @@ impl Reconnect {
     /// The link died: start again from the highest-priority endpoint after a
     /// short jittered delay (so a fleet does not reconnect in lockstep).
     pub fn lost(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.tried = 0;
         if let LinkState::Connected { .. } = self.state {
             self.state = LinkState::Backoff {
                 next: 0,
@@ -135,8 +152,11 @@ impl Reconnect {
     /// timeout): the server hangs with its socket open, and its kernel still
     /// completes TCP handshakes, so dialling it again would cost a whole
     /// connect timeout. Walk the list in priority order starting after it;
-    /// it is tried again last (and first again after the next loss).
+    /// it is tried again last (and first again after the next loss). It is
+    /// not left out of later walks: a server that was only slow to answer in
+    /// a reconnection storm would then be out of reach for that long.
     pub fn went_silent(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.tried = 0;
         if let LinkState::Connected { endpoint, .. } = self.state {
             self.state = LinkState::Backoff {
                 next: (endpoint + 1) % self.endpoints,
@@ -148,6 +168,7 @@ impl Reconnect {
 
     /// Leave the current link for `endpoint` (fail-back, or a new server list).
     pub fn switch_to(&mut self, endpoint: usize) {
+        self.tried = 0;
         self.state = LinkState::Connecting {
             endpoint: endpoint.min(self.endpoints - 1),
             failures: 0,
@@ -157,6 +178,7 @@ impl Reconnect {
     /// The server list changed to `endpoints` entries; dial from the top next time.
     pub fn set_endpoints(&mut self, endpoints: usize) {
         self.endpoints = endpoints.max(1);
+        self.tried = 0;
         match &mut self.state {
             LinkState::Connecting { endpoint, .. } => *endpoint = 0,
             LinkState::Backoff { next, .. } => *next = 0,
@@ -181,26 +203,29 @@ mod tests {
         }
     }
 
+    /// Fail the current attempt and return the step that follows.
+    fn fail(r: &mut Reconnect) -> Step {
+        r.failed(Instant::now(), &mut rand::rng());
+        r.step(Instant::now())
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn walks_the_list_in_order_with_growing_delays_and_restarts_from_the_top() {
-        let mut rng = rand::rng();
+    async fn walks_the_list_at_once_then_waits_a_growing_delay_between_passes() {
         let mut r = Reconnect::new(3, backoff());
         assert_eq!(r.step(Instant::now()), Step::Connect(0));
         let mut waits = Vec::new();
-        let mut dialled = vec![0];
-        for _ in 0..6 {
-            r.failed(Instant::now(), &mut rng);
-            let Step::WaitUntil(until) = r.step(Instant::now()) else {
-                panic!("expected a wait")
+        for pass in 0..6 {
+            // Within a pass the next endpoint is dialled at once.
+            assert_eq!(fail(&mut r), Step::Connect(1), "pass {pass}");
+            assert_eq!(fail(&mut r), Step::Connect(2), "pass {pass}");
+            // After the whole list failed, a delay before the next pass.
+            let Step::WaitUntil(until) = fail(&mut r) else {
+                panic!("pass {pass}: expected a wait after the last endpoint")
             };
             waits.push(until - Instant::now());
             tokio::time::advance(until - Instant::now()).await;
-            match r.step(Instant::now()) {
-                Step::Connect(i) => dialled.push(i),
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(r.step(Instant::now()), Step::Connect(0), "pass {pass}");
         }
-        assert_eq!(dialled, vec![0, 1, 2, 0, 1, 2, 0]);
         // Delay n lies in [d/2, d] for d = min(100ms * 2^n, 1s).
         for (n, w) in waits.iter().enumerate() {
             let d = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(1));
@@ -217,14 +242,16 @@ mod tests {
             LinkState::Connected { endpoint: 0, .. }
         ));
 
-        // Losing the link restarts from the first endpoint after a short delay.
-        r.lost(Instant::now(), &mut rng);
+        // Losing the link restarts from the first endpoint after a short
+        // delay, with a fresh pass.
+        r.lost(Instant::now(), &mut rand::rng());
         let Step::WaitUntil(until) = r.step(Instant::now()) else {
             panic!()
         };
         assert!(until - Instant::now() <= Duration::from_millis(100));
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(r.step(Instant::now()), Step::Connect(0));
+        assert_eq!(fail(&mut r), Step::Connect(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -235,34 +262,31 @@ mod tests {
         r.went_silent(Instant::now(), &mut rng);
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(r.step(Instant::now()), Step::Connect(1));
-        // 1 and 2 fail: the walk comes back to 0.
-        r.failed(Instant::now(), &mut rng);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(r.step(Instant::now()), Step::Connect(2));
-        r.failed(Instant::now(), &mut rng);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(r.step(Instant::now()), Step::Connect(0));
+        // 1 and 2 fail: the walk comes back to 0, the silent one, last.
+        assert_eq!(fail(&mut r), Step::Connect(2));
+        assert_eq!(fail(&mut r), Step::Connect(0));
+        // The pass is over: the next one waits.
+        assert!(matches!(fail(&mut r), Step::WaitUntil(_)));
         // With one endpoint there is nothing else to try.
         let mut one = Reconnect::new(1, backoff());
         one.connected(Instant::now());
         one.went_silent(Instant::now(), &mut rng);
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(one.step(Instant::now()), Step::Connect(0));
+        assert!(matches!(fail(&mut one), Step::WaitUntil(_)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn fail_back_and_new_lists_restart_cleanly() {
-        let mut rng = rand::rng();
         let mut r = Reconnect::new(2, backoff());
-        r.failed(Instant::now(), &mut rng);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(r.step(Instant::now()), Step::Connect(1));
+        assert_eq!(fail(&mut r), Step::Connect(1));
         r.connected(Instant::now());
         r.switch_to(0);
         assert_eq!(r.step(Instant::now()), Step::Connect(0));
         r.set_endpoints(5);
-        r.failed(Instant::now(), &mut rng);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(r.step(Instant::now()), Step::Connect(1));
+        for next in 1..5 {
+            assert_eq!(fail(&mut r), Step::Connect(next));
+        }
+        assert!(matches!(fail(&mut r), Step::WaitUntil(_)));
     }
 }

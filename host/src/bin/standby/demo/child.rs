@@ -18,14 +18,21 @@ pub struct Child {
 }
 
 impl Child {
-    /// Start `standby ARGS`, stderr to `log`, stdout piped when `capture`.
-    pub fn spawn(name: &str, args: &[String], log: &Path, capture: bool) -> Result<Self> {
+    /// Start `standby ARGS` logging at `log_filter`, stderr to `log`, stdout
+    /// piped when `capture`.
+    pub fn spawn(
+        name: &str,
+        args: &[String],
+        log: &Path,
+        capture: bool,
+        log_filter: &str,
+    ) -> Result<Self> {
         let exe = std::env::current_exe().context("finding this program")?;
         let err =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(exe)
             .args(args)
-            .env("STANDBY_LOG", "info")
+            .env("STANDBY_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(if capture {
                 Stdio::piped()

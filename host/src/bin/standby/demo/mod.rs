@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use child::{Child, Signal};
-use setup::{Ports, Timings, A_IP, B_IP, SERVICE_NAME, TSIG_KEY_NAME, ZONE};
+use setup::{Ports, Timings, A_IP, B_IP, SERVICE_NAME, SERVICE_TTL, TSIG_KEY_NAME, ZONE};
 use standby_host::audit;
 use standby_host::dns::server::DnsServer;
 
@@ -50,6 +50,10 @@ pub struct DemoArgs {
     /// Keep the working directory (logs, databases, device logs) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Log filter of the child processes (their logs stay in the working
+    /// directory), e.g. `info,standby_host::device::agent=debug`.
+    #[arg(long, default_value = "info")]
+    child_log: String,
 }
 
 /// The deployment cases the demo can run.
@@ -136,7 +140,8 @@ async fn wait_status(
     }
 }
 
-fn fleet_summary(path: &Path) -> Option<Value> {
+/// A JSON file the fleet writes (None while it does not exist yet).
+fn read_json(path: &Path) -> Option<Value> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -185,7 +190,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         TSIG_KEY_NAME,
         &secret,
         &[(SERVICE_NAME, A_IP)],
-        1,
+        SERVICE_TTL,
     )
     .await
     .context("starting the built-in DNS server")?;
@@ -211,6 +216,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         ],
         &dir.join("witness.log"),
         false,
+        &args.child_log,
     )?;
     let node = |site: &str| -> Vec<String> {
         vec![
@@ -220,7 +226,13 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             site.into(),
         ]
     };
-    let mut a = Child::spawn("site A", &node("onsite"), &dir.join("onsite.log"), false)?;
+    let mut a = Child::spawn(
+        "site A",
+        &node("onsite"),
+        &dir.join("onsite.log"),
+        false,
+        &args.child_log,
+    )?;
     let sa = wait_status(
         ports.admin_a(),
         Duration::from_secs(60),
@@ -235,7 +247,13 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         started,
         format!("site A (onsite-1, {A_IP}) is active at epoch {epoch_before}"),
     );
-    let mut b = Child::spawn("site B", &node("dr"), &dir.join("dr.log"), false)?;
+    let mut b = Child::spawn(
+        "site B",
+        &node("dr"),
+        &dir.join("dr.log"),
+        false,
+        &args.child_log,
+    )?;
     wait_status(
         ports.admin_b(),
         Duration::from_secs(60),
@@ -252,6 +270,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
 
     let devices_dir = dir.join("devices");
     let fleet_status = dir.join("fleet.json");
+    let fleet_summary = dir.join("fleet-summary.json");
     let generate_for = args.kill_after + args.run_after;
     let endpoints = format!("{A_IP}:{},{SERVICE_NAME}:{}", ports.device, ports.device);
     let mut fleet = Child::spawn(
@@ -280,8 +299,10 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             timings.keepalive_ms.to_string(),
             "--dead-link-ms".into(),
             timings.dead_link_ms.to_string(),
+            // Long enough for a SYN retransmission (1 s) when the new
+            // server's accept queue overflows in the reconnection storm.
             "--connect-timeout-ms".into(),
-            "1000".into(),
+            "2000".into(),
             "--backoff-initial-ms".into(),
             "100".into(),
             "--backoff-max-ms".into(),
@@ -292,12 +313,21 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             generate_for.to_string(),
             "--drain-secs".into(),
             "30".into(),
+            // Every device's status only now and then (the final one is
+            // written when the fleet stops): with 10,000 devices each write
+            // costs CPU the reconnection storm needs. The summary, for the
+            // live progress, every second.
             "--status-file".into(),
             fleet_status.display().to_string(),
+            "--status-every".into(),
+            "60".into(),
+            "--summary-file".into(),
+            fleet_summary.display().to_string(),
             "--json".into(),
         ],
         &dir.join("fleet.log"),
         true,
+        &args.child_log,
     )?;
     say(
         quiet,
@@ -320,7 +350,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             .as_ref()
             .and_then(|s| s["strategies"][0]["status"]["Ok"]["last_success_ms"].as_u64());
         copies_at_dr = installed.is_some();
-        let f = fleet_summary(&fleet_status);
+        let f = read_json(&fleet_summary);
         say(
             quiet,
             started,
@@ -402,7 +432,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     let until = Instant::now() + Duration::from_secs(60);
     let mut last_said = usize::MAX;
     loop {
-        let f = fleet_summary(&fleet_status);
+        let f = read_json(&fleet_summary);
         let n = f.as_ref().map(|f| on(f, "dr-1")).unwrap_or(0);
         if n != last_said {
             say(
@@ -473,7 +503,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         .last()
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
-    let final_status = fleet_summary(&fleet_status).unwrap_or(Value::Null);
+    let final_status = read_json(&fleet_status).unwrap_or(Value::Null);
     b.stop(Duration::from_secs(10)).await;
     a.stop(Duration::from_secs(5)).await;
     witness.stop(Duration::from_secs(5)).await;

@@ -19,6 +19,11 @@ pub const B_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 pub const SERVICE_NAME: &str = "door.standby.test";
 /// The zone the built-in DNS server serves.
 pub const ZONE: &str = "standby.test";
+/// TTL of the service name's record, in seconds. Zero: a device asks again
+/// on every connection attempt, so it follows the failover as soon as the
+/// name is repointed (with 1 s, a device that looked the name up just before
+/// the update keeps dialling the dead site for up to another second).
+pub const SERVICE_TTL: u32 = 0;
 /// The TSIG key's name.
 pub const TSIG_KEY_NAME: &str = "standby-update";
 
@@ -190,7 +195,11 @@ pub fn case1_profile(ports: &Ports, t: &Timings) -> Result<String> {
     set(&mut p, &["plugins", "cache"], Value::Boolean(true))?;
     remove(&mut p, &["strategy", "settings", "daily_at"]);
     set(&mut p, &["strategy", "settings", "every"], s(&t.copy_every))?;
-    set(&mut p, &["failover", "settings", "ttl"], i(1))?;
+    set(
+        &mut p,
+        &["failover", "settings", "ttl"],
+        i(u64::from(SERVICE_TTL)),
+    )?;
     set(
         &mut p,
         &["failover", "grants", "dns", "primary", "server"],
