@@ -7,7 +7,7 @@ mod support;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -512,6 +512,17 @@ fn plugin_health(status: &serde_json::Value, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no plugin `{name}` in the status: {status}"))
 }
 
+/// A key file in `dir` with BIND's key name and a wrong secret.
+fn wrong_key_file(dir: &Path, bind: &Bind) -> PathBuf {
+    let key_file = dir.join("tsig.key");
+    std::fs::write(
+        &key_file,
+        bind.key_clause_with_secret(b"not the secret BIND was given!!!"),
+    )
+    .unwrap();
+    key_file
+}
+
 /// How many requests BIND refused for a bad TSIG signature, from its log
 /// (`request has invalid signature: TSIG ddns-key: tsig verify failure (BADSIG)`).
 fn bind_badsig_refusals(bind: &Bind) -> usize {
@@ -569,12 +580,7 @@ async fn dns_ip_with_a_wrong_tsig_secret_fails_activate_naming_the_refusal_and_c
         return;
     };
     // The operator's key file has the right key name and a wrong secret.
-    let key_file = dir.path().join("tsig.key");
-    std::fs::write(
-        &key_file,
-        bind.key_clause_with_secret(b"not the secret BIND was given!!!"),
-    )
-    .unwrap();
+    let key_file = wrong_key_file(dir.path(), &bind);
     // A node of a one-site profile (no cluster: it starts active), loaded
     // and started as `standby run` does; its failover actions are what a
     // promotion calls.
@@ -678,12 +684,7 @@ async fn dns_ip_refused_by_bind_leaves_the_promoted_node_process_running() {
     let Some(bind) = Bind::start(&dir.path().join("bind"), &[(SERVICE, BEFORE)]) else {
         return;
     };
-    let key_file = dir.path().join("tsig.key");
-    std::fs::write(
-        &key_file,
-        bind.key_clause_with_secret(b"not the secret BIND was given!!!"),
-    )
-    .unwrap();
+    let key_file = wrong_key_file(dir.path(), &bind);
     let entry = dns_ip_entry(&bind, &key_file);
     let mut c = Cluster::with_extra(&dir.path().join("cluster"), true, &entry);
     let witness = c.witness_addr.clone().unwrap();

@@ -11,30 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use standby_host::device::agent::{
-    Agent, AgentConfig, AgentStatus, Backoff, Endpoint, EventLog, LogOptions,
-};
-use support::cluster::{Cluster, Which};
+use standby_host::device::agent::{Agent, AgentStatus, EventLog, LogOptions};
+use support::cluster::{quick_device, Cluster, Which};
 
 const START: Duration = Duration::from_secs(60);
-
-fn device(dir: &Path, endpoint: &str) -> Agent {
-    let mut c = AgentConfig::new(1, vec![Endpoint::parse(endpoint, 0).unwrap()], dir);
-    c.keepalive = Duration::from_millis(200);
-    c.dead_link = Duration::from_millis(2_000);
-    c.connect_timeout = Duration::from_millis(1_000);
-    c.request_timeout = Duration::from_millis(1_000);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-        ..Backoff::default()
-    };
-    c.log = LogOptions {
-        fsync: false,
-        ..LogOptions::default()
-    };
-    Agent::start(c).unwrap().0
-}
 
 fn record(agent: &Agent) {
     agent
@@ -99,7 +79,12 @@ async fn a_device_forgets_its_events_only_once_a_copy_holding_them_is_installed_
     c.start(Which::A, &[]);
     c.wait_status(Which::A, START, |s| s["role"] == "active");
 
-    let agent = device(&devices, &c.device_addr(Which::A));
+    let agent = quick_device(
+        &devices,
+        &c.device_addr(Which::A),
+        Duration::from_millis(2_000),
+        Duration::from_millis(1_000),
+    );
     let first = acknowledged(&agent, 20).await;
     let covered = first.last_seq;
     // A stored and acknowledged them, more keep coming, and still the device
@@ -185,7 +170,12 @@ async fn with_local_commit_a_device_forgets_its_events_as_soon_as_they_are_store
         &["devices.durable_ack=\"local-commit\"".to_string()],
     );
     c.wait_status(Which::A, START, |s| s["role"] == "active");
-    let agent = device(&devices, &c.device_addr(Which::A));
+    let agent = quick_device(
+        &devices,
+        &c.device_addr(Which::A),
+        Duration::from_millis(2_000),
+        Duration::from_millis(1_000),
+    );
     acknowledged(&agent, 20).await;
     let until = Instant::now() + Duration::from_secs(20);
     let s = loop {

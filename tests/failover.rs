@@ -10,8 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use standby_host::device::agent::{Agent, AgentConfig, Backoff, Endpoint, LogOptions};
-use support::cluster::{ever_active, standby, Cluster, Which};
+use support::cluster::{ever_active, quick_device, standby, Cluster, Which};
 use support::proxy::Proxy;
 
 /// `standby demo --json` with a small fleet; the outcome object.
@@ -92,6 +91,7 @@ fn a_hung_active_node_is_replaced_and_comes_back_fenced() {
         !a.starts_with("active"),
         "A must not be active after SIGCONT: {a}"
     );
+    assert_eq!(o["a_entries_stored_after_resume"], 0, "{o}");
     assert_eq!(o["a_acknowledging_after_resume"], false, "{o}");
     assert_eq!(
         o["a_accepts_devices_after_resume"], false,
@@ -143,25 +143,6 @@ async fn a_cut_peer_link_does_not_promote_the_standby_while_the_active_holds_its
     assert!(text.contains("lease held by onsite-1"), "{text}");
 }
 
-fn device(dir: &std::path::Path, endpoint: &str) -> Agent {
-    let mut c = AgentConfig::new(1, vec![Endpoint::parse(endpoint, 0).unwrap()], dir);
-    c.keepalive = Duration::from_millis(200);
-    c.dead_link = Duration::from_millis(1_000);
-    c.connect_timeout = Duration::from_millis(500);
-    c.request_timeout = Duration::from_millis(500);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-        ..Backoff::default()
-    };
-    c.log = LogOptions {
-        fsync: false,
-        audit: true,
-        ..LogOptions::default()
-    };
-    Agent::start(c).unwrap().0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_active_stops_acknowledging_before_the_standby_is_granted_the_lease() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,7 +166,12 @@ async fn an_isolated_active_stops_acknowledging_before_the_standby_is_granted_th
     });
 
     // A device that can reach only A keeps sending events.
-    let agent = device(&dir.path().join("devices"), &c.device_addr(Which::A));
+    let agent = quick_device(
+        &dir.path().join("devices"),
+        &c.device_addr(Which::A),
+        Duration::from_millis(1_000),
+        Duration::from_millis(500),
+    );
     let started = Instant::now();
     while agent.status().acked < 5 && started.elapsed() < Duration::from_secs(20) {
         agent

@@ -107,6 +107,32 @@ pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
 /// A log entry's key: (device, incarnation, sequence).
 pub type EntryKey = (u32, u64, u64);
 
+/// The keys of the events the database at `db` (opened read-only) records as
+/// received by `node`: comparing them before and after a moment tells
+/// whether that node stored anything in between.
+pub fn received_by(db: &Path, node: &str) -> Result<HashSet<EntryKey>, AuditError> {
+    let err = |e: rusqlite::Error| AuditError(format!("{}: {e}", db.display()));
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    let mut stmt = conn
+        .prepare("SELECT device_id, incarnation, seq FROM access_events WHERE received_by = ?1")
+        .map_err(err)?;
+    let keys = stmt
+        .query_map([node], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })
+        .and_then(|it| it.collect())
+        .map_err(err)?;
+    Ok(keys)
+}
+
 /// The keys of the devices' log entries (every `*.audit` file in
 /// `devices_dir`) that the database at `db`, opened read-only, holds with the
 /// same payload hash. Set differences between databases tell what a copy

@@ -265,3 +265,31 @@ pub fn ever_active(status: &Value) -> bool {
         .as_array()
         .is_some_and(|t| t.iter().any(|t| t["to"] == "active"))
 }
+
+/// A device agent (device 1) in `dir` dialling `endpoint` only, with short
+/// keep-alives and backoff, the given dead-link and connect/request
+/// timeouts, no fsync, and an audit file for the independent checker.
+pub fn quick_device(
+    dir: &Path,
+    endpoint: &str,
+    dead_link: Duration,
+    timeout: Duration,
+) -> standby_host::device::agent::Agent {
+    use standby_host::device::agent::{Agent, AgentConfig, Backoff, Endpoint, LogOptions};
+    let mut c = AgentConfig::new(1, vec![Endpoint::parse(endpoint, 0).unwrap()], dir);
+    c.keepalive = Duration::from_millis(200);
+    c.dead_link = dead_link;
+    c.connect_timeout = timeout;
+    c.request_timeout = timeout;
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        ..Backoff::default()
+    };
+    c.log = LogOptions {
+        fsync: false,
+        audit: true,
+        ..LogOptions::default()
+    };
+    Agent::start(c).unwrap().0
+}

@@ -25,11 +25,21 @@ pub struct GroupWriter {
 impl GroupWriter {
     /// Start the writer thread for `store`.
     pub fn start(store: Arc<Store>) -> Result<Self, StoreError> {
+        Self::start_guarded(store, Arc::new(|| true))
+    }
+
+    /// Start the writer thread for `store`, committing each group only if
+    /// `may_commit` says yes just before the commit (else the group is rolled
+    /// back and every write in it fails with [`StoreError::NotAllowed`]).
+    pub fn start_guarded(
+        store: Arc<Store>,
+        may_commit: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::unbounded_channel();
         let worker = store.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&worker, jobs))
+            .spawn(move || run(&worker, jobs, &*may_commit))
             .map_err(|error| StoreError::Io {
                 what: "starting the writer thread for",
                 path: store.path().to_path_buf(),
@@ -49,7 +59,7 @@ impl GroupWriter {
     }
 }
 
-fn run(store: &Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+fn run(store: &Store, mut jobs: mpsc::UnboundedReceiver<Job>, may_commit: &dyn Fn() -> bool) {
     while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -59,10 +69,19 @@ fn run(store: &Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
             }
         }
         let (writes, replies): (Vec<Write>, Vec<_>) = group.into_iter().unzip();
-        match store.write_group(&writes) {
+        match store.write_group_if(&writes, may_commit) {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
+                }
+            }
+            Err(StoreError::NotAllowed { path }) => {
+                tracing::warn!(
+                    writes = writes.len(),
+                    "group rolled back: this node may no longer write"
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::NotAllowed { path: path.clone() }));
                 }
             }
             Err(e) => {
@@ -180,5 +199,38 @@ mod tests {
         // Device 666's first event went with its savepoint.
         assert_eq!(store.watermark(666, 1).unwrap(), 0);
         assert_eq!(store.info().unwrap().event_count, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_may_no_longer_write_rolls_the_group_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(Store::open(dir.path().join("biostar2.db"), StoreOptions::default()).unwrap());
+        let allowed = Arc::new(AtomicBool::new(true));
+        let flag = allowed.clone();
+        let writer = GroupWriter::start_guarded(
+            store.clone(),
+            Arc::new(move || flag.load(Ordering::SeqCst)),
+        )
+        .unwrap();
+        let ingest = |seq| Write::Ingest {
+            device_id: 1,
+            incarnation: 1,
+            events: vec![event(1, seq)],
+            received_by: "a".into(),
+        };
+        assert!(matches!(
+            writer.write(ingest(1)).await,
+            Ok(Written::Ingest(_, 1))
+        ));
+        allowed.store(false, Ordering::SeqCst);
+        let refused = writer.write(ingest(2)).await;
+        assert!(
+            matches!(refused, Err(StoreError::NotAllowed { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.watermark(1, 1).unwrap(), 1);
+        assert_eq!(store.info().unwrap().event_count, 1);
     }
 }

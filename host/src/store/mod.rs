@@ -94,6 +94,13 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// A group of writes was rolled back because the node may no longer
+    /// write (its lease ran out while the group was being written).
+    #[error("database {path}: writes rolled back: this node may no longer write")]
+    NotAllowed {
+        /// The database file.
+        path: PathBuf,
+    },
 }
 
 /// One access event as a device logged it. The key (device, incarnation, seq)
@@ -311,6 +318,17 @@ impl Store {
         &self,
         writes: &[Write],
     ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+        self.write_group_if(writes, &|| true)
+    }
+
+    /// [`Store::write_group`], committed only if `may_commit` still says yes
+    /// just before the commit (a node that stopped while writing and lost its
+    /// lease meanwhile rolls the group back instead).
+    pub fn write_group_if(
+        &self,
+        writes: &[Write],
+        may_commit: &dyn Fn() -> bool,
+    ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
         let path = self.path.clone();
         self.with_writer(|conn| {
             let mut tx = conn.transaction()?;
@@ -348,8 +366,15 @@ impl Store {
                     }
                 }
             }
+            if !may_commit() {
+                // Dropping the transaction rolls it back.
+                return Ok(None);
+            }
             tx.commit()?;
-            Ok(results)
+            Ok(Some(results))
+        })?
+        .ok_or_else(|| StoreError::NotAllowed {
+            path: self.path.clone(),
         })
     }
 

@@ -310,8 +310,20 @@ impl Gateway {
 
     /// Acknowledge events only while `gate` is open (before opening); a
     /// gateway without one acknowledges whenever its role is active.
+    /// The store's writer commits only while the gate is open, too: a node
+    /// stopped in the middle of a group commit rolls it back when it resumes
+    /// past its lease instead of storing events nobody will acknowledge.
     pub fn with_ack_gate(mut self, gate: Arc<AckGate>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            let open = gate.clone();
+            match GroupWriter::start_guarded(shared.store.clone(), Arc::new(move || open.is_open()))
+            {
+                Ok(writer) => shared.writer = writer,
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot start a writer bound to the lease; events are checked against it at acknowledgement only"
+                ),
+            }
             shared.gate = gate;
         }
         self

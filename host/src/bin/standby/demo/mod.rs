@@ -98,6 +98,10 @@ struct Outcome {
     a_after_fault: String,
     a_acknowledging_after_resume: Option<bool>,
     a_accepts_devices_after_resume: Option<bool>,
+    /// Entries A's database records as received by A that it did not hold
+    /// when it was stopped, 3 s after it resumed (hang only; what it had
+    /// queued from the devices must not be stored).
+    a_entries_stored_after_resume: Option<u64>,
     endpoints: String,
     copies_at_dr_before_fault: bool,
     dir: Option<PathBuf>,
@@ -452,6 +456,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     let mut a_after = String::from("killed");
     let mut a_acknowledging = None;
     let mut a_accepts = None;
+    let mut a_stored_after = None;
     if args.fault == Fault::Hang {
         a.signal(Signal::CONT)?;
         say(quiet, started, "site A resumed (SIGCONT)");
@@ -487,6 +492,22 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             Err(e) => format!("unknown: {e}"),
         };
         say(quiet, started, format!("site A is now {a_after}"));
+        // Whatever A had read from the devices' sockets before it stopped is
+        // now handled: none of it may be stored. (A standby A may meanwhile
+        // install B's copies; their rows received by A are ones A held at
+        // the fault.)
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Some(at_fault) = &a_at_fault {
+            let before = audit::received_by(at_fault, "onsite-1")?;
+            let now = audit::received_by(&dir.join("onsite").join("biostar2.db"), "onsite-1")?;
+            let stored = now.difference(&before).count() as u64;
+            say(
+                quiet,
+                started,
+                format!("site A stored {stored} entries after it resumed"),
+            );
+            a_stored_after = Some(stored);
+        }
     }
 
     // -- Stop generating, drain, stop everything.
@@ -565,6 +586,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         a_after_fault: a_after,
         a_acknowledging_after_resume: a_acknowledging,
         a_accepts_devices_after_resume: a_accepts,
+        a_entries_stored_after_resume: a_stored_after,
         endpoints: endpoints.clone(),
         copies_at_dr_before_fault: copies_at_dr,
         dir: args.keep.then(|| dir.to_path_buf()),
