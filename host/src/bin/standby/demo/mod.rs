@@ -92,7 +92,8 @@ struct Outcome {
     promote_ms: Option<u64>,
     reconnect_all_ms: Option<u64>,
     devices_on_b: usize,
-    degraded_ms: u64,
+    /// None when the fleet printed no summary (it did not stop in time).
+    degraded_ms: Option<u64>,
     epoch_before: u64,
     epoch_after: u64,
     a_after_fault: String,
@@ -524,6 +525,13 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         .last()
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
+    if fleet_json.is_null() {
+        say(
+            quiet,
+            started,
+            "the fleet printed no summary: degraded_ms is unknown",
+        );
+    }
     let final_status = read_json(&fleet_status).unwrap_or(Value::Null);
     b.stop(Duration::from_secs(10)).await;
     a.stop(Duration::from_secs(5)).await;
@@ -580,7 +588,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         promote_ms: timeline["total_ms"].as_u64(),
         reconnect_all_ms,
         devices_on_b: on(&final_status, "dr-1"),
-        degraded_ms: fleet_json["longest_degraded_ms"].as_u64().unwrap_or(0),
+        degraded_ms: fleet_json["longest_degraded_ms"].as_u64(),
         epoch_before,
         epoch_after: timeline["epoch_after"].as_u64().unwrap_or(0),
         a_after_fault: a_after,
