@@ -592,7 +592,7 @@ async fn admin_operations_read_and_push_server_lists_and_request_logs() {
             .unwrap(),
         );
         let mut c = GatewayConfig::new(name);
-        c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+        c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         c.keepalive = Duration::from_millis(200);
         c.dead_link = Duration::from_millis(1_000);
         Gateway::new(c, store, Role::Active, epoch)
@@ -698,15 +698,13 @@ async fn a_gateway_whose_lease_runs_out_acknowledges_and_writes_nothing_more() {
     let db = dir.path().join("biostar2.db");
     let store = Arc::new(Store::open(&db, StoreOptions::default()).unwrap());
     let mut c = GatewayConfig::new("g");
-    c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+    c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     c.keepalive = Duration::from_millis(200);
     c.dead_link = Duration::from_millis(1_000);
     let gate = Arc::new(AckGate::closed());
     // The lease keeper renewed once; nobody renews again.
     gate.open_until(std::time::Instant::now() + Duration::from_millis(4_000));
-    let g = Gateway::new(c, store, Role::Active, 1)
-        .unwrap()
-        .with_ack_gate(gate.clone());
+    let g = Gateway::with_lease_gate(c, store, Role::Active, 1, gate.clone()).unwrap();
     g.open().await.unwrap();
     let port = g.local_addr().unwrap().port();
     let devices = dir.path().join("devices");

@@ -532,6 +532,34 @@ fn bind_badsig_refusals(bind: &Bind) -> usize {
         .count()
 }
 
+/// The promotion in `status` ran dns-ip's activate, which repointed the
+/// service name to `which`'s address and verified it; asked of BIND
+/// directly, the name now has that address only, with the profile's TTL.
+fn assert_repointed(
+    c: &support::cluster::Cluster,
+    status: &serde_json::Value,
+    which: support::cluster::Which,
+    bind: &Bind,
+) {
+    let step = failover_step(status, "activate:dns-ip");
+    assert_eq!(
+        step["ok"],
+        true,
+        "{which:?}'s activate failed: {step}\n{}",
+        c.log(which)
+    );
+    assert_eq!(
+        step["note"],
+        format!(
+            "repointed {}. A -> {} (verified)",
+            service_fqdn(),
+            which.ip()
+        ),
+        "{step}"
+    );
+    assert_bind_points_at(bind, which.ip());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_ip_in_a_node_promoted_to_active_repoints_the_name_in_bind() {
     use support::cluster::{Cluster, Which};
@@ -553,19 +581,7 @@ async fn dns_ip_in_a_node_promoted_to_active_repoints_the_name_in_bind() {
     let a = c.wait_status(Which::A, Duration::from_secs(60), |s| {
         s["role"] == "active" && s["last_failover"]["completed"] == true
     });
-    let step = failover_step(&a, "activate:dns-ip");
-    assert_eq!(
-        step["ok"],
-        true,
-        "activate failed: {step}\n{}",
-        c.log(Which::A)
-    );
-    assert_eq!(
-        step["note"],
-        format!("repointed {}. A -> 127.0.0.1 (verified)", service_fqdn()),
-        "{step}"
-    );
-    assert_bind_points_at(&bind, Which::A.ip());
+    assert_repointed(&c, &a, Which::A, &bind);
     // The plugin is healthy and the node serves.
     let dns_ip = plugin_health(&a, "dns-ip");
     assert_eq!(dns_ip["state"], "healthy", "{dns_ip}");
@@ -744,9 +760,7 @@ async fn dns_ip_repoints_bind_to_the_dr_node_after_kill_9_of_the_active_node() {
     let a = c.wait_status(Which::A, Duration::from_secs(60), |s| {
         s["role"] == "active" && s["last_failover"]["completed"] == true
     });
-    let step = failover_step(&a, "activate:dns-ip");
-    assert_eq!(step["ok"], true, "A's activate failed: {step}");
-    assert_bind_points_at(&bind, Which::A.ip());
+    assert_repointed(&c, &a, Which::A, &bind);
     c.start(Which::B, &[]);
     c.wait_status(Which::B, Duration::from_secs(60), |s| {
         s["role"] == "standby" && s["peer"]["connected"] == true
@@ -762,18 +776,5 @@ async fn dns_ip_repoints_bind_to_the_dr_node_after_kill_9_of_the_active_node() {
         b["epoch"].as_u64() > a["epoch"].as_u64(),
         "B's epoch is not above A's: {b} {a}"
     );
-    let step = failover_step(&b, "activate:dns-ip");
-    assert_eq!(
-        step["ok"],
-        true,
-        "B's activate failed: {step}\n{}",
-        c.log(Which::B)
-    );
-    assert_eq!(
-        step["note"],
-        format!("repointed {}. A -> 127.0.0.2 (verified)", service_fqdn()),
-        "{step}"
-    );
-    // Asked of BIND directly: B's address only, with the profile's TTL.
-    assert_bind_points_at(&bind, Which::B.ip());
+    assert_repointed(&c, &b, Which::B, &bind);
 }

@@ -32,6 +32,16 @@ fn on_disk(devices: &Path, scratch: &Path) -> (u64, usize, u64) {
     (log.durable(), log.pending(), log.last_seq())
 }
 
+/// A device of site A's, with a 2 s dead-link bound and 1 s timeouts.
+fn device_on_a(devices: &Path, c: &Cluster) -> Agent {
+    quick_device(
+        devices,
+        &c.device_addr(Which::A),
+        Duration::from_millis(2_000),
+        Duration::from_millis(1_000),
+    )
+}
+
 /// Record `n` events and wait until the server has acknowledged everything
 /// in the log (the device also logs its link events).
 async fn acknowledged(agent: &Agent, n: u64) -> AgentStatus {
@@ -79,12 +89,7 @@ async fn a_device_forgets_its_events_only_once_a_copy_holding_them_is_installed_
     c.start(Which::A, &[]);
     c.wait_status(Which::A, START, |s| s["role"] == "active");
 
-    let agent = quick_device(
-        &devices,
-        &c.device_addr(Which::A),
-        Duration::from_millis(2_000),
-        Duration::from_millis(1_000),
-    );
+    let agent = device_on_a(&devices, &c);
     let first = acknowledged(&agent, 20).await;
     let covered = first.last_seq;
     // A stored and acknowledged them, more keep coming, and still the device
@@ -170,12 +175,7 @@ async fn with_local_commit_a_device_forgets_its_events_as_soon_as_they_are_store
         &["devices.durable_ack=\"local-commit\"".to_string()],
     );
     c.wait_status(Which::A, START, |s| s["role"] == "active");
-    let agent = quick_device(
-        &devices,
-        &c.device_addr(Which::A),
-        Duration::from_millis(2_000),
-        Duration::from_millis(1_000),
-    );
+    let agent = device_on_a(&devices, &c);
     acknowledged(&agent, 20).await;
     let until = Instant::now() + Duration::from_secs(20);
     let s = loop {

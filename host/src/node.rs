@@ -204,8 +204,7 @@ impl NodeBuilder {
         };
         let gateway = match &site.gateway {
             Some(g) => {
-                let gw = build_gateway(&loaded, &site, g, store.clone(), role, epoch)?
-                    .with_ack_gate(gate.clone());
+                let gw = build_gateway(&loaded, &site, g, store.clone(), role, epoch, &gate)?;
                 let gw = match &marks {
                     Some(m) => gw.with_durability(m.clone()),
                     None => gw,
@@ -336,6 +335,7 @@ fn build_gateway(
     store: Arc<Store>,
     role: Role,
     epoch: u64,
+    gate: &Arc<AckGate>,
 ) -> Result<Gateway, NodeError> {
     let d = &loaded.profile.devices;
     let mut config = GatewayConfig::new(site.node_id.clone());
@@ -360,7 +360,8 @@ fn build_gateway(
         .map_err(|e| NodeError::Gateway(e.to_string()))?;
         config.tls_listen = Some((addr, tls));
     }
-    Gateway::new(config, store, role, epoch).map_err(|e| NodeError::Gateway(e.to_string()))
+    Gateway::with_lease_gate(config, store, role, epoch, gate.clone())
+        .map_err(|e| NodeError::Gateway(e.to_string()))
 }
 
 /// The runtime options of a profile, with the cache under the site's data

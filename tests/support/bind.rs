@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::server::wait_until;
+use super::server::{free_port, wait_until};
 
 /// The zone every test uses.
 pub const ZONE: &str = "site.test";
@@ -28,11 +28,11 @@ pub struct Bind {
     child: Child,
 }
 
+/// A port free for both UDP and TCP on 127.0.0.1, outside the ephemeral range.
 fn free_udp_and_tcp_port() -> u16 {
     loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::server::free_port;
+use super::server::{free_port, free_port_on};
 
 /// Which site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +34,6 @@ impl Which {
     }
 }
 
-fn free_port_on(ip: &str) -> u16 {
-    loop {
-        let p = free_port();
-        if std::net::TcpListener::bind((ip, p)).is_ok() {
-            return p;
-        }
-    }
-}
-
 /// The cluster's processes and addresses.
 pub struct Cluster {
     pub dir: PathBuf,
@@ -60,14 +51,9 @@ impl Cluster {
     pub fn new(dir: &Path, with_witness: bool) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("cluster.key"), "0123456789abcdef0123456789abcdef").unwrap();
-        let device_port = loop {
-            let p = free_port();
-            if std::net::TcpListener::bind(("127.0.0.2", p)).is_ok() {
-                break p;
-            }
-        };
-        let peer_ports = (free_port_on("127.0.0.1"), free_port_on("127.0.0.2"));
-        let admin = (free_port_on("127.0.0.1"), free_port_on("127.0.0.2"));
+        let device_port = free_port_on(&["127.0.0.1", "127.0.0.2"]);
+        let peer_ports = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.2"]));
+        let admin = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.2"]));
         let witness_addr = with_witness.then(|| format!("127.0.0.1:{}", free_port()));
         let mut p = format!(
             "version = 1\nname = \"e2e\"\n\

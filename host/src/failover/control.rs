@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::timeline::{Timeline, TimelineBuilder};
 use crate::caps::DurableMark;
-use crate::cluster::{hold, LeaseEnd, LeaseError};
+use crate::cluster::{hold, Lease, LeaseEnd, LeaseError, WitnessClient};
 use crate::node::Core;
 use crate::peer::Incoming;
 use crate::plugin::{FileRef, Received, ReceivedFile, Role, Strategy};
@@ -386,31 +386,21 @@ async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
         tl.detected_after(ms);
     }
     match witness.acquire(settings.lease.ttl).await {
-        Ok(lease) => {
-            tl.step("lease", true, format!("granted at epoch {}", lease.epoch));
-            let (task, end) = hold(witness, lease, settings.lease, core.gate.clone());
-            *core.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-            let held = Held { task, end };
-            match complete_promotion(core, tl, lease.epoch, &reason).await {
-                Ok(_) => Some(held),
-                Err(_) => {
-                    let mut held = held;
-                    held.task.abort();
-                    core.gate.close();
-                    release_lease(core).await;
-                    // Try again, but not at once: each attempt costs an epoch
-                    // and runs the fencing command again.
-                    let pause = watch.retry_abandoned;
-                    watch.next_try = Instant::now() + pause;
-                    watch.retry_abandoned = (pause * 2).min(RETRY_ABANDONED_MAX);
-                    tracing::warn!(
-                        retry_in = ?pause,
-                        "promotion abandoned and the lease given back; trying again later"
-                    );
-                    None
-                }
+        Ok(lease) => match promote_holding(core, &witness, settings, lease, tl, &reason).await {
+            Ok((held, _)) => Some(held),
+            Err(_) => {
+                // Try again, but not at once: each attempt costs an epoch
+                // and runs the fencing command again.
+                let pause = watch.retry_abandoned;
+                watch.next_try = Instant::now() + pause;
+                watch.retry_abandoned = (pause * 2).min(RETRY_ABANDONED_MAX);
+                tracing::warn!(
+                    retry_in = ?pause,
+                    "promotion abandoned and the lease given back; trying again later"
+                );
+                None
             }
-        }
+        },
         Err(e) => {
             let why = match &e {
                 LeaseError::Denied { .. } => e.to_string(),
@@ -483,25 +473,15 @@ async fn operator_promote(
                 .suspect_peer(&reason)
                 .map_err(|e| e.to_string())?;
             core.publish();
-            let mut tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), None);
+            let tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), None);
             match witness.acquire(settings.lease.ttl).await {
                 Ok(lease) => {
-                    tl.step("lease", true, format!("granted at epoch {}", lease.epoch));
-                    let (task, end) =
-                        hold(witness.clone(), lease, settings.lease, core.gate.clone());
-                    *core.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-                    match complete_promotion(core, tl, lease.epoch, &reason).await {
-                        Ok(t) => {
-                            *held = Some(Held { task, end });
+                    match promote_holding(core, witness, settings, lease, tl, &reason).await {
+                        Ok((h, t)) => {
+                            *held = Some(h);
                             Ok(t)
                         }
-                        Err(t) => {
-                            let mut task = task;
-                            task.abort();
-                            core.gate.close();
-                            release_lease(core).await;
-                            Err(format!("promotion abandoned: {:?}", t.steps.last()))
-                        }
+                        Err(t) => Err(format!("promotion abandoned: {:?}", t.steps.last())),
                     }
                 }
                 Err(e) => {
@@ -527,6 +507,30 @@ async fn operator_promote(
             complete_promotion(core, tl, epoch, "forced by the operator (no witness)")
                 .await
                 .map_err(|t| format!("promotion abandoned: {:?}", t.steps.last()))
+        }
+    }
+}
+
+/// Keep `lease` renewed and complete the promotion under it. When the
+/// promotion is abandoned, the keeper stops and the lease is given back (the
+/// gate is already closed).
+async fn promote_holding(
+    core: &Core,
+    witness: &Arc<WitnessClient>,
+    settings: &crate::node::ClusterSettings,
+    lease: Lease,
+    mut tl: TimelineBuilder,
+    reason: &str,
+) -> Result<(Held, Timeline), Timeline> {
+    tl.step("lease", true, format!("granted at epoch {}", lease.epoch));
+    let (mut task, end) = hold(witness.clone(), lease, settings.lease, core.gate.clone());
+    *core.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+    match complete_promotion(core, tl, lease.epoch, reason).await {
+        Ok(t) => Ok((Held { task, end }, t)),
+        Err(t) => {
+            task.abort();
+            release_lease(core).await;
+            Err(t)
         }
     }
 }
@@ -558,24 +562,15 @@ async fn complete_promotion(
             }
             tl.step("fence", ok, note);
             if !ok && settings.fence_required {
-                core.gate.close();
-                let _ = core
-                    .lock_machine()
-                    .abandon("the fencing command failed and fence_required is set");
-                core.publish();
+                abandon(core, "the fencing command failed and fence_required is set");
                 return Err(finish(core, tl, false));
             }
         }
     }
     if let Err(e) = core.lock_machine().won_lease(epoch, reason) {
         tl.step("become-active", false, e.to_string());
-        // Back to standby rather than left a candidate; the caller gives
-        // the lease back.
-        core.gate.close();
-        let _ = core
-            .lock_machine()
-            .abandon(&format!("cannot become active: {e}"));
-        core.publish();
+        // Back to standby rather than left a candidate.
+        abandon(core, &format!("cannot become active: {e}"));
         return Err(finish(core, tl, false));
     }
     core.publish();
@@ -612,6 +607,14 @@ async fn complete_promotion(
         }
     }
     Ok(finish(core, tl, true))
+}
+
+/// A candidate gives up its promotion: the gate stays closed and the node
+/// goes back to standby (the caller gives the lease back).
+fn abandon(core: &Core, why: &str) {
+    core.gate.close();
+    let _ = core.lock_machine().abandon(why);
+    core.publish();
 }
 
 fn finish(core: &Core, tl: TimelineBuilder, completed: bool) -> Timeline {

@@ -271,60 +271,76 @@ pub struct Gateway {
 
 impl Gateway {
     /// A closed gateway for `config`, storing into `store` (through a
-    /// group-commit writer thread started here).
+    /// group-commit writer thread started here), that acknowledges whenever
+    /// its role is active.
     pub fn new(
         config: GatewayConfig,
         store: Arc<Store>,
         role: Role,
         epoch: u64,
     ) -> Result<Self, GatewayError> {
+        let writer = GroupWriter::start(store.clone()).map_err(GatewayError::Writer)?;
+        Ok(Self::assemble(
+            config,
+            store,
+            writer,
+            Arc::new(AckGate::always_open()),
+            role,
+            epoch,
+        ))
+    }
+
+    /// A closed gateway that acknowledges events only while `gate` (the
+    /// lease's deadline) is open. Its writer commits only while the gate is
+    /// open, too: a node stopped in the middle of a group commit rolls it
+    /// back when it resumes past its lease instead of storing events nobody
+    /// will acknowledge.
+    pub fn with_lease_gate(
+        config: GatewayConfig,
+        store: Arc<Store>,
+        role: Role,
+        epoch: u64,
+        gate: Arc<AckGate>,
+    ) -> Result<Self, GatewayError> {
+        let open = gate.clone();
+        let writer = GroupWriter::start_guarded(store.clone(), Arc::new(move || open.is_open()))
+            .map_err(GatewayError::Writer)?;
+        Ok(Self::assemble(config, store, writer, gate, role, epoch))
+    }
+
+    fn assemble(
+        config: GatewayConfig,
+        store: Arc<Store>,
+        writer: GroupWriter,
+        gate: Arc<AckGate>,
+        role: Role,
+        epoch: u64,
+    ) -> Self {
         let identity = Identity {
             node_id: config.node_id.clone(),
             role,
             epoch,
         };
-        let writer = GroupWriter::start(store.clone()).map_err(GatewayError::Writer)?;
-        Ok(Self {
+        Self {
             shared: Arc::new(Shared {
                 config,
                 store,
                 writer,
                 identity: watch::channel(identity).0,
                 durability: Arc::new(LocalCommit),
-                gate: Arc::new(AckGate::always_open()),
+                gate,
                 registry: registry::Registry::default(),
                 stats: Stats::default(),
                 closing: watch::channel(false).0,
             }),
             listening: Mutex::new(None),
-        })
+        }
     }
 
     /// Use another source of DR-durable watermarks (before opening).
     pub fn with_durability(mut self, durability: Arc<dyn Durability>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.durability = durability;
-        }
-        self
-    }
-
-    /// Acknowledge events only while `gate` is open (before opening); a
-    /// gateway without one acknowledges whenever its role is active.
-    /// The store's writer commits only while the gate is open, too: a node
-    /// stopped in the middle of a group commit rolls it back when it resumes
-    /// past its lease instead of storing events nobody will acknowledge.
-    pub fn with_ack_gate(mut self, gate: Arc<AckGate>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            let open = gate.clone();
-            match GroupWriter::start_guarded(shared.store.clone(), Arc::new(move || open.is_open()))
-            {
-                Ok(writer) => shared.writer = writer,
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "cannot start a writer bound to the lease; events are checked against it at acknowledgement only"
-                ),
-            }
-            shared.gate = gate;
         }
         self
     }
