@@ -382,6 +382,10 @@ async fn a_server_presenting_a_lower_epoch_is_refused() {
     wait_on(&agent, "b", Duration::from_secs(10)).await;
     assert_eq!(agent.status().max_epoch, 6);
     agent.shutdown().await;
+    // A restarted device remembers the highest epoch it accepted.
+    let (agent, _) = Agent::start(config(&devices, 1, vec![endpoint(a.spec.port, 0)])).unwrap();
+    assert_eq!(agent.status().max_epoch, 6);
+    agent.shutdown().await;
 }
 
 fn test_ca(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {

@@ -70,8 +70,8 @@ fn main() {
                 };
                 let g = |k: &str| o[k].as_u64().unwrap_or(u64::MAX);
                 eprintln!(
-                    "run {run}: {count} devices, {fault}: detect {} ms, promote {} ms, all on B {} ms, {} events, {} lost",
-                    g("detect_ms"), g("promote_ms"), g("reconnect_all_ms"), g("events_generated"), g("events_lost")
+                    "run {run}: {count} devices, {fault}: detect {} ms, promote {} ms, on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
+                    g("detect_ms"), g("promote_ms"), g("reconnect_p50_ms"), g("reconnect_p90_ms"), g("reconnect_p99_ms"), g("reconnect_all_ms"), g("events_generated"), g("events_lost")
                 );
                 detect.push(g("detect_ms"));
                 promote.push(g("promote_ms"));

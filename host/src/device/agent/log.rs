@@ -42,6 +42,10 @@ enum Record {
     },
     Event(LogEntry),
     Durable(u64),
+    /// The highest server epoch the device has accepted (appended when it
+    /// rises, so that learning a new epoch is one append, not a file
+    /// rewrite; last so older logs decode unchanged).
+    Epoch(u64),
 }
 
 /// One line of the audit file.
@@ -104,6 +108,7 @@ pub struct EventLog {
     options: LogOptions,
     records_in_file: usize,
     dropped_undurable: u64,
+    max_epoch: u64,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
@@ -183,6 +188,7 @@ impl EventLog {
             options,
             records_in_file: 0,
             dropped_undurable: 0,
+            max_epoch: 0,
         };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -237,6 +243,7 @@ impl EventLog {
                         log.entries.pop_front();
                     }
                 }
+                Record::Epoch(epoch) => log.max_epoch = log.max_epoch.max(epoch),
                 Record::Header { .. } => {}
             }
         }
@@ -258,7 +265,8 @@ impl EventLog {
         self.rewrite()
     }
 
-    /// Rewrite the file from memory: header, durable mark, kept events.
+    /// Rewrite the file from memory: header, durable mark, highest epoch,
+    /// kept events.
     fn rewrite(&mut self) -> std::io::Result<()> {
         let mut bytes = encode_record(&Record::Header {
             device_id: self.device_id,
@@ -266,6 +274,11 @@ impl EventLog {
             created_ms: super::unix_ms(),
         });
         bytes.extend(encode_record(&Record::Durable(self.durable)));
+        let mut records = 2;
+        if self.max_epoch > 0 {
+            bytes.extend(encode_record(&Record::Epoch(self.max_epoch)));
+            records += 1;
+        }
         // Keep the highest sequence even if every event is durable, so a
         // restart continues numbering after it.
         for e in &self.entries {
@@ -275,10 +288,12 @@ impl EventLog {
         {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
+            if self.options.fsync {
+                f.sync_all()?;
+            }
         }
         std::fs::rename(&tmp, &self.path)?;
-        self.records_in_file = 2 + self.entries.len();
+        self.records_in_file = records + self.entries.len();
         Ok(())
     }
 
@@ -355,6 +370,22 @@ impl EventLog {
         } else {
             self.write(&Record::Durable(seq))
         }
+    }
+
+    /// The highest server epoch recorded in this log (0 when none).
+    pub fn max_epoch(&self) -> u64 {
+        self.max_epoch
+    }
+
+    /// Record that the device accepted a server at `epoch`, if it is higher
+    /// than any recorded (one appended record).
+    pub fn raise_epoch(&mut self, epoch: u64) -> std::io::Result<()> {
+        if epoch <= self.max_epoch {
+            return Ok(());
+        }
+        self.write(&Record::Epoch(epoch))?;
+        self.max_epoch = epoch;
+        Ok(())
     }
 
     /// Up to `max` kept events after `seq`, in order.
@@ -439,6 +470,31 @@ mod tests {
         assert_eq!(log.append(0x1000, None, 9, vec![]).unwrap().seq, 4);
         let audit = EventLog::read_audit(&EventLog::audit_path_in(dir.path(), 7)).unwrap();
         assert_eq!(audit.len(), 4);
+    }
+
+    #[test]
+    fn the_highest_epoch_survives_a_restart_and_a_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = EventLog::open(dir.path(), 7, opts()).unwrap();
+        assert_eq!(log.max_epoch(), 0);
+        log.raise_epoch(3).unwrap();
+        log.raise_epoch(2).unwrap();
+        let records = log.records_in_file;
+        log.raise_epoch(3).unwrap();
+        assert_eq!(
+            log.records_in_file, records,
+            "an epoch not above is not written"
+        );
+        drop(log);
+        let (mut log, _) = EventLog::open(dir.path(), 7, opts()).unwrap();
+        assert_eq!(log.max_epoch(), 3);
+        log.append(0x1000, None, 1, vec![1]).unwrap();
+        log.rewrite().unwrap();
+        drop(log);
+        let (log, opened) = EventLog::open(dir.path(), 7, opts()).unwrap();
+        assert_eq!(opened, Opened::Continued);
+        assert_eq!(log.max_epoch(), 3);
+        assert_eq!(log.last_seq(), 1);
     }
 
     #[test]

@@ -270,7 +270,8 @@ pub struct AgentStatus {
     pub dropped_undurable: u64,
 }
 
-/// Persisted device settings: the highest epoch seen and a pushed server list.
+/// Persisted device settings: a pushed server list, and the highest epoch
+/// seen (written here by older versions; now kept in the log).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DeviceState {
     max_epoch: u64,
@@ -385,13 +386,20 @@ impl Shared {
             .max_epoch
     }
 
+    /// Remember that the device accepted a server at `epoch`: in memory, and
+    /// appended to the log before the device acts on it (a record appended
+    /// to the log, not a rewritten file: in a reconnection storm thousands
+    /// of devices learn the new epoch at once).
     pub(crate) fn raise_epoch(&self, epoch: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if epoch > s.max_epoch {
-            s.max_epoch = epoch;
-            if let Err(e) = save_state(&self.config.data_dir, self.config.device_id, &s) {
-                tracing::warn!(device = self.config.device_id, error = %e, "cannot persist the highest epoch");
+        {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if epoch <= s.max_epoch {
+                return;
             }
+            s.max_epoch = epoch;
+        }
+        if let Err(e) = self.lock_log().raise_epoch(epoch) {
+            tracing::warn!(device = self.config.device_id, error = %e, "cannot persist the highest epoch");
         }
     }
 
@@ -453,7 +461,10 @@ impl Agent {
                 "{why}; starting a new log incarnation"
             );
         }
-        let state = load_state(&config.data_dir, config.device_id);
+        let mut state = load_state(&config.data_dir, config.device_id);
+        // The epoch is kept in the log; older devices kept it in the state
+        // file only, so the higher of the two counts.
+        state.max_epoch = state.max_epoch.max(log.max_epoch());
         let mut endpoints = state
             .endpoints
             .clone()

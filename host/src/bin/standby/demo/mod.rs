@@ -35,7 +35,8 @@ pub struct DemoArgs {
     /// Access events per second across the fleet.
     #[arg(long, default_value_t = 200.0)]
     event_rate: f64,
-    /// Seconds of normal running before the fault.
+    /// Seconds of normal running before the fault, counted once every device
+    /// is connected to site A.
     #[arg(long, default_value_t = 8.0)]
     kill_after: f64,
     /// The fault injected into site A.
@@ -91,6 +92,12 @@ struct Outcome {
     detect_ms: Option<u64>,
     promote_ms: Option<u64>,
     reconnect_all_ms: Option<u64>,
+    /// Fault to the moment half of the devices were connected to B.
+    reconnect_p50_ms: Option<u64>,
+    /// ... nine devices in ten.
+    reconnect_p90_ms: Option<u64>,
+    /// ... 99 devices in 100.
+    reconnect_p99_ms: Option<u64>,
     devices_on_b: usize,
     /// None when the fleet printed no summary (it did not stop in time).
     degraded_ms: Option<u64>,
@@ -276,7 +283,6 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     let devices_dir = dir.join("devices");
     let fleet_status = dir.join("fleet.json");
     let fleet_summary = dir.join("fleet-summary.json");
-    let generate_for = args.kill_after + args.run_after;
     let endpoints = format!("{A_IP}:{},{SERVICE_NAME}:{}", ports.device, ports.device);
     let mut fleet = Child::spawn(
         "device fleet",
@@ -314,8 +320,6 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
             "1000".into(),
             "--fail-action".into(),
             "soft".into(),
-            "--duration".into(),
-            generate_for.to_string(),
             "--drain-secs".into(),
             "30".into(),
             // Every device's status only now and then (the final one is
@@ -340,6 +344,47 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         format!(
             "{} devices dial {A_IP}:{} first, then {SERVICE_NAME}:{}; {} events/s",
             args.devices, ports.device, ports.device, args.event_rate
+        ),
+    );
+
+    // -- Every device on A before the clock starts: the fault must meet a
+    // fleet in normal running, not one still creating its logs (with
+    // 10,000 devices that takes seconds, and more on a busy disk).
+    let limit = Duration::from_secs(60 + args.devices as u64 / 100);
+    let until = Instant::now() + limit;
+    loop {
+        let on_a = read_json(&fleet_summary)
+            .map(|f| on(&f, "onsite-1"))
+            .unwrap_or(0);
+        if on_a >= args.devices {
+            break;
+        }
+        if !fleet.running() {
+            bail!(
+                "the device fleet exited before every device connected; its log ends:\n{}",
+                fleet.tail(30)
+            );
+        }
+        if Instant::now() > until {
+            bail!(
+                "only {on_a} of {} devices connected to site A within {limit:?}; the fleet's log ends:\n{}",
+                args.devices,
+                fleet.tail(30)
+            );
+        }
+        say(
+            quiet,
+            started,
+            format!("devices connecting to A: {on_a}/{}", args.devices),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    say(
+        quiet,
+        started,
+        format!(
+            "every device is on A; the fault comes in {} s",
+            args.kill_after
         ),
     );
 
@@ -512,14 +557,15 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     }
 
     // -- Stop generating, drain, stop everything.
+    let stop_at = fault_at + Duration::from_secs_f64(args.run_after);
+    tokio::time::sleep_until(stop_at.into()).await;
     say(
         quiet,
         started,
-        "waiting for the fleet to stop generating and drain",
+        "stopping the fleet: it stops generating and drains",
     );
-    let fleet_out = fleet
-        .output(Duration::from_secs_f64(generate_for + 90.0))
-        .await?;
+    fleet.signal(Signal::TERM)?;
+    let fleet_out = fleet.output(Duration::from_secs(90)).await?;
     let fleet_json: Value = fleet_out
         .lines()
         .last()
@@ -562,16 +608,8 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     };
     let lacked: Vec<_> = a_keys.difference(&copy_keys).collect();
     let rpo_recovered = lacked.iter().filter(|k| b_keys.contains(k)).count() as u64;
-    let reconnect_all_ms = final_status["devices"].as_array().and_then(|devs| {
-        let on_b: Vec<u64> = devs
-            .iter()
-            .filter(|d| d["server"]["node_id"] == "dr-1")
-            .filter_map(|d| d["connected_since_ms"].as_u64())
-            .collect();
-        (on_b.len() == args.devices)
-            .then(|| on_b.iter().max().map(|m| m.saturating_sub(fault_ms)))
-            .flatten()
-    });
+    let reconnects = reconnect_times(&final_status, fault_ms);
+    let reconnect_at = |fraction: f64| percentile(&reconnects, args.devices, fraction);
     let outcome = Outcome {
         profile: args.profile,
         fault: args.fault,
@@ -586,7 +624,10 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         restored_from,
         detect_ms: timeline["detect_ms"].as_u64(),
         promote_ms: timeline["total_ms"].as_u64(),
-        reconnect_all_ms,
+        reconnect_all_ms: reconnect_at(1.0),
+        reconnect_p50_ms: reconnect_at(0.5),
+        reconnect_p90_ms: reconnect_at(0.9),
+        reconnect_p99_ms: reconnect_at(0.99),
         devices_on_b: on(&final_status, "dr-1"),
         degraded_ms: fleet_json["longest_degraded_ms"].as_u64(),
         epoch_before,
@@ -602,7 +643,7 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
     eprintln!(
         "\nOUTCOME ({:?}, {:?}): {} devices, {} log entries, {} in B's database, {} lost, {} duplicated\n  \
          B started from {}; the copy lacked {} entries A had committed ({} of them came back from the devices); B got {} entries from the devices after promotion\n  \
-         detection {} ms + promotion {} ms; every device on B {} ms after the fault; epoch {} -> {}",
+         detection {} ms + promotion {} ms; devices on B after the fault: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms; epoch {} -> {}",
         outcome.profile,
         outcome.fault,
         outcome.devices,
@@ -616,6 +657,9 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         outcome.recovered_from_devices,
         opt(outcome.detect_ms),
         opt(outcome.promote_ms),
+        opt(outcome.reconnect_p50_ms),
+        opt(outcome.reconnect_p90_ms),
+        opt(outcome.reconnect_p99_ms),
         opt(outcome.reconnect_all_ms),
         outcome.epoch_before,
         outcome.epoch_after
@@ -624,6 +668,30 @@ async fn run_in(args: &DemoArgs, dir: &Path, started: Instant) -> Result<()> {
         println!("{}", serde_json::to_string(&outcome)?);
     }
     Ok(())
+}
+
+/// For each device connected to B (dr-1), the time from the fault to its
+/// connection, in ms, sorted.
+fn reconnect_times(fleet_status: &Value, fault_ms: u64) -> Vec<u64> {
+    let mut times: Vec<u64> = fleet_status["devices"]
+        .as_array()
+        .map(|devs| {
+            devs.iter()
+                .filter(|d| d["server"]["node_id"] == "dr-1")
+                .filter_map(|d| d["connected_since_ms"].as_u64())
+                .map(|t| t.saturating_sub(fault_ms))
+                .collect()
+        })
+        .unwrap_or_default();
+    times.sort_unstable();
+    times
+}
+
+/// The time by which `fraction` of all `devices` were on B; None when fewer
+/// than that many got there.
+fn percentile(sorted: &[u64], devices: usize, fraction: f64) -> Option<u64> {
+    let needed = ((devices as f64) * fraction).ceil().max(1.0) as usize;
+    sorted.get(needed - 1).copied()
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -658,4 +726,21 @@ fn keep_restored_copy(dir: &Path, restored_from: &str) -> Option<PathBuf> {
     let dest = dir.join("restored-copy.db");
     std::fs::copy(&src, &dest).ok()?;
     Some(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_count_devices_that_never_reached_b() {
+        let times = [100, 200, 300, 400];
+        assert_eq!(percentile(&times, 4, 0.5), Some(200));
+        assert_eq!(percentile(&times, 4, 1.0), Some(400));
+        assert_eq!(percentile(&times, 4, 0.99), Some(400));
+        // Five devices, four on B: the last one never came.
+        assert_eq!(percentile(&times, 5, 1.0), None);
+        assert_eq!(percentile(&times, 5, 0.5), Some(300));
+        assert_eq!(percentile(&[], 1, 0.5), None);
+    }
 }
