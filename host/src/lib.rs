@@ -17,4 +17,5 @@ pub mod failover;
 pub mod node;
 pub mod peer;
 pub mod plugin;
+pub mod ports;
 pub mod store;

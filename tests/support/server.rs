@@ -1,7 +1,7 @@
 //! Servers in their own processes: `standby run` on a generated profile.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,38 +11,12 @@ pub fn free_port() -> u16 {
     free_port_on(&["127.0.0.1"])
 }
 
-/// A port free on every one of `ips`, taken from below the kernel's
-/// ephemeral range.
-///
-/// A port the kernel hands out for `bind(0)` comes from the ephemeral range,
-/// which is also where every outgoing connection of a parallel test takes its
-/// local port: between releasing it here and the caller's bind, a device's
-/// dial can take it (seen in CI as `AddrInUse`). Ports below that range are
-/// never given to outgoing connections. A counter keeps two callers of one
-/// test binary apart; the process id spreads binaries over the range.
+/// A port free on every one of `ips`, from below the kernel's ephemeral
+/// range (see [`standby_host::ports`]: a `bind(0)` port released for a
+/// server to listen on can be taken by a parallel test's dial first).
 pub fn free_port_on(ips: &[&str]) -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const FLOOR: u32 = 10_000;
-    let ceiling = ephemeral_low().max(FLOOR + 1_000);
-    let span = ceiling - FLOOR;
-    let start = std::process::id().wrapping_mul(7_919) % span;
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (FLOOR + (start + n) % span) as u16;
-        if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no port below {ceiling} is free on all of {ips:?}")
-}
-
-/// The first port of the kernel's ephemeral range (32768 when unreadable).
-fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+    let ips: Vec<std::net::IpAddr> = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+    standby_host::ports::free_listen_port(&ips).unwrap()
 }
 
 /// Poll `f` every 20 ms until it is true or `limit` passes.

@@ -351,7 +351,7 @@ async fn dial(
             incarnation: log.incarnation(),
             last_seq: log.last_seq(),
             endpoint: index.min(255) as u8,
-            max_epoch: shared.max_epoch(),
+            max_epoch: log.max_epoch(),
             durable: log.durable(),
         }
     };

@@ -270,8 +270,9 @@ pub struct AgentStatus {
     pub dropped_undurable: u64,
 }
 
-/// Persisted device settings: a pushed server list, and the highest epoch
-/// seen (written here by older versions; now kept in the log).
+/// Persisted device settings: a pushed server list. `max_epoch` is what
+/// older versions kept here; it is read once at start and moved into the
+/// log, which keeps the highest epoch since.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DeviceState {
     max_epoch: u64,
@@ -379,25 +380,16 @@ impl Shared {
             .clone()
     }
 
+    /// The highest epoch the device has accepted (kept by its log).
     pub(crate) fn max_epoch(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .max_epoch
+        self.lock_log().max_epoch()
     }
 
-    /// Remember that the device accepted a server at `epoch`: in memory, and
-    /// appended to the log before the device acts on it (a record appended
-    /// to the log, not a rewritten file: in a reconnection storm thousands
-    /// of devices learn the new epoch at once).
+    /// Remember that the device accepted a server at `epoch`, appended to
+    /// the log before the device acts on it (one record, not a rewritten
+    /// file: in a reconnection storm thousands of devices learn the new
+    /// epoch at once).
     pub(crate) fn raise_epoch(&self, epoch: u64) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if epoch <= s.max_epoch {
-                return;
-            }
-            s.max_epoch = epoch;
-        }
         if let Err(e) = self.lock_log().raise_epoch(epoch) {
             tracing::warn!(device = self.config.device_id, error = %e, "cannot persist the highest epoch");
         }
@@ -461,10 +453,11 @@ impl Agent {
                 "{why}; starting a new log incarnation"
             );
         }
-        let mut state = load_state(&config.data_dir, config.device_id);
-        // The epoch is kept in the log; older devices kept it in the state
-        // file only, so the higher of the two counts.
-        state.max_epoch = state.max_epoch.max(log.max_epoch());
+        let state = load_state(&config.data_dir, config.device_id);
+        // Older versions kept the epoch in the state file: move it into the
+        // log (a no-op once it is there).
+        let mut log = log;
+        log.raise_epoch(state.max_epoch)?;
         let mut endpoints = state
             .endpoints
             .clone()
@@ -624,7 +617,7 @@ impl Agent {
             endpoint_addr,
             server,
             connected_since_ms: since,
-            max_epoch: s.max_epoch(),
+            max_epoch: log.max_epoch(),
             incarnation: log.incarnation(),
             last_seq: log.last_seq(),
             acked: s.counters.acked.load(Ordering::Relaxed),
@@ -656,5 +649,31 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_epoch_an_older_version_kept_in_the_state_file_moves_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = DeviceState {
+            max_epoch: 9,
+            endpoints: None,
+        };
+        save_state(dir.path(), 1, &legacy).unwrap();
+        let config = AgentConfig::new(
+            1,
+            vec![Endpoint::parse("127.0.0.1:1", 0).unwrap()],
+            dir.path(),
+        );
+        let (agent, _) = Agent::start(config).unwrap();
+        assert_eq!(agent.status().max_epoch, 9);
+        agent.shutdown().await;
+        let (log, _) = EventLog::open(dir.path(), 1, LogOptions::default()).unwrap();
+        assert_eq!(log.max_epoch(), 9);
     }
 }

@@ -2,7 +2,7 @@
 //! profile rewritten for this machine (addresses, ports, a short copy
 //! schedule, short device timeouts).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -42,50 +42,30 @@ pub struct Ports {
     pub admin: (u16, u16),
 }
 
-/// Ports the demo may take: from 10000 up to the kernel's ephemeral range.
-/// The kernel gives ephemeral ports to outgoing connections, so a port from
-/// that range could be taken by one of the fleet's dials before the child
-/// that was meant to listen on it binds it.
-fn candidate_ports() -> std::ops::Range<u16> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    10_000..ephemeral_low.max(11_000)
-}
-
-/// A port free on every one of `ips` and not in `taken`.
-fn free_on(ips: &[Ipv4Addr], taken: &mut Vec<u16>) -> Result<u16> {
-    let range = candidate_ports();
-    let span = u32::from(range.end - range.start);
-    let start = rand::random::<u32>() % span;
-    for n in 0..span {
-        let port = range.start + ((start + n) % span) as u16;
-        if !taken.contains(&port) && ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
-            taken.push(port);
-            return Ok(port);
-        }
-    }
-    bail!("no port in {range:?} is free on all of {ips:?}")
+/// A port free on every one of `ips` (below the kernel's ephemeral range, so
+/// none of the fleet's dials can take it before the child meant to listen on
+/// it binds it).
+fn free_on(ips: &[Ipv4Addr]) -> Result<u16> {
+    let ips: Vec<IpAddr> = ips.iter().map(|ip| IpAddr::V4(*ip)).collect();
+    standby_host::ports::free_listen_port(&ips).context("finding a free port on loopback")
 }
 
 impl Ports {
     /// Pick free ports.
     pub fn pick() -> Result<Self> {
-        let mut taken = Vec::new();
-        let device = free_on(&[A_IP, B_IP], &mut taken)?;
+        let device = free_on(&[A_IP, B_IP])?;
         let dns_port = loop {
-            let port = free_on(&[A_IP], &mut taken)?;
+            let port = free_on(&[A_IP])?;
             if std::net::UdpSocket::bind((A_IP, port)).is_ok() {
                 break port;
             }
         };
         Ok(Self {
             device,
-            witness: SocketAddr::new(IpAddr::V4(A_IP), free_on(&[A_IP], &mut taken)?),
+            witness: SocketAddr::new(IpAddr::V4(A_IP), free_on(&[A_IP])?),
             dns: SocketAddr::new(IpAddr::V4(A_IP), dns_port),
-            peer: (free_on(&[A_IP], &mut taken)?, free_on(&[B_IP], &mut taken)?),
-            admin: (free_on(&[A_IP], &mut taken)?, free_on(&[B_IP], &mut taken)?),
+            peer: (free_on(&[A_IP])?, free_on(&[B_IP])?),
+            admin: (free_on(&[A_IP])?, free_on(&[B_IP])?),
         })
     }
 
