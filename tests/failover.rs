@@ -15,9 +15,7 @@ use support::proxy::Proxy;
 
 /// `standby demo --json` with a small fleet; the outcome object.
 fn demo(fault: &str) -> Value {
-    let (ok, out, err) = standby(&[
-        "demo",
-        "--json",
+    demo_with(&[
         "--fault",
         fault,
         "--devices",
@@ -28,7 +26,14 @@ fn demo(fault: &str) -> Value {
         "5",
         "--run-after",
         "5",
-    ]);
+    ])
+}
+
+/// `standby demo --json ARGS`; the outcome object.
+fn demo_with(args: &[&str]) -> Value {
+    let mut all = vec!["demo", "--json"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = standby(&all);
     assert!(ok, "the demo did not run:\n{err}");
     let line = out.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("demo output `{line}`: {e}\n{err}"))
@@ -73,9 +78,62 @@ fn assert_failover_outcome(o: &Value, err_context: &str) {
 
 #[test]
 fn kill_of_the_active_node_under_load_loses_nothing() {
-    let o = demo("kill");
+    // One second after every device is on A: early enough that B, started
+    // just before the fleet, is still inside its 5 s startup grace.
+    let o = demo_with(&["--devices", "30", "--kill-after", "1", "--fault", "kill"]);
     assert_failover_outcome(&o, "kill");
     assert_eq!(o["a_after_fault"], "killed");
+    let fault_to_active = o["fault_to_active_ms"].as_u64().unwrap();
+    assert!(
+        fault_to_active <= 1_500,
+        "B was active {fault_to_active} ms after the kill, by the demo's clock: {o}"
+    );
+    assert!(
+        o["detect_ms"].as_u64().is_some_and(|d| d < 1_000),
+        "the detection time is the silence since the last heartbeat heard: {o}"
+    );
+}
+
+#[test]
+fn a_kill_inside_the_standbys_startup_grace_is_detected_from_the_last_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(dir.path(), true);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
+    c.start(Which::A, &[]);
+    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
+    // A grace far longer than the test, so the kill is inside it however
+    // slowly B starts: a standby that waited the grace out would take 60 s.
+    c.start(Which::B, &["cluster.startup_grace_ms=60000".to_string()]);
+    c.wait_status(Which::B, Duration::from_secs(30), |s| {
+        s["role"] == "standby" && s["peer"]["connected"] == true
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let kill_ms = standby_host::store::unix_ms();
+    c.kill(Which::A);
+    let b = c.wait_status(Which::B, Duration::from_secs(20), |s| {
+        s["role"] == "active" && s["last_failover"]["completed"] == true
+    });
+    // Active with its gateway open: the end of B's promotion timeline.
+    let t = &b["last_failover"];
+    let active_ms = t["started_at_ms"].as_u64().unwrap() + t["total_ms"].as_u64().unwrap();
+    let took = active_ms.saturating_sub(kill_ms);
+    assert!(
+        took <= 1_500,
+        "B became active {took} ms after the kill, inside its startup grace: {b}"
+    );
+    let detect = t["detect_ms"].as_u64();
+    assert!(
+        detect.is_some_and(|d| (400..1_000).contains(&d)),
+        "the timeline's detection time is the silence since the last heartbeat heard: {t}"
+    );
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no heartbeat from the active peer for"),
+        "{t}"
+    );
 }
 
 #[test]

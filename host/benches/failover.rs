@@ -1,7 +1,9 @@
 //! Failover benchmark: runs `standby demo --json` (witness, two sites, DNS
 //! server and device fleet as separate processes on loopback) for each fleet
-//! size and fault, and reports detection, promotion and fault-to-all-
-//! reconnected times, with the independent checker's loss count.
+//! size and fault, and reports the fault-to-active time by the demo's own
+//! clock (`fault_to_active_ms`, the "detection + promotion" figure), the
+//! detection and promotion times of B's timeline, fault-to-all-reconnected
+//! times, and the independent checker's loss count.
 //!
 //! ```text
 //! cargo bench -p standby-host --bench failover
@@ -36,7 +38,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     println!(
-        "| devices | fault | runs | detect ms (median) | promote ms (median) | detect+promote ms (median / worst) | all devices on B ms (median / worst) | events | lost |"
+        "| devices | fault | runs | detect ms (median) | promote ms (median) | fault to active ms, demo's clock (median / worst) | all devices on B ms (median / worst) | events | lost |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for n in &devices {
@@ -70,12 +72,12 @@ fn main() {
                 };
                 let g = |k: &str| o[k].as_u64().unwrap_or(u64::MAX);
                 eprintln!(
-                    "run {run}: {count} devices, {fault}: detect {} ms, promote {} ms, on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
-                    g("detect_ms"), g("promote_ms"), g("reconnect_p50_ms"), g("reconnect_p90_ms"), g("reconnect_p99_ms"), g("reconnect_all_ms"), g("events_generated"), g("events_lost")
+                    "run {run}: {count} devices, {fault}: fault to active {} ms (detect {} ms, promote {} ms), on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
+                    g("fault_to_active_ms"), g("detect_ms"), g("promote_ms"), g("reconnect_p50_ms"), g("reconnect_p90_ms"), g("reconnect_p99_ms"), g("reconnect_all_ms"), g("events_generated"), g("events_lost")
                 );
                 detect.push(g("detect_ms"));
                 promote.push(g("promote_ms"));
-                both.push(g("detect_ms").saturating_add(g("promote_ms")));
+                both.push(g("fault_to_active_ms"));
                 reconnect.push(g("reconnect_all_ms"));
                 events += g("events_generated");
                 lost += g("events_lost");

@@ -13,7 +13,7 @@ pub mod proto;
 pub mod role;
 pub mod witness;
 
-pub use detector::{DetectorError, DetectorSettings};
+pub use detector::{DetectorError, DetectorSettings, PeerWatch, Suspicion};
 pub use gate::AckGate;
 pub use keeper::{hold, Keeper, LeaseEnd, LeaseSettings, LeaseSettingsError};
 pub use lease::{Lease, LeaseError, WitnessClient, WitnessView};

@@ -73,8 +73,10 @@ pub struct ClusterSection {
     /// The active node stops acknowledging this long before its lease ends, ms.
     #[serde(default = "default_lease_margin_ms")]
     pub lease_margin_ms: u64,
-    /// At start, how long a site that starts as standby waits to hear an
-    /// active peer before it competes for the lease, ms.
+    /// How long a site that starts as standby and has heard no active peer
+    /// since it started waits before it competes for the lease, ms. Once it
+    /// has heard an active peer, detection runs from the last heartbeat
+    /// heard and this grace no longer applies.
     #[serde(default = "default_startup_grace_ms")]
     pub startup_grace_ms: u64,
     /// A command run (without a shell) before promotion, for sites that can

@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::timeline::{Timeline, TimelineBuilder};
 use crate::caps::DurableMark;
-use crate::cluster::{hold, Lease, LeaseEnd, LeaseError, WitnessClient};
+use crate::cluster::{
+    hold, DetectorSettings, Lease, LeaseEnd, LeaseError, PeerWatch, Suspicion, WitnessClient,
+};
 use crate::node::Core;
 use crate::peer::Incoming;
 use crate::plugin::{FileRef, Received, ReceivedFile, Role, Strategy};
@@ -186,10 +188,10 @@ struct Held {
 
 /// What the standby's failure detector has seen.
 struct Watch {
-    /// When the peer was last heard while active.
-    last_active: Option<Instant>,
-    /// When the peer was first suspected, and its silence then.
-    suspected: Option<(Instant, Option<u64>)>,
+    /// When the active peer was last heard, and the startup grace.
+    peer: PeerWatch,
+    /// When the peer was first suspected, and why.
+    suspected: Option<(Instant, Suspicion)>,
     next_try: Instant,
     /// What was last said about waiting (said once, not every tick).
     said: String,
@@ -201,14 +203,15 @@ struct Watch {
 impl Watch {
     fn new(core: &Core) -> Self {
         let now = Instant::now();
-        let last_active = match &core.settings {
-            Some(s) if !s.prefer_active => now
-                .checked_add(s.startup_grace)
-                .and_then(|t| t.checked_sub(s.detector.suspect_after)),
-            _ => None,
+        // A standby that has heard no active peer since it started waits out
+        // the startup grace (the preferred active waits for nobody).
+        let (detector, grace) = match &core.settings {
+            Some(s) if !s.prefer_active => (s.detector, s.startup_grace),
+            Some(s) => (s.detector, Duration::ZERO),
+            None => (DetectorSettings::default(), Duration::ZERO),
         };
         Self {
-            last_active,
+            peer: PeerWatch::new(detector, now.into(), grace),
             suspected: None,
             next_try: now,
             said: String::new(),
@@ -217,8 +220,9 @@ impl Watch {
         }
     }
 
+    /// After a role change: what was heard before says nothing now.
     fn reset(&mut self) {
-        self.last_active = Some(Instant::now());
+        self.peer.restart(Instant::now().into());
         self.suspected = None;
         self.said.clear();
         self.retry_abandoned = RETRY_ABANDONED_FIRST;
@@ -323,25 +327,21 @@ async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
         let st = peer.state();
         if st.connected && st.role == Some(Role::Active) {
             if let Some(heard) = peer.silence().and_then(|s| Instant::now().checked_sub(s)) {
-                if watch.last_active.is_none_or(|t| heard > t) {
-                    watch.last_active = Some(heard);
-                }
+                watch.peer.heard(heard.into());
             }
         }
     }
-    let silent = watch.last_active.map(|t| t.elapsed());
-    if !settings.detector.suspects(silent) {
+    let now = Instant::now();
+    let Some(suspicion) = watch.peer.suspicion(now.into()) else {
         if watch.suspected.take().is_some() {
             tracing::info!("the active peer is heard again; suspicion withdrawn");
         }
         watch.said.clear();
         return None;
-    }
-    let now = Instant::now();
+    };
     if watch.suspected.is_none() {
-        let detect_ms = silent.map(|s| s.as_millis() as u64);
-        tracing::warn!(silence_ms = ?detect_ms, "no active peer heard: asking the witness");
-        watch.suspected = Some((now, detect_ms));
+        tracing::warn!(silence_ms = ?suspicion.silence_ms(), "no active peer heard: asking the witness");
+        watch.suspected = Some((now, suspicion));
     }
     if now < watch.next_try {
         return None;
@@ -371,7 +371,8 @@ async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
             return None;
         }
     }
-    let (began, detect_ms) = watch.suspected.unwrap_or((now, None));
+    let (began, suspicion) = watch.suspected.unwrap_or((now, suspicion));
+    let detect_ms = suspicion.silence_ms();
     let reason = match detect_ms {
         Some(ms) => format!("no heartbeat from the active peer for {ms} ms"),
         None => String::from("no active peer heard since start"),
