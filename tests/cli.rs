@@ -1,8 +1,6 @@
 //! The `standby` binary as an operator uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,13 +64,13 @@ fn plugin_inspect_shows_world_imports_and_grants_and_refuses_non_components() {
     assert!(out.contains("standby:plugin/db@0.1.0"), "{out}");
     assert!(out.contains("grants needed: db, files, peer"), "{out}");
 
-    let fixture = support::fixture("wrong-world");
+    let fixture = standby_lab::fixtures::fixture("wrong-world");
     let (ok, out, _) = run(&["plugin", "inspect", "--json", fixture.to_str().unwrap()]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["world"], "failover-action");
 
-    let toml = support::repo().join("Cargo.toml");
+    let toml = standby_lab::fixtures::repo().join("Cargo.toml");
     let (ok, out, err) = run(&["plugin", "inspect", toml.to_str().unwrap()]);
     assert!(!ok);
     assert!(out.is_empty());
@@ -184,9 +182,13 @@ fn run_names_a_missing_site() {
 
 #[test]
 fn devices_simulate_prints_progress_and_a_json_summary() {
-    use support::server::{Server, ServerSpec};
+    use standby_lab::server::{Server, ServerSpec};
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let server = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
     let status = dir.path().join("status.json");
     let out = standby()
         .args([
@@ -224,7 +226,7 @@ fn devices_simulate_prints_progress_and_a_json_summary() {
         serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
     assert_eq!(st["devices"].as_array().unwrap().len(), 3);
     // The independent check agrees: every logged entry is in the server's database.
-    let report = standby_host::audit::check(&dir.path().join("devices"), &server.db()).unwrap();
+    let report = standby_lab::audit::check(&dir.path().join("devices"), &server.db()).unwrap();
     assert_eq!(report.missing, 0, "{report:?}");
     assert_eq!(report.found, summary["events_logged"].as_u64().unwrap());
 }
@@ -243,6 +245,31 @@ fn devices_simulate_names_a_bad_endpoint() {
     assert!(!ok);
     assert!(
         err.contains("endpoint `127.0.0.1`") && err.contains("no port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn witness_with_an_unreadable_state_file_exits_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/witness.json"), b"{ not json").unwrap();
+    std::fs::write(dir.path().join("psk"), "witness-test-key-0123456789").unwrap();
+    let listen = format!("127.0.0.1:{}", standby_lab::ports::free_port());
+    let data = dir.path().join("data").display().to_string();
+    let psk = dir.path().join("psk").display().to_string();
+    let (ok, _, err) = run(&[
+        "witness",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data,
+        "--psk-file",
+        &psk,
+    ]);
+    assert!(!ok, "the witness started on a state file it cannot read");
+    assert!(
+        err.contains("witness.json") && err.contains("refusing to guess an epoch"),
         "{err}"
     );
 }

@@ -4,8 +4,6 @@
 //! rewrite the `.err` files after an intended change of wording.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -23,7 +21,7 @@ fn check_config(profile: &Path, envs: &[(&str, &str)], args: &[&str]) -> std::pr
 
 #[test]
 fn invalid_profiles_fail_with_their_golden_errors() {
-    let dir = support::repo()
+    let dir = standby_lab::fixtures::repo()
         .join("tests/ui/invalid")
         .canonicalize()
         .unwrap();
@@ -67,7 +65,7 @@ fn invalid_profiles_fail_with_their_golden_errors() {
 
 #[test]
 fn the_example_profiles_are_valid() {
-    let dir = support::repo().join("examples/profiles");
+    let dir = standby_lab::fixtures::repo().join("examples/profiles");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -90,7 +88,7 @@ fn the_example_profiles_are_valid() {
 
 #[test]
 fn layers_apply_in_order_defaults_file_environment_flags() {
-    let profile = support::repo().join("examples/profiles/local-file-copy.toml");
+    let profile = standby_lab::fixtures::repo().join("examples/profiles/local-file-copy.toml");
     // The file says 5000; the environment overrides the file.
     let out = check_config(&profile, &[("STANDBY_STORE__BUSY_TIMEOUT_MS", "1234")], &[]);
     assert!(

@@ -4,82 +4,20 @@
 //! against the server's database opened read-only).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use standby_host::audit;
-use standby_host::device::agent::{
-    Agent, AgentConfig, Backoff, Endpoint, FailBack, LinkPhase, LogOptions,
-};
-use standby_host::device::codec::{DeviceCodec, Message};
-use standby_host::device::frame::{command, event_code};
-use standby_host::device::messages;
-use support::server::{free_port, wait_for, Server, ServerSpec};
-
-fn endpoint(port: u16, priority: u8) -> Endpoint {
-    Endpoint::parse(&format!("127.0.0.1:{port}"), priority).unwrap()
-}
-
-fn config(dir: &Path, id: u32, endpoints: Vec<Endpoint>) -> AgentConfig {
-    let mut c = AgentConfig::new(id, endpoints, dir);
-    c.keepalive = Duration::from_millis(200);
-    c.dead_link = Duration::from_millis(1_000);
-    c.connect_timeout = Duration::from_millis(1_000);
-    c.request_timeout = Duration::from_millis(1_000);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(500),
-        ..Backoff::default()
-    };
-    c.log = LogOptions {
-        fsync: false,
-        audit: true,
-        ..LogOptions::default()
-    };
-    c
-}
-
-fn on_node(agent: &Agent) -> Option<String> {
-    let s = agent.status();
-    (s.link == LinkPhase::Connected)
-        .then(|| s.server.map(|x| x.node_id))
-        .flatten()
-}
-
-async fn wait_on(agent: &Agent, node: &str, limit: Duration) {
-    let ok = wait_for(limit, || on_node(agent).as_deref() == Some(node)).await;
-    assert!(
-        ok,
-        "device not on {node} within {limit:?}: {:?}",
-        agent.status()
-    );
-}
-
-fn record(agent: &Agent, n: usize) {
-    for i in 0..n {
-        agent
-            .record(
-                event_code::ACCESS_GRANTED,
-                Some(format!("{i}")),
-                format!("event {i}").into_bytes(),
-            )
-            .unwrap();
-    }
-}
-
-async fn all_acked(agent: &Agent, limit: Duration) {
-    let ok = wait_for(limit, || {
-        let s = agent.status();
-        s.link == LinkPhase::Connected && s.acked >= s.last_seq
-    })
-    .await;
-    assert!(ok, "events not acknowledged: {:?}", agent.status());
-}
+use standby_device::agent::{Agent, Endpoint, FailBack, LinkPhase};
+use standby_device::codec::{DeviceCodec, Message};
+use standby_device::frame::{command, event_code};
+use standby_device::messages;
+use standby_lab::audit;
+use standby_lab::fixtures::wait_for;
+use standby_lab::ports::free_port;
+use standby_lab::server::{Server, ServerSpec};
+use standby_testkit::device::{all_acked, config, endpoint, on_node, record, wait_on};
 
 /// Every event is acknowledged as durable (the device keeps none).
 async fn all_durable(agent: &Agent, limit: Duration) {
@@ -139,8 +77,16 @@ fn link_events(db: &Path, device: u32) -> Vec<(u16, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_server_is_detected_by_keepalive_and_the_device_fails_over() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
-    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let mut a = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
+    let b = Server::start(
+        &crate::standby(),
+        ServerSpec::new("b", 1),
+        &dir.path().join("b"),
+    );
     let devices = dir.path().join("devices");
     let (agent, _) = Agent::start(config(
         &devices,
@@ -176,8 +122,16 @@ async fn a_hung_server_is_detected_by_keepalive_and_the_device_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_dial_in_priority_order_ips_before_names() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
-    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let a = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
+    let b = Server::start(
+        &crate::standby(),
+        ServerSpec::new("b", 1),
+        &dir.path().join("b"),
+    );
     let devices = dir.path().join("devices");
     // Listed b first: b wins.
     let (one, _) = Agent::start(config(
@@ -204,8 +158,16 @@ async fn devices_dial_in_priority_order_ips_before_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_sends_devices_to_the_second_endpoint_with_nothing_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
-    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let mut a = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
+    let b = Server::start(
+        &crate::standby(),
+        ServerSpec::new("b", 1),
+        &dir.path().join("b"),
+    );
     let devices = dir.path().join("devices");
     let (agent, _) = Agent::start(config(
         &devices,
@@ -235,7 +197,11 @@ async fn a_killed_server_sends_devices_to_the_second_endpoint_with_nothing_lost(
 async fn fail_back_waits_for_the_hold_down() {
     let dir = tempfile::tempdir().unwrap();
     let a_spec = ServerSpec::new("a", 1);
-    let b = Server::start(ServerSpec::new("b", 1), &dir.path().join("b"));
+    let b = Server::start(
+        &crate::standby(),
+        ServerSpec::new("b", 1),
+        &dir.path().join("b"),
+    );
     let devices = dir.path().join("devices");
     let mut c = config(
         &devices,
@@ -249,7 +215,7 @@ async fn fail_back_waits_for_the_hold_down() {
     };
     let (agent, _) = Agent::start(c).unwrap();
     wait_on(&agent, "b", Duration::from_secs(10)).await;
-    let _a = Server::start(a_spec, &dir.path().join("a"));
+    let _a = Server::start(&crate::standby(), a_spec, &dir.path().join("a"));
     let up = Instant::now();
     // Not before the hold-down...
     while up.elapsed() < hold - Duration::from_millis(300) {
@@ -273,7 +239,7 @@ async fn catch_up_recovers_events_the_new_server_never_stored() {
     // a acknowledges but never says events are durable at DR: devices keep them.
     let mut a_spec = ServerSpec::new("a", 1);
     a_spec.durable_ack = "replication";
-    let mut a = Server::start(a_spec, &dir.path().join("a"));
+    let mut a = Server::start(&crate::standby(), a_spec, &dir.path().join("a"));
     let devices = dir.path().join("devices");
     let b_spec = ServerSpec::new("b", 2);
     let (agent, _) = Agent::start(config(
@@ -291,7 +257,7 @@ async fn catch_up_recovers_events_the_new_server_never_stored() {
     );
     a.kill();
     // b starts from an empty database (as a DR copy that lacks everything).
-    let b = Server::start(b_spec, &dir.path().join("b"));
+    let b = Server::start(&crate::standby(), b_spec, &dir.path().join("b"));
     wait_on(&agent, "b", Duration::from_secs(10)).await;
     all_acked(&agent, Duration::from_secs(10)).await;
     let r = assert_nothing_lost(&devices, &b.db());
@@ -302,7 +268,11 @@ async fn catch_up_recovers_events_the_new_server_never_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_device_starts_a_new_incarnation_and_loses_or_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let a = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
     let devices = dir.path().join("devices");
     let c = config(&devices, 9, vec![endpoint(a.spec.port, 0)]);
     let (agent, _) = Agent::start(c.clone()).unwrap();
@@ -323,7 +293,7 @@ async fn a_reset_device_starts_a_new_incarnation_and_loses_or_duplicates_nothing
     // A reset (log wiped) starts a new incarnation from sequence 1.
     std::fs::remove_file(devices.join("9.log")).unwrap();
     let (agent, opened) = Agent::start(c).unwrap();
-    assert_eq!(opened, standby_host::device::agent::Opened::New);
+    assert_eq!(opened, standby_device::agent::Opened::New);
     let second = agent.status().incarnation;
     assert_ne!(second, first);
     wait_on(&agent, "a", Duration::from_secs(10)).await;
@@ -352,9 +322,13 @@ async fn a_reset_device_starts_a_new_incarnation_and_loses_or_duplicates_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_presenting_a_lower_epoch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Server::start(ServerSpec::new("a", 5), &dir.path().join("a"));
+    let mut a = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 5),
+        &dir.path().join("a"),
+    );
     let mut b_spec = ServerSpec::new("b", 3);
-    let mut b = Server::start(b_spec.clone(), &dir.path().join("b"));
+    let mut b = Server::start(&crate::standby(), b_spec.clone(), &dir.path().join("b"));
     let devices = dir.path().join("devices");
     let (agent, _) = Agent::start(config(
         &devices,
@@ -378,7 +352,7 @@ async fn a_server_presenting_a_lower_epoch_is_refused() {
     // The same server at a higher epoch is accepted.
     b.kill();
     b_spec.epoch = 6;
-    let _b = Server::start(b_spec, &dir.path().join("b"));
+    let _b = Server::start(&crate::standby(), b_spec, &dir.path().join("b"));
     wait_on(&agent, "b", Duration::from_secs(10)).await;
     assert_eq!(agent.status().max_epoch, 6);
     agent.shutdown().await;
@@ -421,19 +395,19 @@ async fn tls_with_a_test_ca_connects_and_a_wrong_certificate_is_refused() {
     let tls_port = free_port();
     let mut spec = ServerSpec::new("a", 1);
     spec.tls = Some((tls_port, cert, key));
-    let a = Server::start(spec, &dir.path().join("a"));
+    let a = Server::start(&crate::standby(), spec, &dir.path().join("a"));
     let tls_endpoint = Endpoint::parse(&format!("127.0.0.1:{tls_port}/tls"), 0).unwrap();
     let devices = dir.path().join("devices");
 
     let mut good = config(&devices, 1, vec![tls_endpoint.clone()]);
-    good.tls = Some(standby_host::device::tls::client_config(&ca).unwrap());
+    good.tls = Some(standby_device::tls::client_config(&ca).unwrap());
     let (good, _) = Agent::start(good).unwrap();
     wait_on(&good, "a", Duration::from_secs(10)).await;
     record(&good, 5);
     all_acked(&good, Duration::from_secs(10)).await;
 
     let mut bad = config(&devices, 2, vec![tls_endpoint]);
-    bad.tls = Some(standby_host::device::tls::client_config(&other_ca).unwrap());
+    bad.tls = Some(standby_device::tls::client_config(&other_ca).unwrap());
     let (bad, _) = Agent::start(bad).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -506,7 +480,11 @@ fn resum(frame: &mut [u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_malformed_frame_class_closes_only_its_own_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Server::start(ServerSpec::new("a", 1), &dir.path().join("a"));
+    let a = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
     let devices = dir.path().join("devices");
     let (agent, _) = Agent::start(config(&devices, 1, vec![endpoint(a.spec.port, 0)])).unwrap();
     wait_on(&agent, "a", Duration::from_secs(10)).await;
@@ -564,7 +542,9 @@ async fn each_malformed_frame_class_closes_only_its_own_connection() {
             );
         }
         assert!(
-            support::server::wait_until(Duration::from_secs(5), || a.log_text().contains(logged)),
+            standby_lab::fixtures::wait_until(Duration::from_secs(5), || a
+                .log_text()
+                .contains(logged)),
             "{name}: the server did not log `{logged}`"
         );
         // The good device is untouched and its events still get through.
@@ -581,80 +561,10 @@ async fn each_malformed_frame_class_closes_only_its_own_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_operations_read_and_push_server_lists_and_request_logs() {
-    use standby_host::device::gateway::{Gateway, GatewayConfig, ReplicatedMarks};
-    use standby_host::plugin::Role;
-    use standby_host::store::{Store, StoreOptions};
-    // Admin operations are methods of the gateway: it runs in this process here.
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = |name: &str, epoch: u64| {
-        let store = Arc::new(
-            Store::open(
-                dir.path().join(format!("{name}.db")),
-                StoreOptions::default(),
-            )
-            .unwrap(),
-        );
-        let mut c = GatewayConfig::new(name);
-        c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        c.keepalive = Duration::from_millis(200);
-        c.dead_link = Duration::from_millis(1_000);
-        Gateway::new(c, store, Role::Active, epoch)
-            .unwrap()
-            .with_durability(Arc::new(ReplicatedMarks::default()))
-    };
-    let g1 = gateway("g1", 1);
-    let g2 = gateway("g2", 1);
-    g1.open().await.unwrap();
-    g2.open().await.unwrap();
-    let p1 = g1.local_addr().unwrap().port();
-    let p2 = g2.local_addr().unwrap().port();
-    let devices = dir.path().join("devices");
-    let (agent, _) = Agent::start(config(&devices, 4, vec![endpoint(p1, 0)])).unwrap();
-    wait_on(&agent, "g1", Duration::from_secs(10)).await;
-    record(&agent, 10);
-    all_acked(&agent, Duration::from_secs(10)).await;
-
-    // Read the list and the current endpoint.
-    let list = g1.server_list(4).await.unwrap();
-    assert_eq!(list.endpoints.len(), 1);
-    assert_eq!(list.current, Some(0));
-    assert_eq!(g1.device(4).unwrap().endpoint, 0);
-
-    // GET_LOG: the device uploads again everything after 0 (duplicates, stored once).
-    let before = g1.stats();
-    g1.request_log(4, 0, 0).await.unwrap();
-    assert!(
-        wait_for(Duration::from_secs(5), || g1.stats().events_duplicate
-            >= before.events_duplicate + 10)
-        .await,
-        "{:?}",
-        g1.stats()
-    );
-
-    // Push a list without g1: the device moves to g2 and reports the new list.
-    g1.push_server_list(4, vec![endpoint(p2, 0).to_wire()])
-        .await
-        .unwrap();
-    wait_on(&agent, "g2", Duration::from_secs(10)).await;
-    let list = g2.server_list(4).await.unwrap();
-    assert_eq!(list.endpoints, vec![endpoint(p2, 0).to_wire()]);
-    assert_eq!(agent.endpoints(), vec![endpoint(p2, 0)]);
-    // An unknown device is an error naming it.
-    assert!(g2
-        .server_list(999)
-        .await
-        .unwrap_err()
-        .to_string()
-        .contains("999"));
-    agent.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_endpoint_follows_its_dns_record_to_the_new_server() {
     let dir = tempfile::tempdir().unwrap();
     let Some(bind) =
-        support::bind::Bind::start(&dir.path().join("bind"), &[("biostar", "127.0.0.2")])
+        standby_lab::bind::Bind::start(&dir.path().join("bind"), &[("biostar", "127.0.0.2")])
     else {
         return;
     };
@@ -665,12 +575,12 @@ async fn a_domain_endpoint_follows_its_dns_record_to_the_new_server() {
     let mut spec_b = ServerSpec::new("b", 1);
     spec_b.ip = [127, 0, 0, 3];
     spec_b.port = spec_a.port;
-    let mut a = Server::start(spec_a, &dir.path().join("a"));
-    let _b = Server::start(spec_b, &dir.path().join("b"));
+    let mut a = Server::start(&crate::standby(), spec_a, &dir.path().join("a"));
+    let _b = Server::start(&crate::standby(), spec_b, &dir.path().join("b"));
     let devices = dir.path().join("devices");
     let name = Endpoint::parse(&format!("biostar.site.test:{}", a.spec.port), 0).unwrap();
     let mut c = config(&devices, 1, vec![name]);
-    c.resolver = standby_host::device::agent::DnsResolver::new(bind.addr);
+    c.resolver = standby_device::agent::DnsResolver::new(bind.addr);
     let (agent, _) = Agent::start(c).unwrap();
     wait_on(&agent, "a", Duration::from_secs(10)).await;
     record(&agent, 5);
@@ -689,61 +599,5 @@ async fn a_domain_endpoint_follows_its_dns_record_to_the_new_server() {
     all_acked(&agent, Duration::from_secs(10)).await;
     // b listens only on 127.0.0.3: being on b means the new record was used.
     assert_eq!(agent.status().endpoint, Some(0));
-    agent.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_whose_lease_runs_out_acknowledges_and_writes_nothing_more() {
-    use standby_host::cluster::AckGate;
-    use standby_host::device::gateway::{Gateway, GatewayConfig};
-    use standby_host::plugin::Role;
-    use standby_host::store::{Store, StoreOptions};
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("biostar2.db");
-    let store = Arc::new(Store::open(&db, StoreOptions::default()).unwrap());
-    let mut c = GatewayConfig::new("g");
-    c.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    c.keepalive = Duration::from_millis(200);
-    c.dead_link = Duration::from_millis(1_000);
-    let gate = Arc::new(AckGate::closed());
-    // The lease keeper renewed once; nobody renews again.
-    gate.open_until(std::time::Instant::now() + Duration::from_millis(4_000));
-    let g = Gateway::with_lease_gate(c, store, Role::Active, 1, gate.clone()).unwrap();
-    g.open().await.unwrap();
-    let port = g.local_addr().unwrap().port();
-    let devices = dir.path().join("devices");
-    let (agent, _) = Agent::start(config(&devices, 9, vec![endpoint(port, 0)])).unwrap();
-    wait_on(&agent, "g", Duration::from_secs(5)).await;
-    record(&agent, 5);
-    all_acked(&agent, Duration::from_secs(5)).await;
-    let acked = agent.status().acked;
-    // The deadline passes with nobody closing anything.
-    let deadline = gate.last_deadline().unwrap();
-    tokio::time::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!gate.is_open());
-    let count = || {
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap()
-            .query_row("SELECT count(*) FROM access_events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .unwrap()
-    };
-    let stored = count();
-    record(&agent, 5);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(
-        agent.status().acked,
-        acked,
-        "acknowledged after the lease ran out"
-    );
-    assert_eq!(count(), stored, "written after the lease ran out");
-    assert_ne!(
-        on_node(&agent).as_deref(),
-        Some("g"),
-        "{:?}",
-        agent.status()
-    );
     agent.shutdown().await;
 }

@@ -5,14 +5,12 @@
 //! agent over real TCP, and its log file on disk.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use standby_host::device::agent::{Agent, AgentStatus, EventLog, LogOptions};
-use support::cluster::{quick_device, Cluster, Which};
+use standby_device::agent::{Agent, AgentStatus, EventLog, LogOptions};
+use standby_lab::cluster::{quick_device, Cluster, Which};
 
 const START: Duration = Duration::from_secs(60);
 
@@ -81,7 +79,7 @@ async fn a_device_forgets_its_events_only_once_a_copy_holding_them_is_installed_
     let dir = tempfile::tempdir().unwrap();
     let devices = dir.path().join("devices");
     let scratch = dir.path().join("scratch");
-    let mut c = Cluster::new(dir.path(), true);
+    let mut c = Cluster::new(&crate::standby(), dir.path(), true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     // A alone: it copies every second, but with no DR site nothing is shipped
@@ -166,7 +164,7 @@ async fn a_device_forgets_its_events_only_once_a_copy_holding_them_is_installed_
 async fn with_local_commit_a_device_forgets_its_events_as_soon_as_they_are_stored() {
     let dir = tempfile::tempdir().unwrap();
     let devices = dir.path().join("devices");
-    let mut c = Cluster::new(dir.path(), true);
+    let mut c = Cluster::new(&crate::standby(), dir.path(), true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     // The same cluster without a DR site, except for `durable_ack`.

@@ -5,13 +5,11 @@
 //! link, an isolated active node, and manual promotion without a witness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::cluster::{ever_active, quick_device, standby, Cluster, Which};
-use support::proxy::Proxy;
+use standby_lab::cluster::{ever_active, quick_device, Cluster, Which};
+use standby_lab::proxy::Proxy;
 
 /// `standby demo --json` with a small fleet; the outcome object.
 fn demo(fault: &str) -> Value {
@@ -33,7 +31,7 @@ fn demo(fault: &str) -> Value {
 fn demo_with(args: &[&str]) -> Value {
     let mut all = vec!["demo", "--json"];
     all.extend_from_slice(args);
-    let (ok, out, err) = standby(&all);
+    let (ok, out, err) = crate::run_standby(&all);
     assert!(ok, "the demo did not run:\n{err}");
     let line = out.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("demo output `{line}`: {e}\n{err}"))
@@ -97,7 +95,7 @@ fn kill_of_the_active_node_under_load_loses_nothing() {
 #[test]
 fn a_kill_inside_the_standbys_startup_grace_is_detected_from_the_last_heartbeat() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::new(dir.path(), true);
+    let mut c = Cluster::new(&crate::standby(), dir.path(), true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     c.start(Which::A, &[]);
@@ -160,7 +158,7 @@ fn a_hung_active_node_is_replaced_and_comes_back_fenced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_peer_link_does_not_promote_the_standby_while_the_active_holds_its_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::new(dir.path(), true);
+    let mut c = Cluster::new(&crate::standby(), dir.path(), true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     c.start(Which::A, &[]);
@@ -195,7 +193,8 @@ async fn a_cut_peer_link_does_not_promote_the_standby_while_the_active_holds_its
         s["peer"]["connected"] == true && s["role"] == "standby"
     });
     // The human form of the same status names the role and the witness.
-    let (ok, text, err) = standby(&["status", c.profile.to_str().unwrap(), "--site", "dr"]);
+    let (ok, text, err) =
+        crate::run_standby(&["status", c.profile.to_str().unwrap(), "--site", "dr"]);
     assert!(ok, "{err}");
     assert!(text.contains("standby at epoch"), "{text}");
     assert!(text.contains("lease held by onsite-1"), "{text}");
@@ -204,7 +203,7 @@ async fn a_cut_peer_link_does_not_promote_the_standby_while_the_active_holds_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_active_stops_acknowledging_before_the_standby_is_granted_the_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::new(dir.path(), true);
+    let mut c = Cluster::new(&crate::standby(), dir.path(), true);
     let witness: std::net::SocketAddr = c.witness_addr.clone().unwrap().parse().unwrap();
     c.start_witness(&witness.to_string());
     // A reaches the witness, and B reaches A, through proxies the test cuts.
@@ -293,7 +292,7 @@ async fn an_isolated_active_stops_acknowledging_before_the_standby_is_granted_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_witness_promotion_is_manual_and_needs_force() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::new(dir.path(), false);
+    let mut c = Cluster::new(&crate::standby(), dir.path(), false);
     c.start(Which::A, &[]);
     c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
     c.start(Which::B, &[]);
@@ -309,11 +308,11 @@ async fn without_a_witness_promotion_is_manual_and_needs_force() {
     );
 
     let profile = c.profile.to_str().unwrap().to_string();
-    let (ok, _, err) = standby(&["promote", &profile, "--site", "dr"]);
+    let (ok, _, err) = crate::run_standby(&["promote", &profile, "--site", "dr"]);
     assert!(!ok, "promotion without --force must be refused");
     assert!(err.contains("--force"), "{err}");
 
-    let (ok, out, err) = standby(&["promote", &profile, "--site", "dr", "--force"]);
+    let (ok, out, err) = crate::run_standby(&["promote", &profile, "--site", "dr", "--force"]);
     assert!(ok, "forced promotion failed: {err}");
     assert!(out.contains("promotion"), "{out}");
     assert!(err.contains("make sure"), "a warning is printed: {err}");
@@ -321,4 +320,65 @@ async fn without_a_witness_promotion_is_manual_and_needs_force() {
     assert_eq!(b["role"], "active", "{b}");
     assert!(b["epoch"].as_u64().unwrap() >= 1, "{b}");
     assert_eq!(b["gateway"]["open"], true, "{b}");
+}
+
+/// The pids of processes whose command line names `dir`.
+fn processes_naming(dir: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(dir) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn sigterm_stops_the_demo_and_every_process_it_started_within_5_s() {
+    use standby_lab::process::Signal;
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("demo.log");
+    let mut demo = crate::standby()
+        .spawn(
+            "demo",
+            &["demo", "--devices", "5", "--kill-after", "120"],
+            &log,
+            "info",
+            false,
+        )
+        .unwrap();
+    let ready = standby_lab::fixtures::wait_until(Duration::from_secs(120), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("the fault comes in"))
+    });
+    assert!(
+        ready,
+        "the demo did not connect its fleet:\n{}",
+        demo.log_text()
+    );
+    let text = demo.log_text();
+    let dir = text
+        .lines()
+        .find_map(|l| l.split("working directory ").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let started = processes_naming(&dir);
+    assert!(
+        started.len() >= 4,
+        "witness, two nodes and the fleet name {dir}: {started:?}"
+    );
+    demo.signal(Signal::TERM).unwrap();
+    let stopped = standby_lab::fixtures::wait_until(Duration::from_secs(5), || {
+        !demo.running() && processes_naming(&dir).is_empty()
+    });
+    assert!(
+        stopped,
+        "5 s after SIGTERM: demo running {}, processes naming {dir}: {:?}",
+        demo.running(),
+        processes_naming(&dir)
+    );
 }

@@ -4,13 +4,11 @@
 //! does with and without `fence_required`, and a command that hangs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::cluster::{ever_active, Cluster, Which};
+use standby_lab::cluster::{ever_active, Cluster, Which};
 
 /// Generous bounds: the machine running the tests may be slow and busy.
 const START: Duration = Duration::from_secs(60);
@@ -70,7 +68,7 @@ fn step_names(timeline: &Value) -> Vec<String> {
 
 /// Witness and A up, A active; then B with `flags`, standby and connected.
 fn cluster_with_b(dir: &Path, b_flags: &[String]) -> Cluster {
-    let mut c = Cluster::new(dir, true);
+    let mut c = Cluster::new(&crate::standby(), dir, true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     c.start(Which::A, &[]);
@@ -384,7 +382,7 @@ fn the_fencing_command_names_the_peer_even_when_it_was_never_heard() {
         ),
     );
     // A never runs: B waits out its startup grace, then takes over.
-    let mut c = Cluster::new(d, true);
+    let mut c = Cluster::new(&crate::standby(), d, true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     c.start(Which::B, &fence_flags(&fence, &[]));

@@ -4,8 +4,6 @@
 //! lives in the plugin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 use standby_host::plugin::runtime::{PluginSource, RuntimeOptions};
 use standby_host::plugin::{PluginRuntime, Role, Strategy};
 use standby_host::store::Store;
-use support::*;
+use standby_lab::fixtures::*;
 
 /// Writes one event per transaction until stopped; `committed` is the highest
 /// sequence whose transaction has returned from commit.

@@ -3,8 +3,6 @@
 //! attempts. Each gives a clear error and the host (this process) keeps going.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +13,7 @@ use standby_host::plugin::{
     CallError, Capability, FaultCause, HealthState, LoadError, PluginError, PluginRuntime, Role,
     Strategy,
 };
-use support::*;
+use standby_lab::fixtures::*;
 
 fn runtime(deadline_ms: u64, memory_cap: u64) -> PluginRuntime {
     PluginRuntime::new(RuntimeOptions {

@@ -4,8 +4,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use standby_host::device::codec::{CodecLimits, DeviceCodec};
-use standby_host::device::messages;
+use standby_device::codec::{CodecLimits, DeviceCodec};
+use standby_device::messages;
 use tokio_util::codec::Decoder;
 
 /// Make the packets in `bytes` well-formed enough to pass the start code,

@@ -21,7 +21,7 @@ use hickory_proto::dnssec::tsig::TSigner;
 use hickory_proto::op::Message;
 use hickory_proto::rr::Name;
 use libfuzzer_sys::fuzz_target;
-use standby_host::dns::server::answer_packets;
+use standby_lab::dns_server::answer_packets;
 use standby_host::dns::TsigKey;
 
 /// Short names, so that raw packets hit the zone and key by chance too.

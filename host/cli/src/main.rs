@@ -1,0 +1,380 @@
+//! `standby`: the command-line front of the host library. It parses
+//! arguments, sets up logging, and calls the library; results go to stdout,
+//! logs to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use standby_host::config;
+use standby_host::node::{self, Node};
+use standby_host::plugin::runtime::{PluginSource, RuntimeOptions};
+use standby_host::plugin::{builtin, componentize, inspect, PluginRuntime};
+
+mod admin;
+mod args;
+
+use args::{DemoArgs, SimulateArgs};
+
+/// Keeps an access-control server running through the loss of a site.
+#[derive(Parser)]
+#[command(name = "standby", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "STANDBY_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,standby_host=debug`).
+    #[arg(long, global = true, default_value = "info", env = "STANDBY_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a profile (the profile describes both sites; --site says which this is).
+    Run {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site of the profile this process is.
+        #[arg(long)]
+        site: String,
+        /// Override a profile key: --set store.journal=wal (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = config::parse_override)]
+        overrides: Vec<(String, toml::Value)>,
+    },
+    /// Validate a profile (keys, types, plugin files, worlds, grants) and print the effective configuration.
+    CheckConfig {
+        /// The profile file.
+        profile: PathBuf,
+        /// Override a profile key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = config::parse_override)]
+        overrides: Vec<(String, toml::Value)>,
+    },
+    /// Work with plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Simulated door devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Ask a running node for its role, epoch, lease, peer, witness, plugins,
+    /// last copy and last failover timeline.
+    Status {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site to ask.
+        #[arg(long)]
+        site: String,
+        /// Print the status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a node active now: through the witness when the profile has one;
+    /// without a witness only with --force (make sure the other node is down).
+    Promote {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site to promote.
+        #[arg(long)]
+        site: String,
+        /// Promote without a witness.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the whole failover on this machine: a witness, two sites on
+    /// loopback, a DNS server and a fleet of devices; inject a fault into the
+    /// active site and check that nothing was lost.
+    Demo(DemoArgs),
+    /// Run the witness: the third-site service that grants one node at a
+    /// time a lease with a new epoch (automatic failover needs one).
+    Witness {
+        /// Where nodes reach it (ip:port).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where it keeps its epoch (witness.json, fsynced before every grant).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The pre-shared key file the nodes use too (at least 16 bytes).
+        #[arg(long)]
+        psk_file: PathBuf,
+        /// Longest lease granted, ms; after a restart a recorded lease is
+        /// honoured this long.
+        #[arg(long, default_value_t = 10_000)]
+        max_ttl_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Run a fleet of simulated devices (separate from any server) until
+    /// --duration passes or SIGTERM/Ctrl-C; then drain and print a summary.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List the plugins built into this binary.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a component's world, imports and exports, and the grants it needs.
+    Inspect {
+        /// A component file, or builtin:NAME.
+        path: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wrap a core wasm module built with the plugin SDK into a component.
+    Componentize {
+        /// The core module (`target/wasm32-unknown-unknown/release/NAME.wasm`).
+        core: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("bad log filter `{filter}`"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_format, &cli.log) {
+        eprintln!("standby: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("standby: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("standby: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            profile,
+            site,
+            overrides,
+        } => run(profile, site, overrides).await,
+        Command::CheckConfig { profile, overrides } => check_config(profile, overrides).await,
+        Command::Plugin(p) => plugin(p).await,
+        Command::Devices(DevicesCommand::Simulate(args)) => {
+            standby_lab::simulate::run(args.into(), shutdown_signal).await
+        }
+        Command::Witness {
+            listen,
+            data_dir,
+            psk_file,
+            max_ttl_ms,
+        } => witness(listen, data_dir, psk_file, max_ttl_ms).await,
+        Command::Status {
+            profile,
+            site,
+            json,
+        } => tokio::task::spawn_blocking(move || admin::status(&profile, &site, json)).await?,
+        Command::Promote {
+            profile,
+            site,
+            force,
+        } => tokio::task::spawn_blocking(move || admin::promote(&profile, &site, force)).await?,
+        Command::Demo(args) => demo(args).await,
+    }
+}
+
+async fn run(profile: PathBuf, site: String, overrides: Vec<(String, toml::Value)>) -> Result<()> {
+    let loaded = config::load(&profile, &overrides)?;
+    let node = Node::builder(loaded).site(site).start().await?;
+    node.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `standby demo`: the one-line JSON report is the last line on stdout. On
+/// SIGTERM or Ctrl-C the run is dropped, which kills and reaps every process
+/// it started.
+async fn demo(args: DemoArgs) -> Result<()> {
+    let json = args.json;
+    let outcome = tokio::select! {
+        outcome = standby_lab::demo::run(args.into()) => outcome?,
+        _ = shutdown_signal() => anyhow::bail!("stopped by a signal; every process the demo started is stopped"),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    }
+    Ok(())
+}
+
+/// Wait for SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn witness(
+    listen: std::net::SocketAddr,
+    data_dir: PathBuf,
+    psk_file: PathBuf,
+    max_ttl_ms: u64,
+) -> Result<()> {
+    use standby_host::cluster::{Witness, WitnessConfig};
+    let psk = standby_host::peer::Psk::from_file(&psk_file)?;
+    let mut config = WitnessConfig::new(listen, data_dir, psk);
+    config.max_ttl = std::time::Duration::from_millis(max_ttl_ms);
+    let witness = Witness::start(config).await?;
+    let (state, _) = witness.state().await;
+    eprintln!(
+        "standby witness: listening on {} (epoch {})",
+        witness.local_addr(),
+        state.epoch
+    );
+    shutdown_signal().await;
+    Ok(())
+}
+
+async fn check_config(profile: PathBuf, overrides: Vec<(String, toml::Value)>) -> Result<()> {
+    let loaded = config::load(&profile, &overrides)?;
+    let runtime = PluginRuntime::new(RuntimeOptions {
+        cache_dir: None,
+        ..loaded.profile.plugins.clone()
+    })?;
+    let checks = node::check_plugins(&loaded, &runtime).await?;
+    let effective =
+        toml::to_string_pretty(&loaded.profile).context("rendering the effective configuration")?;
+    println!("# effective configuration of {}", loaded.file.display());
+    println!("{effective}");
+    for c in &checks {
+        let grants: Vec<&str> = c
+            .capabilities
+            .iter()
+            .map(String::as_str)
+            .filter(|c| *c != "log" && *c != "clock")
+            .collect();
+        println!(
+            "# {} `{}` ({}): {}, uses {}",
+            c.key,
+            c.name,
+            c.source,
+            c.world,
+            if grants.is_empty() {
+                "no grants".to_string()
+            } else {
+                grants.join(", ")
+            }
+        );
+    }
+    eprintln!(
+        "profile OK: {} ({} plugins checked)",
+        loaded.file.display(),
+        checks.len()
+    );
+    Ok(())
+}
+
+async fn plugin(command: PluginCommand) -> Result<()> {
+    match command {
+        PluginCommand::List { json } => {
+            let runtime = PluginRuntime::new(RuntimeOptions::default())?;
+            let mut rows = Vec::new();
+            for name in builtin::names() {
+                let (d, shape) = runtime
+                    .probe(name, &PluginSource::Builtin(name.to_string()), None)
+                    .await?;
+                rows.push(serde_json::json!({
+                    "name": format!("builtin:{name}"),
+                    "version": d.version,
+                    "world": shape.world.map(|w| w.name()),
+                    "summary": d.summary,
+                }));
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<24} {:<22} {}",
+                        r["name"].as_str().unwrap_or_default(),
+                        r["world"].as_str().unwrap_or_default(),
+                        r["summary"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        PluginCommand::Inspect { path, json } => {
+            let runtime = Arc::new(PluginRuntime::new(RuntimeOptions::default())?);
+            let bytes = match path.strip_prefix("builtin:") {
+                Some(name) => builtin::get(name)
+                    .with_context(|| {
+                        format!(
+                            "there is no built-in plugin `{name}` (built in: {})",
+                            builtin::names().join(", ")
+                        )
+                    })?
+                    .to_vec(),
+                None => std::fs::read(&path).with_context(|| format!("cannot read {path}"))?,
+            };
+            let report = inspect::inspect(&runtime, &path, &bytes)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
+        PluginCommand::Componentize { core, output } => {
+            let bytes =
+                std::fs::read(&core).with_context(|| format!("cannot read {}", core.display()))?;
+            let component =
+                componentize::componentize(&bytes).with_context(|| core.display().to_string())?;
+            std::fs::write(&output, component)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,685 @@
+//! The demo's phases, in order: start (DNS server, witness, A active, B
+//! standby), connect (the fleet, every device on A), fault (normal running
+//! for `kill_after` seconds, then SIGKILL or SIGSTOP of A), failover (B
+//! active, the devices on B, a hung A resumed and fenced), drain (the fleet
+//! stops and drains; every process stops), check (the independent checker).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use standby_host::api::{render_timeline, AdminClient};
+
+use super::report::{percentile, reconnect_times, Outcome};
+use super::setup::{self, Ports, Timings, A_IP, B_IP, SERVICE_NAME, SERVICE_TTL, ZONE};
+use super::{DemoOptions, Fault, Progress};
+use crate::audit;
+use crate::dns_server::DnsServer;
+use crate::process::{Process, Signal, Standby};
+
+/// A demo run between its phases: what runs, and what each phase saw.
+pub struct Demo {
+    options: DemoOptions,
+    dir: PathBuf,
+    progress: Progress,
+    standby: Standby,
+    ports: Ports,
+    timings: Timings,
+    dns: Option<DnsServer>,
+    witness: Process,
+    a: Process,
+    b: Process,
+    fleet: Option<Process>,
+    epoch_before: u64,
+    endpoints: String,
+    fault: Option<FaultSeen>,
+    failover: Option<FailoverSeen>,
+    drained: Option<Drained>,
+}
+
+/// What the fault phase saw.
+struct FaultSeen {
+    at: Instant,
+    at_unix_ms: u64,
+    copies_at_dr: bool,
+}
+
+/// What the failover phase saw.
+struct FailoverSeen {
+    fault_to_active_ms: u64,
+    timeline: Value,
+    restored_from: String,
+    restored_copy: Option<PathBuf>,
+    a_at_fault: Option<PathBuf>,
+    a_after: AfterResume,
+}
+
+/// A after the fault: killed, or what it did once resumed.
+struct AfterResume {
+    summary: String,
+    acknowledging: Option<bool>,
+    accepts_devices: Option<bool>,
+    stored_after: Option<u64>,
+}
+
+/// What the drain phase saw.
+struct Drained {
+    fleet_summary: Value,
+    fleet_status: Value,
+}
+
+impl Demo {
+    /// Phase 1, start: keys, the profile, the DNS server, the witness, site
+    /// A (until it is active) and site B (until it is standby with its peer
+    /// link up), all in `dir`.
+    pub async fn start(options: DemoOptions, dir: &Path, progress: Progress) -> Result<Self> {
+        let standby = Standby::this_program().context("finding the standby program")?;
+        Self::start_with(standby, options, dir, progress).await
+    }
+
+    /// [`Demo::start`] with children started from `standby` (tests name the
+    /// binary they built).
+    pub async fn start_with(
+        standby: Standby,
+        options: DemoOptions,
+        dir: &Path,
+        progress: Progress,
+    ) -> Result<Self> {
+        let ports = Ports::pick()?;
+        let secret = setup::write_keys(dir)?;
+        let timings = Timings {
+            copy_every: "2s".into(),
+            keepalive_ms: 1_000,
+            dead_link_ms: 3_000,
+        };
+        let profile = dir.join("profile.toml");
+        std::fs::write(&profile, setup::case1_profile(&ports, &timings)?)
+            .context("writing the demo profile")?;
+        progress.say(format!("working directory {}", dir.display()));
+
+        let dns = DnsServer::start(
+            ports.dns,
+            ZONE,
+            setup::TSIG_KEY_NAME,
+            &secret,
+            &[(SERVICE_NAME, A_IP)],
+            SERVICE_TTL,
+        )
+        .await
+        .context("starting the built-in DNS server")?;
+        progress.say(format!(
+            "DNS server on {} (udp+tcp): {SERVICE_NAME} -> {A_IP}",
+            dns.local_addr()
+        ));
+
+        let spawn = |name: &str, args: &[String], log: &str| {
+            standby.spawn(name, args, &dir.join(log), &options.child_log, false)
+        };
+        let witness = spawn(
+            "witness",
+            &[
+                "witness".into(),
+                "--listen".into(),
+                ports.witness.to_string(),
+                "--data-dir".into(),
+                dir.join("witness").display().to_string(),
+                "--psk-file".into(),
+                dir.join("cluster.key").display().to_string(),
+            ],
+            "witness.log",
+        )?;
+        let node = |site: &str| -> Vec<String> {
+            vec![
+                "run".into(),
+                profile.display().to_string(),
+                "--site".into(),
+                site.into(),
+            ]
+        };
+        let a = spawn("site A", &node("onsite"), "onsite.log")?;
+        let sa = wait_status(
+            ports.admin_a(),
+            Duration::from_secs(60),
+            "site A becoming active",
+            |s| s["role"] == "active",
+        )
+        .await
+        .with_context(|| format!("site A's log ends:\n{}", a.tail(20)))?;
+        let epoch_before = sa["epoch"].as_u64().unwrap_or(0);
+        progress.say(format!(
+            "site A (onsite-1, {A_IP}) is active at epoch {epoch_before}"
+        ));
+        let b = spawn("site B", &node("dr"), "dr.log")?;
+        wait_status(
+            ports.admin_b(),
+            Duration::from_secs(60),
+            "site B joining as standby",
+            |s| s["role"] == "standby" && s["peer"]["connected"] == true,
+        )
+        .await
+        .with_context(|| format!("site B's log ends:\n{}", b.tail(20)))?;
+        progress.say(format!("site B (dr-1, {B_IP}) is standby, peer link up"));
+        let endpoints = format!("{A_IP}:{},{SERVICE_NAME}:{}", ports.device, ports.device);
+        Ok(Self {
+            options,
+            dir: dir.to_path_buf(),
+            progress,
+            standby,
+            ports,
+            timings,
+            dns: Some(dns),
+            witness,
+            a,
+            b,
+            fleet: None,
+            epoch_before,
+            endpoints,
+            fault: None,
+            failover: None,
+            drained: None,
+        })
+    }
+
+    /// The working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Phase 2, connect: start the fleet and wait until every device is on A
+    /// (the fault must meet a fleet in normal running, not one still
+    /// creating its logs: with 10,000 devices that takes seconds).
+    pub async fn connect(&mut self) -> Result<()> {
+        let dns = self.dns.as_ref().context("the DNS server is stopped")?;
+        let fleet = self.standby.spawn(
+            "device fleet",
+            &fleet_args(
+                &self.options,
+                &self.timings,
+                &self.endpoints,
+                dns.local_addr(),
+                &self.dir,
+            ),
+            &self.dir.join("fleet.log"),
+            &self.options.child_log,
+            true,
+        )?;
+        let fleet = self.fleet.insert(fleet);
+        self.progress.say(format!(
+            "{} devices dial {A_IP}:{} first, then {SERVICE_NAME}:{}; {} events/s",
+            self.options.devices, self.ports.device, self.ports.device, self.options.event_rate
+        ));
+        let devices = self.options.devices;
+        let limit = Duration::from_secs(60 + devices as u64 / 100);
+        let until = Instant::now() + limit;
+        let summary = self.dir.join("fleet-summary.json");
+        loop {
+            let on_a = read_json(&summary).map(|f| on(&f, "onsite-1")).unwrap_or(0);
+            if on_a >= devices {
+                break;
+            }
+            if !fleet.running() {
+                bail!(
+                    "the device fleet exited before every device connected; its log ends:\n{}",
+                    fleet.tail(30)
+                );
+            }
+            if Instant::now() > until {
+                bail!(
+                    "only {on_a} of {devices} devices connected to site A within {limit:?}; the fleet's log ends:\n{}",
+                    fleet.tail(30)
+                );
+            }
+            self.progress
+                .say(format!("devices connecting to A: {on_a}/{devices}"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.progress.say(format!(
+            "every device is on A; the fault comes in {} s",
+            self.options.kill_after
+        ));
+        Ok(())
+    }
+
+    /// Phase 3, fault: normal running for `kill_after` seconds (longer only
+    /// while no verified copy has reached B, at most 30 s more), then SIGKILL
+    /// or SIGSTOP of site A.
+    pub async fn fault(&mut self) -> Result<()> {
+        let copies_at_dr = self.run_normally().await;
+        if !copies_at_dr {
+            self.progress.say(
+                "no verified copy reached B before the fault; B will start from its own database",
+            );
+        }
+        self.a.signal(match self.options.fault {
+            Fault::Kill => Signal::KILL,
+            Fault::Hang => Signal::STOP,
+        })?;
+        // The fault's moment is taken once the signal is delivered.
+        self.fault = Some(FaultSeen {
+            at: Instant::now(),
+            at_unix_ms: standby_host::store::unix_ms(),
+            copies_at_dr,
+        });
+        self.progress.say(format!(
+            "FAULT: site A {}",
+            match self.options.fault {
+                Fault::Kill => "killed (SIGKILL)",
+                Fault::Hang => "hung (SIGSTOP): its sockets stay open",
+            }
+        ));
+        Ok(())
+    }
+
+    /// Normal running, with progress every second; whether a verified copy
+    /// reached B.
+    async fn run_normally(&self) -> bool {
+        let run_until = Instant::now() + Duration::from_secs_f64(self.options.kill_after);
+        let summary = self.dir.join("fleet-summary.json");
+        let mut copies_at_dr = false;
+        while Instant::now() < run_until
+            || (!copies_at_dr && Instant::now() < run_until + Duration::from_secs(30))
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let sb = status(self.ports.admin_b()).await;
+            let copy = sb.as_ref().map(|s| &s["strategies"][0]["status"]["Ok"]);
+            copies_at_dr = copy.is_some_and(|c| c["last_success_ms"].as_u64().is_some());
+            let f = read_json(&summary);
+            let count = |k: &str| {
+                f.as_ref()
+                    .and_then(|f| f["summary"][k].as_u64())
+                    .unwrap_or(0)
+            };
+            self.progress.say(format!(
+                "devices on A {} | events logged {} acked {} | last copy installed at B {}",
+                f.as_ref().map(|f| on(f, "onsite-1")).unwrap_or(0),
+                count("events_logged"),
+                count("events_acked"),
+                copy.and_then(|c| c["summary"].as_str()).unwrap_or("-")
+            ));
+        }
+        copies_at_dr
+    }
+
+    /// Phase 4, failover: B active (timed by this process's clock), the
+    /// devices back on B, and a hung A resumed and seen to step down.
+    pub async fn failover(&mut self) -> Result<()> {
+        let fault_at = self
+            .fault
+            .as_ref()
+            .context("the fault phase has not run")?
+            .at;
+        // B is asked every 10 ms, so the time to the answer that says it is
+        // active (and its promotion complete) overstates the truth by at most
+        // that much plus one status round trip.
+        let (sb, b_active_at) = wait_status_every(
+            self.ports.admin_b(),
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+            "site B becoming active",
+            |s| s["role"] == "active" && s["last_failover"]["completed"] == true,
+        )
+        .await
+        .with_context(|| format!("site B's log ends:\n{}", self.b.tail(30)))?;
+        let fault_to_active_ms = b_active_at.duration_since(fault_at).as_millis() as u64;
+        // What A had committed when it stopped (it may later become standby
+        // and take B's copies, so its live file no longer tells). A stays
+        // stopped or dead until it is resumed below.
+        let a_at_fault = copy_database(
+            &self.dir.join("onsite").join("biostar2.db"),
+            &self.dir.join("a-at-fault.db"),
+        );
+        let timeline = sb["last_failover"].clone();
+        self.progress.say(format!(
+            "site B is active at epoch {} ({fault_to_active_ms} ms after the fault)",
+            sb["epoch"],
+        ));
+        eprint!("{}", render_timeline(&timeline));
+        let restored_from = sb["promoted_from"][0]["report"]["restored_from"]
+            .as_str()
+            .unwrap_or("-")
+            .to_string();
+        let restored_copy = keep_restored_copy(&self.dir, &restored_from);
+        self.wait_devices_on_b().await;
+        let a_after = match self.options.fault {
+            Fault::Kill => AfterResume {
+                summary: "killed".into(),
+                acknowledging: None,
+                accepts_devices: None,
+                stored_after: None,
+            },
+            Fault::Hang => self.resume_a(a_at_fault.as_deref()).await?,
+        };
+        self.failover = Some(FailoverSeen {
+            fault_to_active_ms,
+            timeline,
+            restored_from,
+            restored_copy,
+            a_at_fault,
+            a_after,
+        });
+        Ok(())
+    }
+
+    /// Devices come back through DNS: progress until all are on B (at most
+    /// 60 s, or until the fleet exits).
+    async fn wait_devices_on_b(&mut self) {
+        let summary = self.dir.join("fleet-summary.json");
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut last_said = usize::MAX;
+        loop {
+            let n = read_json(&summary).map(|f| on(&f, "dr-1")).unwrap_or(0);
+            if n != last_said {
+                self.progress
+                    .say(format!("devices on B: {n}/{}", self.options.devices));
+                last_said = n;
+            }
+            let fleet_running = self.fleet.as_mut().is_some_and(Process::running);
+            if n >= self.options.devices || Instant::now() > until || !fleet_running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A hung node comes back fenced: resume it, see it step down, check its
+    /// gateway is closed, and count what it stored after it resumed.
+    async fn resume_a(&mut self, a_at_fault: Option<&Path>) -> Result<AfterResume> {
+        self.a.signal(Signal::CONT)?;
+        self.progress.say("site A resumed (SIGCONT)");
+        let s = wait_status(
+            self.ports.admin_a(),
+            Duration::from_secs(15),
+            "site A stepping down",
+            |s| s["role"] != "active",
+        )
+        .await;
+        let acknowledging = s.as_ref().ok().and_then(|s| s["acknowledging"].as_bool());
+        let accepts_devices = Some(
+            tokio::net::TcpStream::connect((A_IP, self.ports.device))
+                .await
+                .is_ok(),
+        );
+        let summary = match s {
+            Ok(s) => format!(
+                "{} at epoch {} (transitions: {})",
+                s["role"].as_str().unwrap_or("?"),
+                s["epoch"],
+                s["transitions"]
+                    .as_array()
+                    .map(|t| t
+                        .iter()
+                        .map(|t| format!("{}->{}", text(&t["from"]), text(&t["to"])))
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            Err(e) => format!("unknown: {e}"),
+        };
+        self.progress.say(format!("site A is now {summary}"));
+        // Whatever A had read from the devices' sockets before it stopped is
+        // now handled: none of it may be stored. (A standby A may meanwhile
+        // install B's copies; their rows received by A are ones A held at
+        // the fault.)
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut stored_after = None;
+        if let Some(at_fault) = a_at_fault {
+            let before = audit::received_by(at_fault, "onsite-1")?;
+            let now = audit::received_by(&self.dir.join("onsite").join("biostar2.db"), "onsite-1")?;
+            let stored = now.difference(&before).count() as u64;
+            self.progress
+                .say(format!("site A stored {stored} entries after it resumed"));
+            stored_after = Some(stored);
+        }
+        Ok(AfterResume {
+            summary,
+            acknowledging,
+            accepts_devices,
+            stored_after,
+        })
+    }
+
+    /// Phase 5, drain: `run_after` seconds after the fault the fleet stops
+    /// generating and drains; then the nodes, the witness and the DNS server
+    /// stop.
+    pub async fn drain(&mut self) -> Result<()> {
+        let fault_at = self
+            .fault
+            .as_ref()
+            .context("the fault phase has not run")?
+            .at;
+        let stop_at = fault_at + Duration::from_secs_f64(self.options.run_after);
+        tokio::time::sleep_until(stop_at.into()).await;
+        self.progress
+            .say("stopping the fleet: it stops generating and drains");
+        let mut fleet = self.fleet.take().context("the connect phase has not run")?;
+        fleet.signal(Signal::TERM)?;
+        let out = fleet.output(Duration::from_secs(90)).await?;
+        let fleet_summary: Value = out
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        if fleet_summary.is_null() {
+            self.progress
+                .say("the fleet printed no summary: degraded_ms is unknown");
+        }
+        let fleet_status = read_json(&self.dir.join("fleet.json")).unwrap_or(Value::Null);
+        self.b.stop(Duration::from_secs(10)).await;
+        self.a.stop(Duration::from_secs(5)).await;
+        self.witness.stop(Duration::from_secs(5)).await;
+        if let Some(dns) = self.dns.take() {
+            dns.shutdown().await;
+        }
+        self.drained = Some(Drained {
+            fleet_summary,
+            fleet_status,
+        });
+        Ok(())
+    }
+
+    /// Phase 6, check: every device's own log against B's database (and the
+    /// copy B restored from, and A's database at the fault), opened
+    /// read-only; the outcome.
+    pub fn check(&self) -> Result<Outcome> {
+        let (Some(fault), Some(failover), Some(drained)) =
+            (&self.fault, &self.failover, &self.drained)
+        else {
+            bail!("the check needs the fault, failover and drain phases first");
+        };
+        self.progress
+            .say("checking every device's log against B's database (read-only)");
+        let devices = self.dir.join("devices");
+        let b_db = self.dir.join("dr").join("biostar2.db");
+        let in_b = audit::check(&devices, &b_db)?;
+        let copy_found = match &failover.restored_copy {
+            Some(p) => audit::check(&devices, p)?.found,
+            None => 0,
+        };
+        let b_keys = audit::found_keys(&devices, &b_db)?;
+        let copy_keys = match &failover.restored_copy {
+            Some(p) => audit::found_keys(&devices, p)?,
+            None => Default::default(),
+        };
+        let a_keys = match &failover.a_at_fault {
+            Some(p) => audit::found_keys(&devices, p)?,
+            None => Default::default(),
+        };
+        let lacked: Vec<_> = a_keys.difference(&copy_keys).collect();
+        let rpo_recovered = lacked.iter().filter(|k| b_keys.contains(k)).count() as u64;
+        let reconnects = reconnect_times(&drained.fleet_status, fault.at_unix_ms);
+        let n = self.options.devices;
+        let timeline = &failover.timeline;
+        Ok(Outcome {
+            profile: self.options.profile,
+            fault: self.options.fault,
+            devices: n,
+            events_generated: in_b.entries,
+            events_in_db: in_b.found,
+            events_lost: in_b.missing + in_b.mismatched,
+            duplicate_events: in_b.duplicate_entries + in_b.unknown_rows,
+            recovered_from_devices: in_b.found.saturating_sub(copy_found),
+            rpo_events: lacked.len() as u64,
+            rpo_recovered,
+            restored_from: failover.restored_from.clone(),
+            detect_ms: timeline["detect_ms"].as_u64(),
+            promote_ms: timeline["total_ms"].as_u64(),
+            fault_to_active_ms: failover.fault_to_active_ms,
+            reconnect_all_ms: percentile(&reconnects, n, 1.0),
+            reconnect_p50_ms: percentile(&reconnects, n, 0.5),
+            reconnect_p90_ms: percentile(&reconnects, n, 0.9),
+            reconnect_p99_ms: percentile(&reconnects, n, 0.99),
+            devices_on_b: on(&drained.fleet_status, "dr-1"),
+            degraded_ms: drained.fleet_summary["longest_degraded_ms"].as_u64(),
+            epoch_before: self.epoch_before,
+            epoch_after: timeline["epoch_after"].as_u64().unwrap_or(0),
+            a_after_fault: failover.a_after.summary.clone(),
+            a_acknowledging_after_resume: failover.a_after.acknowledging,
+            a_accepts_devices_after_resume: failover.a_after.accepts_devices,
+            a_entries_stored_after_resume: failover.a_after.stored_after,
+            endpoints: self.endpoints.clone(),
+            copies_at_dr_before_fault: fault.copies_at_dr,
+            dir: None,
+        })
+    }
+}
+
+/// `standby devices simulate` as the demo runs it.
+fn fleet_args(
+    options: &DemoOptions,
+    timings: &Timings,
+    endpoints: &str,
+    resolver: SocketAddr,
+    dir: &Path,
+) -> Vec<String> {
+    let flag = |f: &str, v: String| [f.to_string(), v];
+    [
+        vec!["devices".into(), "simulate".into()],
+        flag("--count", options.devices.to_string()).to_vec(),
+        flag("--endpoints", endpoints.into()).to_vec(),
+        flag("--resolver", resolver.to_string()).to_vec(),
+        flag("--event-rate", options.event_rate.to_string()).to_vec(),
+        flag("--data-dir", dir.join("devices").display().to_string()).to_vec(),
+        // Eight loopback source addresses: with thousands of links from one
+        // address the kernel's search for a free port stalls.
+        flag(
+            "--source-ips",
+            (1..=8)
+                .map(|i| format!("127.0.1.{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .to_vec(),
+        flag("--keepalive-ms", timings.keepalive_ms.to_string()).to_vec(),
+        flag("--dead-link-ms", timings.dead_link_ms.to_string()).to_vec(),
+        // Long enough for a SYN retransmission (1 s) when the new server's
+        // accept queue overflows in the reconnection storm.
+        flag("--connect-timeout-ms", "2000".into()).to_vec(),
+        flag("--backoff-initial-ms", "100".into()).to_vec(),
+        flag("--backoff-max-ms", "1000".into()).to_vec(),
+        flag("--fail-action", "soft".into()).to_vec(),
+        flag("--drain-secs", "30".into()).to_vec(),
+        // Every device's status only now and then (the final one is written
+        // when the fleet stops): with 10,000 devices each write costs CPU the
+        // reconnection storm needs. The summary, for the live progress,
+        // every second.
+        flag(
+            "--status-file",
+            dir.join("fleet.json").display().to_string(),
+        )
+        .to_vec(),
+        flag("--status-every", "60".into()).to_vec(),
+        flag(
+            "--summary-file",
+            dir.join("fleet-summary.json").display().to_string(),
+        )
+        .to_vec(),
+        vec!["--json".into()],
+    ]
+    .concat()
+}
+
+/// Ask a node's admin endpoint (blocking HTTP in a worker thread).
+async fn status(addr: SocketAddr) -> Option<Value> {
+    tokio::task::spawn_blocking(move || AdminClient::new(addr).status().ok())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Poll a node's status every 100 ms until `ok` holds.
+async fn wait_status(
+    addr: SocketAddr,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    wait_status_every(addr, limit, Duration::from_millis(100), what, ok)
+        .await
+        .map(|(s, _)| s)
+}
+
+/// Poll a node's status every `every` until `ok` holds; the status, and the
+/// moment (by this process's clock) the answer that satisfied `ok` arrived.
+async fn wait_status_every(
+    addr: SocketAddr,
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Result<(Value, Instant)> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(s) = status(addr).await {
+            if ok(&s) {
+                return Ok((s, Instant::now()));
+            }
+        }
+        if Instant::now() > until {
+            bail!("{what} did not happen within {limit:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A JSON file the fleet writes (None while it does not exist yet).
+fn read_json(path: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// How many devices the fleet's summary has on `node`.
+fn on(summary: &Value, node: &str) -> usize {
+    summary["summary"]["by_server"][node].as_u64().unwrap_or(0) as usize
+}
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// Copy a database with its WAL (the writer is stopped or gone).
+fn copy_database(src: &Path, dest: &Path) -> Option<PathBuf> {
+    std::fs::copy(src, dest).ok()?;
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", src.display()));
+        if from.exists() {
+            let _ = std::fs::copy(&from, format!("{}{suffix}", dest.display()));
+        }
+    }
+    Some(dest.to_path_buf())
+}
+
+/// Copy the snapshot B restored from (named in its promotion report) before
+/// B's own schedule prunes it: the check counts what it lacked.
+fn keep_restored_copy(dir: &Path, restored_from: &str) -> Option<PathBuf> {
+    let name = restored_from
+        .split_whitespace()
+        .find(|w| w.starts_with("biostar2-") && w.ends_with(".db"))?;
+    let src = dir.join("dr").join("snapshots").join(name);
+    let dest = dir.join("restored-copy.db");
+    std::fs::copy(&src, &dest).ok()?;
+    Some(dest)
+}

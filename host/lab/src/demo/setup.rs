@@ -1,0 +1,205 @@
+//! The demo's ground: free ports on loopback, fresh keys, and the case 1
+//! profile rewritten for this machine (addresses, ports, a short copy
+//! schedule, short device timeouts).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use toml::Value;
+
+/// The case 1 profile, as shipped in examples/.
+pub(super) const CASE1: &str = include_str!("../../../../examples/profiles/case1-wan-copy.toml");
+
+/// Site A's address.
+pub(super) const A_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+/// Site B's address.
+pub(super) const B_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The service name devices dial second.
+pub(super) const SERVICE_NAME: &str = "door.standby.test";
+/// The zone the built-in DNS server serves.
+pub(super) const ZONE: &str = "standby.test";
+/// TTL of the service name's record, in seconds. Zero: a device asks again
+/// on every connection attempt, so it follows the failover as soon as the
+/// name is repointed (with 1 s, a device that looked the name up just before
+/// the update keeps dialling the dead site for up to another second).
+pub(super) const SERVICE_TTL: u32 = 0;
+/// The TSIG key's name.
+pub(super) const TSIG_KEY_NAME: &str = "standby-update";
+
+/// Every address the demo uses.
+#[derive(Debug, Clone)]
+pub(super) struct Ports {
+    /// Device port, the same on A and B.
+    pub device: u16,
+    /// The witness.
+    pub witness: SocketAddr,
+    /// The DNS server.
+    pub dns: SocketAddr,
+    /// Peer-link ports of A and B.
+    pub peer: (u16, u16),
+    /// Admin ports of A and B.
+    pub admin: (u16, u16),
+}
+
+/// A port free on every one of `ips` (below the kernel's ephemeral range, so
+/// none of the fleet's dials can take it before the child meant to listen on
+/// it binds it).
+fn free_on(ips: &[Ipv4Addr]) -> Result<u16> {
+    let ips: Vec<IpAddr> = ips.iter().map(|ip| IpAddr::V4(*ip)).collect();
+    crate::ports::free_listen_port(&ips).context("finding a free port on loopback")
+}
+
+impl Ports {
+    /// Pick free ports.
+    pub(super) fn pick() -> Result<Self> {
+        let device = free_on(&[A_IP, B_IP])?;
+        let dns_port = loop {
+            let port = free_on(&[A_IP])?;
+            if std::net::UdpSocket::bind((A_IP, port)).is_ok() {
+                break port;
+            }
+        };
+        Ok(Self {
+            device,
+            witness: SocketAddr::new(IpAddr::V4(A_IP), free_on(&[A_IP])?),
+            dns: SocketAddr::new(IpAddr::V4(A_IP), dns_port),
+            peer: (free_on(&[A_IP])?, free_on(&[B_IP])?),
+            admin: (free_on(&[A_IP])?, free_on(&[B_IP])?),
+        })
+    }
+
+    /// A's admin endpoint.
+    pub(super) fn admin_a(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(A_IP), self.admin.0)
+    }
+
+    /// B's admin endpoint.
+    pub(super) fn admin_b(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(B_IP), self.admin.1)
+    }
+}
+
+/// Write a fresh cluster key and TSIG key into `dir`; return the TSIG secret.
+pub(super) fn write_keys(dir: &Path) -> Result<Vec<u8>> {
+    let psk: [u8; 32] = rand::random();
+    std::fs::write(dir.join("cluster.key"), hex::encode(psk)).context("writing the cluster key")?;
+    let secret: [u8; 32] = rand::random();
+    let b64 = data_encoding::BASE64.encode(&secret);
+    std::fs::write(
+        dir.join("tsig.key"),
+        format!(
+            "key \"{TSIG_KEY_NAME}\" {{\n    algorithm hmac-sha256;\n    secret \"{b64}\";\n}};\n"
+        ),
+    )
+    .context("writing the TSIG key")?;
+    Ok(secret.to_vec())
+}
+
+/// How the demo runs the profile.
+pub(super) struct Timings {
+    /// Copy interval.
+    pub copy_every: String,
+    /// Device keep-alive, ms.
+    pub keepalive_ms: u64,
+    /// Device dead-link timeout, ms.
+    pub dead_link_ms: u64,
+}
+
+fn set(root: &mut Value, path: &[&str], value: Value) -> Result<()> {
+    let mut at = root;
+    for key in &path[..path.len() - 1] {
+        at = match at {
+            Value::Table(t) => t
+                .entry(key.to_string())
+                .or_insert_with(|| Value::Table(Default::default())),
+            Value::Array(a) => a
+                .first_mut()
+                .with_context(|| format!("profile array `{key}` is empty"))?,
+            _ => bail!("profile key `{}` is not a table", path.join(".")),
+        };
+        if let Value::Array(a) = at {
+            at = a
+                .first_mut()
+                .with_context(|| format!("profile array `{key}` is empty"))?;
+        }
+    }
+    match at {
+        Value::Table(t) => {
+            t.insert(path[path.len() - 1].to_string(), value);
+            Ok(())
+        }
+        _ => bail!("profile key `{}` is not a table", path.join(".")),
+    }
+}
+
+fn remove(root: &mut Value, path: &[&str]) {
+    let mut at = root;
+    for key in &path[..path.len() - 1] {
+        let next = match at {
+            Value::Table(t) => t.get_mut(*key),
+            _ => None,
+        };
+        at = match next {
+            Some(Value::Array(a)) => match a.first_mut() {
+                Some(v) => v,
+                None => return,
+            },
+            Some(v) => v,
+            None => return,
+        };
+    }
+    if let Value::Table(t) = at {
+        t.remove(path[path.len() - 1]);
+    }
+}
+
+/// The case 1 profile with this run's addresses and timings.
+pub(super) fn case1_profile(ports: &Ports, t: &Timings) -> Result<String> {
+    let mut p: Value = toml::from_str(CASE1).context("the embedded case 1 profile")?;
+    let s = |v: &str| Value::String(v.to_string());
+    let i = |v: u64| Value::Integer(v as i64);
+    for (site, ip, peer, admin) in [
+        ("onsite", A_IP, ports.peer.0, ports.admin.0),
+        ("dr", B_IP, ports.peer.1, ports.admin.1),
+    ] {
+        set(&mut p, &["sites", site, "data_dir"], s(site))?;
+        set(
+            &mut p,
+            &["sites", site, "peer_listen"],
+            s(&format!("{ip}:{peer}")),
+        )?;
+        set(
+            &mut p,
+            &["sites", site, "admin_listen"],
+            s(&format!("{ip}:{admin}")),
+        )?;
+        set(
+            &mut p,
+            &["sites", site, "gateway", "listen"],
+            s(&format!("{ip}:{}", ports.device)),
+        )?;
+    }
+    set(
+        &mut p,
+        &["cluster", "witness"],
+        s(&ports.witness.to_string()),
+    )?;
+    set(&mut p, &["cluster", "startup_grace_ms"], i(5_000))?;
+    set(&mut p, &["devices", "keepalive_ms"], i(t.keepalive_ms))?;
+    set(&mut p, &["devices", "dead_link_ms"], i(t.dead_link_ms))?;
+    set(&mut p, &["plugins", "cache"], Value::Boolean(true))?;
+    remove(&mut p, &["strategy", "settings", "daily_at"]);
+    set(&mut p, &["strategy", "settings", "every"], s(&t.copy_every))?;
+    set(
+        &mut p,
+        &["failover", "settings", "ttl"],
+        i(u64::from(SERVICE_TTL)),
+    )?;
+    set(
+        &mut p,
+        &["failover", "grants", "dns", "primary", "server"],
+        s(&ports.dns.to_string()),
+    )?;
+    toml::to_string(&p).context("writing the demo profile")
+}

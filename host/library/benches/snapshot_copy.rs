@@ -1,0 +1,541 @@
+//! Snapshot copy throughput, the way case 1 (WAN copy) moves the database,
+//! against `cp` of the same file in the same run:
+//!
+//! 1. snapshot: a consistent copy of the live database with SQLite's online
+//!    backup (`Store::snapshot_to`, synced);
+//! 2. transfer: the copy streamed to the other node over the real peer link
+//!    (`PeerLink::send_file`, PSK-authenticated TCP on loopback, a MAC on
+//!    every frame; SHA-256 of the file by the sender before the offer and by
+//!    the receiver after its fsync);
+//! 3. integrity check: `store::integrity_check` on the received file;
+//! 4. install: `Store::install_from` on a second store (which checks the
+//!    file again, copies it next to the live file, fsyncs and renames it).
+//!
+//! The baseline is coreutils `cp` (run with `std::process::Command`) of the
+//! source database file, then an fsync of the copy from this process. The
+//! database (one table of 4 KiB random blobs, WAL) is built first. Two runs:
+//! `cp` then the pipeline, and the pipeline then `cp`.
+//!
+//! Run: `cargo bench -p standby-host --bench snapshot_copy [-- --size-mib N --dir PATH]`
+//! (or `SNAPSHOT_BENCH_MIB=N`, `SNAPSHOT_BENCH_DIR=PATH`; default 1024 MiB under
+//! the system temporary directory).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use standby_host::internals::{Incoming, PeerConfig, PeerLink};
+use standby_host::peer::Psk;
+use standby_host::plugin::Role;
+use standby_host::store::{integrity_check, Store, StoreOptions};
+use tokio::sync::{mpsc, watch};
+
+/// Size of one row's blob.
+const BLOB: usize = 4096;
+/// Rows per fill transaction (64 MiB of blobs).
+const ROWS_PER_TX: u64 = 16 * 1024;
+/// Bytes a row takes in the file, about: the blob on an overflow page plus
+/// ~500 bytes left on the leaf page.
+const ROW_FOOTPRINT: u64 = 4096 + 512;
+/// Free space left untouched for everything else on the filesystem.
+const MARGIN: u64 = 256 << 20;
+
+struct Args {
+    size_mib: u64,
+    dir: PathBuf,
+}
+
+fn args() -> Args {
+    let number = |v: &str, what: &str| -> u64 {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{what}: a whole number of MiB, not {v:?}"))
+    };
+    let mut size_mib = std::env::var("SNAPSHOT_BENCH_MIB")
+        .ok()
+        .map(|v| number(&v, "SNAPSHOT_BENCH_MIB"));
+    let mut dir = std::env::var_os("SNAPSHOT_BENCH_DIR").map(PathBuf::from);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--size-mib=") {
+            size_mib = Some(number(v, "--size-mib"));
+        } else if a == "--size-mib" {
+            size_mib = Some(number(&it.next().expect("--size-mib N"), "--size-mib"));
+        } else if let Some(v) = a.strip_prefix("--dir=") {
+            dir = Some(v.into());
+        } else if a == "--dir" {
+            dir = Some(it.next().expect("--dir PATH").into());
+        }
+        // Anything else (`cargo bench` passes `--bench`) is ignored.
+    }
+    Args {
+        size_mib: size_mib.unwrap_or(1024),
+        dir: dir.unwrap_or_else(std::env::temp_dir),
+    }
+}
+
+/// Standard output of a command, trimmed; what went wrong otherwise.
+fn sh(cmd: &str, args: &[&str]) -> String {
+    match Command::new(cmd).args(args).output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Ok(o) => format!(
+            "({cmd} failed: {})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("({cmd} unavailable: {e})"),
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// `df -T` of the filesystem holding `dir`, without the header.
+fn df_t(dir: &Path) -> String {
+    let out = sh("df", &["-T", path_str(dir)]);
+    out.lines().last().unwrap_or(&out).to_string()
+}
+
+/// Bytes free for this user on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let out = sh("df", &["-Pk", path_str(dir)]);
+    let kib: u64 = out
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// How much of `path` is in the page cache, by `fincore`.
+fn cached(path: &Path) -> String {
+    let out = sh("fincore", &["-b", "-n", "-o", "RES,SIZE", path_str(path)]);
+    let nums: Vec<u64> = out
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match nums[..] {
+        [res, size] if size > 0 => format!(
+            "{} of {} MB in the page cache ({:.0} %, fincore)",
+            mb(res),
+            mb(size),
+            100.0 * res as f64 / size as f64
+        ),
+        _ => format!("unknown ({out})"),
+    }
+}
+
+fn first_line_with(path: &str, prefix: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines().find(|l| l.starts_with(prefix)).map(|l| {
+                l[prefix.len()..]
+                    .trim_matches([' ', '\t', ':', '=', '"'])
+                    .to_string()
+            })
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The 1, 5 and 15 minute load averages (other work on the machine skews
+/// the figures).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
+fn mb_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Create the store at `path` and fill it with 4 KiB random blobs, in big
+/// WAL transactions, until it holds at least `target` bytes; checkpointed at
+/// the end so the main file holds everything. Returns the store (left open:
+/// the snapshots are of a live database) and the number of rows.
+fn build_db(path: &Path, target: u64) -> (Store, u64) {
+    let store = Store::open(path, StoreOptions::default()).unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert!(mode.eq_ignore_ascii_case("wal"), "journal mode {mode}");
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL;
+         CREATE TABLE IF NOT EXISTS bench_fill (id INTEGER PRIMARY KEY, data BLOB NOT NULL);",
+    )
+    .unwrap();
+    let db_size = |conn: &rusqlite::Connection| -> u64 {
+        let pages: u64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let page: u64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        pages * page
+    };
+    let mut rng = rand::rng();
+    let mut blob = vec![0u8; BLOB];
+    let started = Instant::now();
+    let mut rows = 0u64;
+    let mut size = db_size(&conn);
+    while size < target {
+        let n = ((target - size) / ROW_FOOTPRINT + 1).min(ROWS_PER_TX);
+        let tx = conn.unchecked_transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO bench_fill (data) VALUES (?1)")
+                .unwrap();
+            for _ in 0..n {
+                rng.fill_bytes(&mut blob);
+                insert.execute([&blob[..]]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        rows += n;
+        size = db_size(&conn);
+        eprintln!(
+            "building: {} / {} MB, {rows} rows, {:.0} MB/s",
+            mb(size),
+            mb(target),
+            mb_s(size, started.elapsed())
+        );
+    }
+    drop(conn);
+    store.checkpoint().unwrap();
+    eprintln!(
+        "built in {:.1} s (WAL checkpointed into the main file)",
+        started.elapsed().as_secs_f64()
+    );
+    (store, rows)
+}
+
+/// Two peer links on loopback, "a" dialling "b", with the same random key.
+struct Pair {
+    a: PeerLink,
+    b: PeerLink,
+    b_incoming: mpsc::Receiver<Incoming>,
+    _a_incoming: mpsc::Receiver<Incoming>,
+    _local: [watch::Sender<(u64, Role)>; 2],
+}
+
+async fn pair(dir: &Path) -> Pair {
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let (pa, pb) = (free_port(), free_port());
+    let config_a = PeerConfig::new(
+        "a",
+        addr(pa),
+        "b",
+        addr(pb),
+        Psk::new(key.clone()).unwrap(),
+        dir.join("a-staging"),
+    );
+    let config_b = PeerConfig::new(
+        "b",
+        addr(pb),
+        "a",
+        addr(pa),
+        Psk::new(key).unwrap(),
+        dir.join("b-staging"),
+    );
+    // Everything as the node runs it: a big file on a slow machine is bounded
+    // only by the stall bound (no progress for 30 s), never by its length.
+    let (local_a, rx_a) = watch::channel((1, Role::Active));
+    let (local_b, rx_b) = watch::channel((1, Role::Standby));
+    let (tx_a, a_incoming) = mpsc::channel(16);
+    let (tx_b, b_incoming) = mpsc::channel(16);
+    let a = PeerLink::start(config_a, rx_a, tx_a).await.unwrap();
+    let b = PeerLink::start(config_b, rx_b, tx_b).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !(a.state().connected && b.state().connected) {
+        assert!(Instant::now() < until, "the peer links did not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Pair {
+        a,
+        b,
+        b_incoming,
+        _a_incoming: a_incoming,
+        _local: [local_a, local_b],
+    }
+}
+
+struct Timed {
+    bytes: u64,
+    took: Duration,
+}
+
+impl Timed {
+    fn line(&self, what: &str) -> String {
+        format!(
+            "  {what:<24} {:>9} MB {:>8.2} s {:>8.1} MB/s",
+            mb(self.bytes),
+            self.took.as_secs_f64(),
+            mb_s(self.bytes, self.took)
+        )
+    }
+}
+
+/// `cp` of `src` to a new file, then fsync of the copy.
+fn cp(src: &Path, work: &Path) -> Timed {
+    let dest = work.join("cp-copy.db");
+    println!("  before cp: source {}", cached(src));
+    let started = Instant::now();
+    let status = Command::new("cp").arg(src).arg(&dest).status().unwrap();
+    assert!(status.success(), "cp failed: {status}");
+    let copied = started.elapsed();
+    std::fs::File::open(&dest).unwrap().sync_all().unwrap();
+    let took = started.elapsed();
+    let bytes = std::fs::metadata(&dest).unwrap().len();
+    assert_eq!(bytes, std::fs::metadata(src).unwrap().len());
+    std::fs::remove_file(&dest).unwrap();
+    let timed = Timed { bytes, took };
+    println!(
+        "{}   (cp {:.2} s, fsync {:.2} s)",
+        timed.line("cp + fsync"),
+        copied.as_secs_f64(),
+        (took - copied).as_secs_f64()
+    );
+    timed
+}
+
+/// Snapshot, transfer, integrity check and install; returns the total.
+fn pipeline(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    rows: u64,
+    pair: &mut Pair,
+    work: &Path,
+    run: usize,
+) -> Timed {
+    println!("  before the pipeline: source {}", cached(store.path()));
+    let snap = work.join("a-snapshots").join(format!("snapshot-{run}.db"));
+    std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
+    let b_dir = work.join(format!("b-{run}"));
+    std::fs::create_dir_all(&b_dir).unwrap();
+    // The second node's store, fresh each run so both runs replace the same
+    // (empty) database.
+    let store_b = Store::open(b_dir.join("biostar2.db"), StoreOptions::default()).unwrap();
+
+    let started = Instant::now();
+    let stats = store.snapshot_to(&snap).unwrap();
+    let snapshot = Timed {
+        bytes: stats.size,
+        took: started.elapsed(),
+    };
+
+    let started = Instant::now();
+    let receipt = rt
+        .block_on(
+            pair.a
+                .send_file("file-copy", &snap, "snapshot.db", &format!("bench-{run}")),
+        )
+        .unwrap();
+    let incoming = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), pair.b_incoming.recv()).await
+        })
+        .expect("the receiver handed nothing over")
+        .unwrap();
+    let transfer = Timed {
+        bytes: receipt.bytes,
+        took: started.elapsed(),
+    };
+    let Incoming::File {
+        path: received,
+        size,
+        sha256,
+        ..
+    } = incoming
+    else {
+        panic!("expected a file, got {incoming:?}")
+    };
+    assert_eq!(size, stats.size);
+    assert_eq!(sha256, receipt.sha256);
+    // The sender's copy is no longer needed (and the disk may be small).
+    std::fs::remove_file(&snap).unwrap();
+
+    let started = Instant::now();
+    let report = integrity_check(&received).unwrap();
+    assert!(report.ok, "integrity check: {:?}", report.problems);
+    let check = Timed {
+        bytes: size,
+        took: started.elapsed(),
+    };
+
+    let started = Instant::now();
+    store_b.install_from(&received).unwrap();
+    let install = Timed {
+        bytes: size,
+        took: started.elapsed(),
+    };
+    std::fs::remove_file(&received).unwrap();
+
+    // The second store now holds every row.
+    let copied: u64 = rusqlite::Connection::open_with_flags(
+        store_b.path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+    .query_row("SELECT count(*) FROM bench_fill", [], |r| r.get(0))
+    .unwrap();
+    assert_eq!(copied, rows);
+    drop(store_b);
+    std::fs::remove_dir_all(&b_dir).unwrap();
+
+    let total = Timed {
+        bytes: size,
+        took: snapshot.took + transfer.took + check.took + install.took,
+    };
+    println!("{}   ({} pages)", snapshot.line("1 snapshot"), stats.pages);
+    println!(
+        "{}   (send_file to the receipt {} ms)",
+        transfer.line("2 transfer"),
+        receipt.duration_ms
+    );
+    println!("{}", check.line("3 integrity check"));
+    println!(
+        "{}   (includes its own integrity check)",
+        install.line("4 install")
+    );
+    println!("{}", total.line("pipeline total"));
+    total
+}
+
+fn main() {
+    let args = args();
+    let target = args.size_mib << 20;
+    println!(
+        "machine: {} CPUs ({}), {} RAM, {}, kernel {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        first_line_with("/proc/cpuinfo", "model name"),
+        first_line_with("/proc/meminfo", "MemTotal"),
+        first_line_with("/etc/os-release", "PRETTY_NAME"),
+        sh("uname", &["-r"])
+    );
+    println!("load average:        {}", load());
+    println!("/tmp is on:          {}", df_t(Path::new("/tmp")));
+    std::fs::create_dir_all(&args.dir).unwrap();
+    println!("the bench runs on:   {}", df_t(&args.dir));
+    let need = 3 * target + (64 << 20) + MARGIN;
+    if let Some(free) = free_bytes(&args.dir) {
+        if free < need {
+            eprintln!(
+                "{} has {} MB free; a {} MiB database needs about {} MB here (source, snapshot and received copy, or source, received copy and install copy, plus {} MB left free). \
+                 Pick a smaller size (SNAPSHOT_BENCH_MIB) or another filesystem (SNAPSHOT_BENCH_DIR, e.g. /dev/shm).",
+                args.dir.display(),
+                mb(free),
+                args.size_mib,
+                mb(need),
+                mb(MARGIN)
+            );
+            std::process::exit(2);
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("snapshot-bench-")
+        .tempdir_in(&args.dir)
+        .unwrap();
+    println!("work directory:      {}", work.path().display());
+    println!(
+        "baseline: {} run with std::process::Command (`cp SRC DEST`), then fsync of DEST from this process (File::sync_all)",
+        sh("cp", &["--version"]).lines().next().unwrap_or("cp")
+    );
+    println!("units: MB = 10^6 bytes, MB/s = database bytes / stage time");
+
+    let src = work.path().join("a").join("biostar2.db");
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    let (store, rows) = build_db(&src, target);
+    let size = std::fs::metadata(&src).unwrap().len();
+    println!(
+        "database: {} MB ({} MiB), {rows} rows of {BLOB} random bytes, WAL, checkpointed; just written, so warm: {}",
+        mb(size),
+        size >> 20,
+        cached(&src)
+    );
+
+    // Reference: SHA-256 alone over the warm file (the transfer computes it
+    // twice, and a MAC over every frame on each side).
+    let started = Instant::now();
+    let mut file = std::fs::File::open(&src).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let _ = h.finalize();
+    println!(
+        "reference: SHA-256 of the warm file in one thread: {:.0} MB/s",
+        mb_s(size, started.elapsed())
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut pair = rt.block_on(pair(work.path()));
+    println!(
+        "peer link: a -> b on 127.0.0.1, connected ({:?} / {:?}), chunks of 256 KiB",
+        pair.a.state().node_id,
+        pair.b.state().node_id
+    );
+
+    let mut results = Vec::new();
+    for run in 1..=2 {
+        let cp_first = run == 1;
+        println!(
+            "run {run}: {}",
+            if cp_first {
+                "cp first, then the pipeline"
+            } else {
+                "the pipeline first, then cp"
+            }
+        );
+        let (cp_t, total) = if cp_first {
+            let c = cp(&src, work.path());
+            (c, pipeline(&rt, &store, rows, &mut pair, work.path(), run))
+        } else {
+            let t = pipeline(&rt, &store, rows, &mut pair, work.path(), run);
+            (cp(&src, work.path()), t)
+        };
+        let ratio = total.took.as_secs_f64() / cp_t.took.as_secs_f64();
+        println!("  ratio pipeline total / cp: {ratio:.2}");
+        println!("  load average after the run: {}", load());
+        results.push((run, ratio));
+    }
+    println!(
+        "summary: ratio total/cp {}",
+        results
+            .iter()
+            .map(|(run, r)| format!("run {run} {r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    drop(store);
+}

@@ -1,0 +1,268 @@
+//! The host side of each WIT capability. Every plugin instance has its own
+//! [`HostState`]: its name, its resolved grants, and the node's shared
+//! [`Services`]. Grants were checked when the plugin loaded; each call checks
+//! its arguments against them again (roots, commands, interfaces, servers) and
+//! answers `access-denied` for anything outside.
+
+mod clock;
+mod db;
+mod dns;
+mod exec;
+mod files;
+mod grants;
+mod log;
+mod net;
+mod peer;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::ResourceLimiter;
+
+use crate::plugin::bindings::strategy::standby::plugin::types::{Error as WitError, FileRef};
+use crate::plugin::Role;
+use crate::store::Store;
+
+pub use grants::{DbGrant, DnsServerGrant, ExecGrant, NetGrant, PeerGrant, ResolvedGrants, Root};
+
+/// Node-wide facilities the capabilities use. One per node, shared by every
+/// plugin instance.
+#[derive(Debug)]
+pub struct Services {
+    store: Option<Arc<Store>>,
+    staging: PathBuf,
+    started: Instant,
+    next_snapshot_id: AtomicU64,
+    durable: Mutex<Vec<DurableMark>>,
+    role: Mutex<Role>,
+    peer: std::sync::OnceLock<crate::peer::PeerLink>,
+    snapshot_marks: Mutex<std::collections::HashMap<u64, Vec<crate::store::DeviceMark>>>,
+}
+
+/// What the other site holds durably, as a strategy confirmed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) enum DurableMark {
+    /// A snapshot (by host id) is installed at the other site.
+    Snapshot(u64),
+    /// Every change through this sequence is applied at the other site.
+    Changes(u64),
+}
+
+impl Services {
+    /// Services for a node whose database is `store` (or none, e.g. when only
+    /// checking a profile). `staging` is a host-private directory on the same
+    /// filesystem as the plugins' roots where possible; it is created if missing.
+    pub fn new(
+        store: Option<Arc<Store>>,
+        staging: impl Into<PathBuf>,
+    ) -> std::io::Result<Arc<Self>> {
+        let staging = staging.into();
+        std::fs::create_dir_all(&staging)?;
+        Ok(Arc::new(Self {
+            store,
+            staging,
+            started: Instant::now(),
+            next_snapshot_id: AtomicU64::new(1),
+            durable: Mutex::new(Vec::new()),
+            role: Mutex::new(Role::Standby),
+            peer: std::sync::OnceLock::new(),
+            snapshot_marks: Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    /// The node's database, if it has one open.
+    pub(crate) fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Durable marks confirmed so far (oldest first), drained.
+    pub(crate) fn take_durable_marks(&self) -> Vec<DurableMark> {
+        std::mem::take(&mut *self.durable.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The node's current role, as the capabilities see it.
+    pub(crate) fn role(&self) -> Role {
+        *self.role.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record the node's role (the node does this on every transition).
+    pub(crate) fn set_role(&self, role: Role) {
+        *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// Connect the `peer` capability to the node's peer link (once).
+    pub(crate) fn attach_peer(&self, link: crate::peer::PeerLink) {
+        let _ = self.peer.set(link);
+    }
+
+    /// The node's peer link, if it has one.
+    pub(crate) fn peer(&self) -> Option<&crate::peer::PeerLink> {
+        self.peer.get()
+    }
+
+    /// The per-device watermarks a snapshot holds (recorded when it was
+    /// taken), removed: once the other site confirms the snapshot, these
+    /// events are durable there.
+    pub(crate) fn take_snapshot_marks(&self, id: u64) -> Vec<crate::store::DeviceMark> {
+        self.snapshot_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .unwrap_or_default()
+    }
+
+    fn record_snapshot_marks(&self, id: u64, marks: Vec<crate::store::DeviceMark>) {
+        let mut all = self
+            .snapshot_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Keep the recent ones only: a snapshot never confirmed is superseded.
+        if all.len() >= 64 {
+            if let Some(oldest) = all.keys().min().copied() {
+                all.remove(&oldest);
+            }
+        }
+        all.insert(id, marks);
+    }
+
+    fn next_snapshot_id(&self) -> u64 {
+        self.next_snapshot_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Per-instance state inside a wasmtime `Store`.
+pub(crate) struct HostState {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) grants: Arc<ResolvedGrants>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) limits: CallLimits,
+}
+
+impl HostState {
+    /// State for one instance of `plugin`.
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        grants: Arc<ResolvedGrants>,
+        services: Arc<Services>,
+        memory_cap: u64,
+    ) -> Self {
+        Self {
+            plugin,
+            grants,
+            services,
+            limits: CallLimits {
+                memory_cap,
+                memory_cap_hit: false,
+                ticks_left: 0,
+                deadline_hit: false,
+            },
+        }
+    }
+
+    /// The root named by `file.root`, or access-denied.
+    fn root(&self, root: &str) -> Result<&Root, WitError> {
+        self.grants.roots.get(root).ok_or_else(|| {
+            WitError::AccessDenied(format!(
+                "root `{root}` is not granted to plugin {} (granted: {})",
+                self.plugin,
+                self.grants
+                    .roots
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// Resolve a file reference to its root and a checked relative path.
+    fn file(&self, file: &FileRef) -> Result<(Root, PathBuf), WitError> {
+        let root = self.root(&file.root)?.clone();
+        let rel = relative_path(&file.path)?;
+        Ok((root, rel))
+    }
+}
+
+/// Limits enforced on every call: a memory cap and a budget of guest time.
+#[derive(Debug)]
+pub(crate) struct CallLimits {
+    pub memory_cap: u64,
+    pub memory_cap_hit: bool,
+    /// Epoch ticks the current call may still spend in guest code.
+    pub ticks_left: u32,
+    pub deadline_hit: bool,
+}
+
+impl ResourceLimiter for CallLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_cap {
+            self.memory_cap_hit = true;
+            return Err(wasmtime::format_err!(
+                "memory cap of {} bytes reached (wanted {desired})",
+                self.memory_cap
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Check a plugin-supplied relative path: no absolute paths, no `..`, no `.`,
+/// no empty components, no NUL. `""` names the root itself.
+pub(crate) fn relative_path(path: &str) -> Result<PathBuf, WitError> {
+    let bad = |why: &str| WitError::AccessDenied(format!("path `{path}` {why}"));
+    if path.contains('\0') {
+        return Err(bad("contains NUL"));
+    }
+    let p = Path::new(path);
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => return Err(bad("leaves its root (`..`)")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(bad("is absolute; paths are relative to a granted root"))
+            }
+            Component::CurDir => return Err(bad("contains `.`")),
+        }
+    }
+    Ok(out)
+}
+
+/// Map an I/O error on `what` to a WIT error.
+pub(crate) fn io_error(what: &str, e: std::io::Error) -> WitError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => WitError::NotFound(format!("{what}: {e}")),
+        AlreadyExists => WitError::Conflict(format!("{what}: already exists")),
+        PermissionDenied => WitError::AccessDenied(format!("{what}: {e}")),
+        InvalidInput => WitError::InvalidArgument(format!("{what}: {e}")),
+        _ => WitError::Other(format!("{what}: {e}")),
+    }
+}
+
+/// Run blocking work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WitError> + Send + 'static,
+) -> Result<T, WitError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(WitError::Other(format!("host task failed: {e}"))))
+}
+
+impl crate::plugin::bindings::strategy::standby::plugin::types::Host for HostState {}

@@ -1,0 +1,93 @@
+//! The acknowledgement gate: whether this node may acknowledge device
+//! events right now. The lease keeper moves its deadline forward on every
+//! renewal (the lease's end minus the safety margin); the gateway checks it
+//! after each commit and before each acknowledgement, on the monotonic
+//! clock, so a node whose renewals stall stops acknowledging on time even if
+//! no task gets to run to close it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A deadline on the monotonic clock, readable without locks.
+#[derive(Debug)]
+pub(crate) struct AckGate {
+    base: Instant,
+    /// Nanoseconds after `base` until which acknowledging is allowed;
+    /// `u64::MAX` for always (no lease in use), 0 for never.
+    until_ns: AtomicU64,
+    /// The last deadline given to [`AckGate::open_until`] (0: none yet).
+    last_deadline_ns: AtomicU64,
+}
+
+impl AckGate {
+    /// A gate that is always open (a node without a witness: the operator
+    /// decides who is active).
+    pub(crate) fn always_open() -> Self {
+        Self {
+            base: Instant::now(),
+            until_ns: AtomicU64::new(u64::MAX),
+            last_deadline_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A gate that is closed until [`AckGate::open_until`].
+    pub(crate) fn closed() -> Self {
+        Self {
+            base: Instant::now(),
+            until_ns: AtomicU64::new(0),
+            last_deadline_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Allow acknowledging until `deadline`.
+    pub(crate) fn open_until(&self, deadline: Instant) {
+        let ns = deadline
+            .saturating_duration_since(self.base)
+            .as_nanos()
+            .min(u128::from(u64::MAX - 1)) as u64;
+        self.until_ns.store(ns, Ordering::SeqCst);
+        self.last_deadline_ns.store(ns, Ordering::SeqCst);
+    }
+
+    /// The last deadline it was opened until, even after it closed (when
+    /// acknowledging stopped at the latest).
+    pub(crate) fn last_deadline(&self) -> Option<Instant> {
+        match self.last_deadline_ns.load(Ordering::SeqCst) {
+            0 => None,
+            ns => Some(self.base + std::time::Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Stop acknowledging now.
+    pub(crate) fn close(&self) {
+        self.until_ns.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether acknowledging is allowed now.
+    pub(crate) fn is_open(&self) -> bool {
+        let until = self.until_ns.load(Ordering::SeqCst);
+        until == u64::MAX || (self.base.elapsed().as_nanos() as u64) < until
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_gate_shuts_by_itself_at_its_deadline() {
+        let g = AckGate::closed();
+        assert!(!g.is_open());
+        g.open_until(Instant::now() + Duration::from_millis(50));
+        assert!(g.is_open());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!g.is_open(), "no renewal: closed without anyone closing it");
+        g.open_until(Instant::now() + Duration::from_secs(10));
+        g.close();
+        assert!(!g.is_open());
+        assert!(AckGate::always_open().is_open());
+    }
+}

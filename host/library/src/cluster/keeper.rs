@@ -1,0 +1,220 @@
+//! The lease keeper of an active node: renews the lease on a fixed cadence
+//! and keeps the acknowledgement gate open until the lease's end minus the
+//! safety margin. When a renewal is refused, or none succeeds before that
+//! point, the gate is already shut (it shuts by itself at its deadline) and
+//! the keeper reports how the lease ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::gate::AckGate;
+use super::lease::{Lease, LeaseError, WitnessClient};
+
+/// Lease timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Length of each lease (and renewal).
+    pub ttl: Duration,
+    /// How often the active node renews.
+    pub renew_every: Duration,
+    /// The node stops acting this long before its lease ends (clock drift
+    /// between node and witness, scheduling delays).
+    pub margin: Duration,
+}
+
+impl Default for LeaseSettings {
+    /// 800 ms leases renewed every 200 ms with a 150 ms margin: a dead
+    /// active's lease is free at most 800 ms after its last renewal, and a
+    /// live one survives three lost renewals.
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_millis(800),
+            renew_every: Duration::from_millis(200),
+            margin: Duration::from_millis(150),
+        }
+    }
+}
+
+/// Lease settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lease settings: {0}")]
+pub struct LeaseSettingsError(pub String);
+
+impl LeaseSettings {
+    /// Check that a renewal fits inside a lease with room to spare.
+    pub fn validate(&self) -> Result<(), LeaseSettingsError> {
+        if self.margin.is_zero() {
+            return Err(LeaseSettingsError("the margin must be above zero".into()));
+        }
+        if self.margin >= self.ttl {
+            return Err(LeaseSettingsError(format!(
+                "the margin {:?} must be below the lease length {:?}",
+                self.margin, self.ttl
+            )));
+        }
+        if self.renew_every.is_zero() || self.renew_every >= self.ttl - self.margin {
+            return Err(LeaseSettingsError(format!(
+                "renewing every {:?} must be above zero and below the lease length minus the margin ({:?})",
+                self.renew_every,
+                self.ttl - self.margin
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a held lease ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeaseEnd {
+    /// No renewal succeeded before the margin: the node must stop.
+    Expired {
+        /// The lease's epoch.
+        epoch: u64,
+        /// The last renewal error.
+        reason: String,
+    },
+    /// The witness refused the renewal (another node holds a newer epoch,
+    /// or the lease ran out on the witness's clock).
+    Refused {
+        /// The lease's epoch.
+        epoch: u64,
+        /// The witness's epoch.
+        witness_epoch: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running lease keeper. Dropping it (or [`Keeper::abort`]) stops the
+/// renewals; the gate then still shuts at its deadline.
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Keeper {
+    /// Stop renewing.
+    pub(crate) fn abort(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Hold `lease`: renew it on `settings`' cadence, keeping `gate` open until
+/// its end minus the margin. Returns the keeper and how the lease ended.
+///
+/// The keeper runs on a thread of its own with its own small runtime, so a
+/// node busy with thousands of reconnecting devices cannot delay a renewal
+/// past the lease's end.
+pub(crate) fn hold(
+    client: Arc<WitnessClient>,
+    lease: Lease,
+    settings: LeaseSettings,
+    gate: Arc<AckGate>,
+) -> (Keeper, oneshot::Receiver<LeaseEnd>) {
+    let (tx, rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("lease-keeper".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    gate.close();
+                    let _ = tx.send(LeaseEnd::Expired {
+                        epoch: lease.epoch,
+                        reason: format!("the lease keeper could not start: {e}"),
+                    });
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                tokio::select! {
+                    end = keep(&client, lease, settings, &gate) => {
+                        gate.close();
+                        tracing::warn!(?end, "lease ended: acknowledging stopped");
+                        let _ = tx.send(end);
+                    }
+                    _ = stop_rx => {}
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        // The closure (and with it the sender) is gone: the receiver sees the
+        // keeper end at once, and the node steps down.
+        tracing::error!(error = %e, "cannot start the lease keeper thread");
+    }
+    (
+        Keeper {
+            stop: Some(stop_tx),
+        },
+        rx,
+    )
+}
+
+async fn keep(
+    client: &WitnessClient,
+    mut lease: Lease,
+    settings: LeaseSettings,
+    gate: &AckGate,
+) -> LeaseEnd {
+    let mut last_error = String::from("no renewal attempted");
+    loop {
+        if let Some(deadline) = lease.expires.checked_sub(settings.margin) {
+            gate.open_until(deadline.into_std());
+        }
+        // Renew on the interval, or sooner when the lease arrived with little
+        // of it left (a witness slow to answer the grant or a renewal).
+        let pause = settings.renew_every.min(lease.left(settings.margin) / 2);
+        tokio::time::sleep(pause).await;
+        if !lease.valid(settings.margin) {
+            return LeaseEnd::Expired {
+                epoch: lease.epoch,
+                reason: last_error,
+            };
+        }
+        // A renewal still in flight when the margin is reached is no use.
+        let left = lease.left(settings.margin);
+        match tokio::time::timeout(left, client.renew(&lease, settings.ttl)).await {
+            Ok(Ok(renewed)) => lease = renewed,
+            Ok(Err(LeaseError::Denied { reason, epoch, .. })) => {
+                return LeaseEnd::Refused {
+                    epoch: lease.epoch,
+                    witness_epoch: epoch,
+                    reason,
+                };
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, left = ?lease.left(settings.margin), "lease renewal failed");
+                last_error = e.to_string();
+            }
+            Err(_) => last_error = format!("renewal unanswered within {left:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_validated() {
+        assert!(LeaseSettings::default().validate().is_ok());
+        let bad = |ttl, renew, margin| LeaseSettings {
+            ttl: Duration::from_millis(ttl),
+            renew_every: Duration::from_millis(renew),
+            margin: Duration::from_millis(margin),
+        };
+        assert!(bad(800, 200, 0).validate().is_err());
+        assert!(bad(800, 200, 800).validate().is_err());
+        let e = bad(800, 700, 150).validate().unwrap_err();
+        assert!(e.to_string().contains("renewing every 700ms"), "{e}");
+    }
+}

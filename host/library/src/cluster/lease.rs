@@ -1,0 +1,241 @@
+//! The node's side of the witness: acquire, renew and release a lease over
+//! one authenticated connection (redialled when it breaks). A lease's end is
+//! measured on this node's monotonic clock from when the request was *sent*,
+//! which is before the witness started counting, so the node's view of its
+//! lease always ends first.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::proto::{Reply, Request};
+use crate::peer::auth::FrameMac;
+use crate::peer::proto::{read_frame, write_frame};
+use crate::peer::{session, Psk};
+
+/// A lease this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    /// The epoch the witness granted with it.
+    pub epoch: u64,
+    /// When it ends on this node's monotonic clock.
+    pub expires: Instant,
+}
+
+impl Lease {
+    /// Whether this node may still act on the lease: it ends more than
+    /// `margin` from now.
+    pub(crate) fn valid(&self, margin: Duration) -> bool {
+        Instant::now() + margin < self.expires
+    }
+
+    /// Time left before `margin` before the end (zero when past).
+    pub(crate) fn left(&self, margin: Duration) -> Duration {
+        self.expires
+            .checked_sub(margin)
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+}
+
+/// A lease request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum LeaseError {
+    /// The witness could not be reached or did not answer in time.
+    #[error("witness {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The witness.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The witness said no.
+    #[error("witness denied the lease: {reason} (epoch {epoch}, holder {holder:?}, {remaining_ms} ms left)")]
+    Denied {
+        /// Why.
+        reason: String,
+        /// Who holds it.
+        holder: Option<String>,
+        /// The witness's epoch.
+        epoch: u64,
+        /// How long the holder's lease still runs.
+        remaining_ms: u64,
+    },
+    /// The witness answered something that does not fit the request.
+    #[error("witness answered out of protocol: {0}")]
+    Protocol(String),
+}
+
+/// What the witness reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WitnessView {
+    /// Its highest granted epoch.
+    pub epoch: u64,
+    /// Who holds an unexpired lease.
+    pub holder: Option<String>,
+    /// How long it still runs.
+    pub remaining_ms: u64,
+}
+
+struct Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    out_mac: FrameMac,
+    in_mac: FrameMac,
+}
+
+/// A connection to the witness.
+pub(crate) struct WitnessClient {
+    addr: SocketAddr,
+    psk: Psk,
+    node_id: String,
+    timeout: Duration,
+    conn: Mutex<Option<Conn>>,
+}
+
+impl std::fmt::Debug for WitnessClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WitnessClient")
+            .field("addr", &self.addr)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WitnessClient {
+    /// A client for `node_id`; each request (including any dial) must finish
+    /// within `timeout`.
+    pub(crate) fn new(addr: SocketAddr, psk: Psk, node_id: &str, timeout: Duration) -> Self {
+        Self {
+            addr,
+            psk,
+            node_id: node_id.to_string(),
+            timeout,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The witness's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Take the lease for `ttl` with a new epoch.
+    pub(crate) async fn acquire(&self, ttl: Duration) -> Result<Lease, LeaseError> {
+        let sent = Instant::now();
+        let reply = self
+            .call(Request::Acquire {
+                ttl_ms: ttl.as_millis() as u64,
+            })
+            .await?;
+        granted(reply, sent)
+    }
+
+    /// Extend `lease` by `ttl` from now.
+    pub(crate) async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LeaseError> {
+        let sent = Instant::now();
+        let reply = self
+            .call(Request::Renew {
+                epoch: lease.epoch,
+                ttl_ms: ttl.as_millis() as u64,
+            })
+            .await?;
+        granted(reply, sent)
+    }
+
+    /// Give `lease` up now.
+    pub(crate) async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+        match self.call(Request::Release { epoch: lease.epoch }).await? {
+            Reply::Released { .. } => Ok(()),
+            other => Err(LeaseError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// The witness's epoch and holder.
+    pub(crate) async fn query(&self) -> Result<WitnessView, LeaseError> {
+        match self.call(Request::Query).await? {
+            Reply::State {
+                epoch,
+                holder,
+                remaining_ms,
+            } => Ok(WitnessView {
+                epoch,
+                holder,
+                remaining_ms,
+            }),
+            other => Err(LeaseError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    async fn call(&self, request: Request) -> Result<Reply, LeaseError> {
+        let unreachable = |reason: String| LeaseError::Unreachable {
+            addr: self.addr,
+            reason,
+        };
+        let mut slot = self.conn.lock().await;
+        let run = async {
+            if slot.is_none() {
+                let mut stream = TcpStream::connect(self.addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (_, (out_mac, in_mac)) =
+                    session::dial(&mut stream, &self.psk, &self.node_id, None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let (rd, wr) = stream.into_split();
+                *slot = Some(Conn {
+                    rd,
+                    wr,
+                    out_mac,
+                    in_mac,
+                });
+            }
+            let Some(c) = slot.as_mut() else {
+                return Err("no connection".to_string());
+            };
+            write_frame(&mut c.wr, &mut c.out_mac, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            read_frame::<_, Reply>(&mut c.rd, &mut c.in_mac)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, run).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(reason)) => {
+                *slot = None;
+                Err(unreachable(reason))
+            }
+            Err(_) => {
+                *slot = None;
+                Err(unreachable(format!("no answer within {:?}", self.timeout)))
+            }
+        }
+    }
+}
+
+fn granted(reply: Reply, sent: Instant) -> Result<Lease, LeaseError> {
+    match reply {
+        Reply::Granted { epoch, ttl_ms } => Ok(Lease {
+            epoch,
+            expires: sent + Duration::from_millis(ttl_ms),
+        }),
+        Reply::Denied {
+            reason,
+            holder,
+            epoch,
+            remaining_ms,
+        } => Err(LeaseError::Denied {
+            reason,
+            holder,
+            epoch,
+            remaining_ms,
+        }),
+        other => Err(LeaseError::Protocol(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,192 @@
+//! Profiles: one TOML file describes both sites, the store, the plugin
+//! runtime, the strategy pipeline and the failover actions with their grants.
+//!
+//! Layers, lowest first: built-in defaults < the profile file < `STANDBY_*`
+//! environment variables (`STANDBY_STORE__JOURNAL=rollback-exclusive`, `__`
+//! separating levels) < `--set key=value` flags. Unknown keys are errors.
+
+mod grants;
+mod profile;
+mod settings;
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+pub use grants::{GrantCheck, GrantsConfig};
+pub use profile::{
+    AcceptKeyword, AcceptSetting, ClusterSection, DevicesSection, DurableAck, GatewaySection,
+    PluginEntry, Profile, Site, SiteRole, StoreSection, PROFILE_VERSION,
+};
+pub use settings::flatten_settings;
+
+/// Environment variables with the `STANDBY_` prefix that are not profile
+/// keys: logging, and what the fencing command is given (a fencing script
+/// may itself call `standby`).
+const NON_CONFIG_ENV: &[&str] = &["log", "log_format", "epoch", "node", "peer"];
+
+/// What is wrong with a profile.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The profile file does not exist or cannot be read.
+    #[error("{file}: cannot read the profile: {reason}")]
+    Unreadable {
+        /// The profile file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A key is unknown, has the wrong type, or is missing.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is well-typed but not acceptable.
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        /// The profile file.
+        file: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plugin failed its checks (missing file, wrong world, ungranted capability).
+    #[error("{file}: `{key}`: {error}")]
+    Plugin {
+        /// The profile file.
+        file: PathBuf,
+        /// Dotted key of the plugin entry.
+        key: String,
+        /// The loader's error.
+        error: Box<crate::plugin::LoadError>,
+    },
+}
+
+/// A profile with the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedProfile {
+    /// The merged, validated profile.
+    pub profile: Profile,
+    /// The profile file.
+    pub file: PathBuf,
+    /// Its directory: relative paths in the profile are relative to it.
+    pub base_dir: PathBuf,
+}
+
+/// A `--set` flag that is not `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverrideError {
+    /// No `=` in it.
+    #[error("`{0}` is not key=value")]
+    NotKeyValue(String),
+    /// Nothing before the `=`.
+    #[error("`{0}` has an empty key")]
+    EmptyKey(String),
+}
+
+/// Parse a `--set key=value` flag; the value is read as TOML when it parses,
+/// else as a string.
+pub fn parse_override(text: &str) -> Result<(String, toml::Value), OverrideError> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| OverrideError::NotKeyValue(text.to_string()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(OverrideError::EmptyKey(text.to_string()));
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    Ok((key.to_string(), parsed))
+}
+
+/// Load a profile: defaults < file < environment < overrides, then validate.
+pub fn load(
+    file: &Path,
+    overrides: &[(String, toml::Value)],
+) -> Result<LoadedProfile, ConfigError> {
+    if let Err(e) = std::fs::metadata(file) {
+        return Err(ConfigError::Unreadable {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        });
+    }
+    let mut figment = Figment::new().merge(Toml::file_exact(file)).merge(
+        Env::prefixed("STANDBY_").split("__").filter(|k| {
+            !NON_CONFIG_ENV
+                .iter()
+                .any(|n| k.as_str().eq_ignore_ascii_case(n))
+        }),
+    );
+    for (key, value) in overrides {
+        figment = figment.merge(figment::providers::Serialized::global(key, value));
+    }
+    let profile: Profile = figment.extract().map_err(|e| parse_error(file, e))?;
+    let base_dir = file
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let base_dir = base_dir.canonicalize().unwrap_or(base_dir);
+    let loaded = LoadedProfile {
+        profile,
+        file: file.to_path_buf(),
+        base_dir,
+    };
+    loaded.validate()?;
+    Ok(loaded)
+}
+
+/// `strategy.0.grants` -> `strategy[0].grants`, the form the other errors use.
+fn dotted_key(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.chars().all(|c| c.is_ascii_digit()) && !key.is_empty() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+/// Render figment's errors as `origin: `key`: what`, one per line, where the
+/// origin is the file, the environment variable, or the `--set` flag.
+fn parse_error(file: &Path, err: figment::Error) -> ConfigError {
+    let mut lines = Vec::new();
+    for e in err {
+        let key = dotted_key(&e.path);
+        let origin = match &e.metadata {
+            Some(m) if m.name.contains("environment") => {
+                format!(
+                    "environment variable STANDBY_{}",
+                    e.path.join("__").to_uppercase()
+                )
+            }
+            Some(m) if matches!(m.source, Some(figment::Source::Code(_))) => {
+                "--set flag".to_string()
+            }
+            _ => file.display().to_string(),
+        };
+        let what = e.kind.to_string();
+        if key.is_empty() {
+            lines.push(format!("{origin}: {what}"));
+        } else {
+            lines.push(format!("{origin}: `{key}`: {what}"));
+        }
+    }
+    ConfigError::Parse(lines.join("\n"))
+}

@@ -1,0 +1,526 @@
+//! The profile's structure.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, GrantsConfig, LoadedProfile};
+use crate::plugin::runtime::{PluginSource, RuntimeOptions};
+use crate::store::JournalMode;
+
+/// The profile format version this build reads.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// A whole profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile format version (must be 1).
+    pub version: u32,
+    /// Short name, e.g. `case1-wan-copy`.
+    pub name: String,
+    /// What the profile is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The two sites, by name (`onsite`, `dr`, ...).
+    pub sites: BTreeMap<String, Site>,
+    /// The database.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// The plugin runtime.
+    #[serde(default)]
+    pub plugins: RuntimeOptions,
+    /// The device link (both sites).
+    #[serde(default)]
+    pub devices: DevicesSection,
+    /// The replication pipeline, in order.
+    #[serde(default)]
+    pub strategy: Vec<PluginEntry>,
+    /// The failover actions, in order.
+    #[serde(default)]
+    pub failover: Vec<PluginEntry>,
+    /// The two-node cluster: peer link, witness, lease, detector, fencing.
+    /// Without it each site keeps the role it starts in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// The `[cluster]` table: how the two sites find each other, who decides
+/// which one is active, and how fast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// File holding the pre-shared key of the peer link and the witness
+    /// (at least 32 bytes; relative to the profile file).
+    pub psk_file: PathBuf,
+    /// The witness on a third site. Without one, failover is manual
+    /// (`standby promote --force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<std::net::SocketAddr>,
+    /// Heartbeat interval on the peer link, ms.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Silence from the active peer after which the standby suspects it, ms.
+    #[serde(default = "default_suspect_after_ms")]
+    pub suspect_after_ms: u64,
+    /// Lease length asked of the witness, ms.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// How often the active node renews its lease, ms.
+    #[serde(default = "default_lease_renew_ms")]
+    pub lease_renew_ms: u64,
+    /// The active node stops acknowledging this long before its lease ends, ms.
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
+    /// How long a site that starts as standby and has heard no active peer
+    /// since it started waits before it competes for the lease, ms. Once it
+    /// has heard an active peer, detection runs from the last heartbeat
+    /// heard and this grace no longer applies.
+    #[serde(default = "default_startup_grace_ms")]
+    pub startup_grace_ms: u64,
+    /// A command run (without a shell) before promotion, for sites that can
+    /// power off the old server. It gets STANDBY_EPOCH, STANDBY_NODE and
+    /// STANDBY_PEER in its environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fence_command: Vec<String>,
+    /// How long the fencing command may run, ms.
+    #[serde(default = "default_fence_timeout_ms")]
+    pub fence_timeout_ms: u64,
+    /// Abandon the promotion when the fencing command fails (otherwise the
+    /// failure is logged and the lease alone keeps the old node out). An
+    /// abandoned promotion gives the lease back and is tried again after a
+    /// pause (1 s, doubling up to 30 s).
+    #[serde(default)]
+    pub fence_required: bool,
+    /// A file transfer to the peer fails when the peer has confirmed no
+    /// progress for this long, ms (a message, when it is not acknowledged
+    /// within this long). A whole transfer has no time limit: a large copy
+    /// over a slow link finishes as long as it keeps moving.
+    #[serde(default = "default_transfer_stall_ms")]
+    pub transfer_stall_ms: u64,
+}
+
+/// Smallest `transfer_stall_ms` accepted.
+const MIN_TRANSFER_STALL_MS: u64 = 1_000;
+/// Largest `transfer_stall_ms` accepted (a strategy waits this long on a dead link).
+const MAX_TRANSFER_STALL_MS: u64 = 3_600_000;
+
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_suspect_after_ms() -> u64 {
+    400
+}
+fn default_lease_ttl_ms() -> u64 {
+    800
+}
+fn default_lease_renew_ms() -> u64 {
+    200
+}
+fn default_lease_margin_ms() -> u64 {
+    150
+}
+fn default_startup_grace_ms() -> u64 {
+    3_000
+}
+fn default_fence_timeout_ms() -> u64 {
+    5_000
+}
+fn default_transfer_stall_ms() -> u64 {
+    crate::peer::DEFAULT_TRANSFER_STALL.as_millis() as u64
+}
+
+/// The role a site starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRole {
+    /// Serves devices and replicates.
+    Active,
+    /// Receives replicated data.
+    #[default]
+    Standby,
+}
+
+/// One site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Node id, unique within the profile.
+    pub node_id: String,
+    /// Where this node keeps its database, snapshots and state (relative paths
+    /// are relative to the profile file).
+    pub data_dir: PathBuf,
+    /// The role the node starts in.
+    #[serde(default)]
+    pub role: SiteRole,
+    /// The epoch the node presents until the failover sequence sets one.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Where this node accepts device connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySection>,
+    /// Where this node accepts the peer link (the other site dials it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// The admin HTTP endpoint (`standby status`, `standby promote`); loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
+/// A site's device listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Plain TCP listener (BioStar's device port is 51212). Loopback only,
+    /// unless `allow_plain_remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// TLS listener (51213 by convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// Server certificate chain (PEM), for `tls_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM), for `tls_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Allow the plain listener on a non-loopback address.
+    #[serde(default)]
+    pub allow_plain_remote: bool,
+}
+
+/// Which devices may connect: `"all"` or a list of ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AcceptSetting {
+    /// `"all"`.
+    Keyword(AcceptKeyword),
+    /// Only these ids.
+    Ids(Vec<u32>),
+}
+
+/// The keyword form of [`AcceptSetting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptKeyword {
+    /// Any device.
+    All,
+}
+
+/// When the gateway tells devices their events are safe at the DR site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurableAck {
+    /// At the local commit (no replication configured).
+    #[default]
+    LocalCommit,
+    /// When replication confirms the other site holds them.
+    Replication,
+}
+
+/// The `[devices]` table: the device link on both sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// Which devices may connect.
+    pub accept: AcceptSetting,
+    /// Keep-alive interval announced to devices, ms.
+    pub keepalive_ms: u64,
+    /// A device link with no frame for this long is dropped, ms.
+    pub dead_link_ms: u64,
+    /// Time a new connection has to complete its handshake, ms.
+    pub handshake_timeout_ms: u64,
+    /// Largest packet payload accepted, bytes.
+    pub max_payload: u32,
+    /// When devices may forget events.
+    pub durable_ack: DurableAck,
+}
+
+impl Default for DevicesSection {
+    fn default() -> Self {
+        Self {
+            accept: AcceptSetting::Keyword(AcceptKeyword::All),
+            keepalive_ms: 10_000,
+            dead_link_ms: 30_000,
+            handshake_timeout_ms: 3_000,
+            max_payload: standby_device::frame::DEFAULT_MAX_PAYLOAD,
+            durable_ack: DurableAck::LocalCommit,
+        }
+    }
+}
+
+/// The `[store]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Database file, relative to the site's data directory.
+    pub file: PathBuf,
+    /// `wal` for a local disk; `rollback-exclusive` for a file on a network share.
+    pub journal: JournalMode,
+    /// How long a statement waits for a lock, in milliseconds.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("biostar2.db"),
+            journal: JournalMode::Wal,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// One plugin in `[[strategy]]` or `[[failover]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// `builtin:NAME` or a path to a component (relative to the profile file).
+    pub plugin: String,
+    /// Instance name; defaults to the built-in name or the file stem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Settings passed to the plugin's `configure`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// What the plugin may do beyond logging and reading the clock.
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+impl PluginEntry {
+    /// The instance name.
+    pub fn instance_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.plugin.strip_prefix("builtin:") {
+            Some(n) => n.to_string(),
+            None => std::path::Path::new(&self.plugin)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.plugin.clone()),
+        }
+    }
+}
+
+impl LoadedProfile {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Check what serde cannot: the version, site and instance names, plugin
+    /// files, settings shapes, grant references.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.profile;
+        if p.version != super::PROFILE_VERSION {
+            return Err(self.invalid(
+                "version",
+                format!(
+                    "profile version {} is not supported (this build reads version {})",
+                    p.version,
+                    super::PROFILE_VERSION
+                ),
+            ));
+        }
+        if p.sites.is_empty() {
+            return Err(self.invalid("sites", "at least one site is needed"));
+        }
+        let mut ids = BTreeMap::new();
+        for (name, site) in &p.sites {
+            if site.node_id.trim().is_empty() {
+                return Err(self.invalid(format!("sites.{name}.node_id"), "must not be empty"));
+            }
+            if let Some(other) = ids.insert(site.node_id.clone(), name.clone()) {
+                return Err(self.invalid(
+                    format!("sites.{name}.node_id"),
+                    format!("`{}` is also the node id of site `{other}`", site.node_id),
+                ));
+            }
+        }
+        for (name, site) in &p.sites {
+            if let Some(g) = &site.gateway {
+                let key = format!("sites.{name}.gateway");
+                if g.listen.is_none() && g.tls_listen.is_none() {
+                    return Err(self.invalid(key, "needs `listen`, `tls_listen`, or both"));
+                }
+                if g.tls_listen.is_some() && (g.cert.is_none() || g.key.is_none()) {
+                    return Err(self.invalid(key, "`tls_listen` needs `cert` and `key`"));
+                }
+                if let Some(addr) = g.listen {
+                    if !addr.ip().is_loopback() && !g.allow_plain_remote {
+                        return Err(self.invalid(
+                            format!("{key}.listen"),
+                            format!("plain (unencrypted) device listener on non-loopback {addr}: use tls_listen, or set allow_plain_remote = true"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, site) in &p.sites {
+            if let Some(addr) = site.admin_listen {
+                if !addr.ip().is_loopback() {
+                    return Err(self.invalid(
+                        format!("sites.{name}.admin_listen"),
+                        format!("the admin endpoint has no authentication and must be on loopback, not {addr}"),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &p.cluster {
+            self.validate_cluster(c)?;
+        }
+        let d = &p.devices;
+        if d.keepalive_ms == 0 || d.dead_link_ms <= d.keepalive_ms {
+            return Err(self.invalid(
+                "devices.dead_link_ms",
+                "must be longer than devices.keepalive_ms (and both above 0)",
+            ));
+        }
+        if d.max_payload < 1024 {
+            return Err(self.invalid("devices.max_payload", "must be at least 1024 bytes"));
+        }
+        if p.plugins.memory_cap < (1 << 20) {
+            return Err(self.invalid("plugins.memory_cap", "must be at least 1 MiB (1048576)"));
+        }
+        if p.plugins.call_deadline_ms < 10 {
+            return Err(self.invalid("plugins.call_deadline_ms", "must be at least 10 ms"));
+        }
+        if p.plugins.backoff_initial_ms == 0
+            || p.plugins.backoff_max_ms < p.plugins.backoff_initial_ms
+        {
+            return Err(self.invalid(
+                "plugins.backoff_initial_ms",
+                "must be above 0 and not above plugins.backoff_max_ms",
+            ));
+        }
+        let mut names = BTreeMap::new();
+        for (section, entries) in [("strategy", &p.strategy), ("failover", &p.failover)] {
+            for (i, entry) in entries.iter().enumerate() {
+                let key = format!("{section}[{i}]");
+                let name = entry.instance_name();
+                if let Some(other) = names.insert(name.clone(), key.clone()) {
+                    return Err(self.invalid(
+                        format!("{key}.name"),
+                        format!("instance name `{name}` is also used by {other}; set `name` to tell them apart"),
+                    ));
+                }
+                if let PluginSource::Path(path) = self.plugin_source(entry) {
+                    if !path.is_file() {
+                        return Err(self.invalid(
+                            format!("{key}.plugin"),
+                            format!("plugin file {} does not exist", path.display()),
+                        ));
+                    }
+                }
+                super::flatten_settings(&entry.settings)
+                    .map_err(|(k, m)| self.invalid(format!("{key}.settings.{k}"), m))?;
+                entry
+                    .grants
+                    .validate()
+                    .map_err(|(k, m)| self.invalid(format!("{key}.grants.{k}"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self, c: &ClusterSection) -> Result<(), ConfigError> {
+        let p = &self.profile;
+        if p.sites.len() != 2 {
+            return Err(self.invalid(
+                "cluster",
+                format!(
+                    "a cluster has exactly two sites; this profile has {}",
+                    p.sites.len()
+                ),
+            ));
+        }
+        for (name, site) in &p.sites {
+            if site.peer_listen.is_none() {
+                return Err(self.invalid(
+                    format!("sites.{name}.peer_listen"),
+                    "every site of a cluster needs the address where it accepts the peer link",
+                ));
+            }
+        }
+        let detector = crate::cluster::DetectorSettings {
+            heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
+            suspect_after: std::time::Duration::from_millis(c.suspect_after_ms),
+        };
+        detector
+            .validate()
+            .map_err(|e| self.invalid("cluster.suspect_after_ms", e.0))?;
+        let lease = self.lease_settings(c);
+        lease
+            .validate()
+            .map_err(|e| self.invalid("cluster.lease_ttl_ms", e.0))?;
+        if c.fence_required && c.fence_command.is_empty() {
+            return Err(self.invalid(
+                "cluster.fence_required",
+                "is true but no fence_command is given",
+            ));
+        }
+        if !(MIN_TRANSFER_STALL_MS..=MAX_TRANSFER_STALL_MS).contains(&c.transfer_stall_ms) {
+            return Err(self.invalid(
+                "cluster.transfer_stall_ms",
+                format!(
+                    "{} ms is out of range: a transfer with no progress for this long fails, so it must be between {MIN_TRANSFER_STALL_MS} ms and {MAX_TRANSFER_STALL_MS} ms (1 s to 1 h)",
+                    c.transfer_stall_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The lease settings of a cluster section.
+    pub fn lease_settings(&self, c: &ClusterSection) -> crate::cluster::LeaseSettings {
+        crate::cluster::LeaseSettings {
+            ttl: std::time::Duration::from_millis(c.lease_ttl_ms),
+            renew_every: std::time::Duration::from_millis(c.lease_renew_ms),
+            margin: std::time::Duration::from_millis(c.lease_margin_ms),
+        }
+    }
+
+    /// The name of the site that is not `name` (in a two-site profile).
+    pub fn other_site(&self, name: &str) -> Option<(&String, &Site)> {
+        self.profile.sites.iter().find(|(n, _)| n.as_str() != name)
+    }
+
+    /// Where an entry's plugin comes from.
+    pub fn plugin_source(&self, entry: &PluginEntry) -> PluginSource {
+        PluginSource::parse(&entry.plugin, &self.base_dir)
+    }
+
+    /// The site called `name`.
+    pub fn site(&self, name: &str) -> Result<&Site, ConfigError> {
+        self.profile.sites.get(name).ok_or_else(|| {
+            self.invalid(
+                "sites",
+                format!(
+                    "there is no site `{name}` (sites: {})",
+                    self.profile
+                        .sites
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
+    /// A site's data directory, absolute.
+    pub fn data_dir(&self, site: &Site) -> PathBuf {
+        self.base_dir.join(&site.data_dir)
+    }
+
+    /// A site's database file, absolute.
+    pub fn store_path(&self, site: &Site) -> PathBuf {
+        self.data_dir(site).join(&self.profile.store.file)
+    }
+}

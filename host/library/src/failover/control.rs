@@ -1,0 +1,362 @@
+//! The node's control loop: the failure detector over peer heartbeats and the
+//! witness's view, the fenced node's rejoin, operator promotions, and the
+//! epochs a peer or the witness presents. The sequences it runs are in
+//! [`super::promotion`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::delivery::apply_durable_marks;
+use super::promotion::{complete_promotion, demote, promote_holding, Held, PromoteError};
+use super::timeline::{Timeline, TimelineBuilder};
+use crate::cluster::{DetectorSettings, LeaseEnd, LeaseError, PeerWatch, Suspicion};
+use crate::node::core::{Command, Core};
+use crate::plugin::Role;
+
+const MANUAL_EPOCH_FILE: &str = "manual-epoch";
+
+/// The epoch of the last forced promotion on this node (no witness), or 0.
+pub(crate) fn read_manual_epoch(data_dir: &Path) -> u64 {
+    std::fs::read_to_string(data_dir.join(MANUAL_EPOCH_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_manual_epoch(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = data_dir.join(format!("{MANUAL_EPOCH_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{epoch}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(MANUAL_EPOCH_FILE))?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// The first pause before a promotion abandoned by a failed fencing command
+/// is tried again; it doubles with each further failure.
+const RETRY_ABANDONED_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between attempts at an abandoned promotion.
+const RETRY_ABANDONED_MAX: Duration = Duration::from_secs(30);
+
+/// What the standby's failure detector has seen.
+struct Watch {
+    /// When the active peer was last heard, and the startup grace.
+    peer: PeerWatch,
+    /// When the peer was first suspected, and why.
+    suspected: Option<(Instant, Suspicion)>,
+    next_try: Instant,
+    /// What was last said about waiting (said once, not every tick).
+    said: String,
+    next_fenced_query: Instant,
+    /// The pause before the next attempt after an abandoned promotion.
+    retry_abandoned: Duration,
+}
+
+impl Watch {
+    fn new(core: &Core) -> Self {
+        let now = Instant::now();
+        // A standby that has heard no active peer since it started waits out
+        // the startup grace (the preferred active waits for nobody).
+        let (detector, grace) = match &core.settings {
+            Some(s) if !s.prefer_active => (s.detector, s.startup_grace),
+            Some(s) => (s.detector, Duration::ZERO),
+            None => (DetectorSettings::default(), Duration::ZERO),
+        };
+        Self {
+            peer: PeerWatch::new(detector, now.into(), grace),
+            suspected: None,
+            next_try: now,
+            said: String::new(),
+            next_fenced_query: now,
+            retry_abandoned: RETRY_ABANDONED_FIRST,
+        }
+    }
+
+    /// After a role change: what was heard before says nothing now.
+    fn reset(&mut self) {
+        self.peer.restart(Instant::now().into());
+        self.suspected = None;
+        self.said.clear();
+        self.retry_abandoned = RETRY_ABANDONED_FIRST;
+    }
+
+    fn say(&mut self, what: String) {
+        if what != self.said {
+            tracing::warn!("{what}");
+            self.said = what;
+        }
+    }
+}
+
+/// Run the control loop until aborted.
+pub(crate) async fn run(core: Arc<Core>, mut commands: mpsc::Receiver<Command>) {
+    let tick = core
+        .settings
+        .as_ref()
+        .map(|s| {
+            (s.detector.heartbeat / 2).clamp(Duration::from_millis(10), Duration::from_millis(100))
+        })
+        .unwrap_or(Duration::from_millis(100));
+    let mut held: Option<Held> = None;
+    let mut watch = Watch::new(&core);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            end = lease_ended(&mut held) => {
+                let reason = match end {
+                    Some(LeaseEnd::Expired { reason, .. }) => format!("lease expired: {reason}"),
+                    Some(LeaseEnd::Refused { witness_epoch, reason, .. }) => {
+                        format!("the witness refused the renewal (its epoch {witness_epoch}): {reason}")
+                    }
+                    None => String::from("the lease keeper stopped"),
+                };
+                held = None;
+                demote(&core, &reason, None).await;
+                watch.reset();
+                continue;
+            }
+            cmd = commands.recv() => {
+                if let Some(Command::Promote { force, reply }) = cmd {
+                    let result = operator_promote(&core, force, &mut held).await;
+                    watch.reset();
+                    let _ = reply.send(result);
+                }
+                continue;
+            }
+        }
+        apply_durable_marks(&core);
+        adopt_peer_epoch(&core, &mut held, &mut watch).await;
+        match core.role() {
+            Role::Standby if core.witness.is_some() => {
+                if let Some(h) = standby_step(&core, &mut watch).await {
+                    held = Some(h);
+                    watch.reset();
+                }
+            }
+            Role::Fenced => fenced_step(&core, &mut watch).await,
+            _ => {}
+        }
+    }
+}
+
+async fn lease_ended(held: &mut Option<Held>) -> Option<LeaseEnd> {
+    match held.as_mut() {
+        Some(h) => (&mut h.end).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// A peer presenting a higher epoch fences an active node and is adopted by
+/// any other.
+async fn adopt_peer_epoch(core: &Core, held: &mut Option<Held>, watch: &mut Watch) {
+    let Some(peer) = &core.peer else { return };
+    let theirs = peer.state().epoch;
+    if theirs <= core.epoch() {
+        return;
+    }
+    if matches!(core.role(), Role::Active | Role::Candidate) {
+        if let Some(mut h) = held.take() {
+            h.task.abort();
+        }
+        demote(
+            core,
+            &format!("the peer presented epoch {theirs}"),
+            Some(theirs),
+        )
+        .await;
+        watch.reset();
+    } else {
+        core.lock_machine().saw_epoch(theirs, "the peer");
+        core.publish();
+    }
+}
+
+/// The standby's failure detector: suspect an active peer that went silent,
+/// check with the witness, and compete for the lease when it is free.
+async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
+    let (settings, witness) = (core.settings.as_ref()?, core.witness.clone()?);
+    if let Some(peer) = &core.peer {
+        let st = peer.state();
+        if st.connected && st.role == Some(Role::Active) {
+            if let Some(heard) = peer.silence().and_then(|s| Instant::now().checked_sub(s)) {
+                watch.peer.heard(heard.into());
+            }
+        }
+    }
+    let now = Instant::now();
+    let Some(suspicion) = watch.peer.suspicion(now.into()) else {
+        if watch.suspected.take().is_some() {
+            tracing::info!("the active peer is heard again; suspicion withdrawn");
+        }
+        watch.said.clear();
+        return None;
+    };
+    if watch.suspected.is_none() {
+        tracing::warn!(silence_ms = ?suspicion.silence_ms(), "no active peer heard: asking the witness");
+        watch.suspected = Some((now, suspicion));
+    }
+    if now < watch.next_try {
+        return None;
+    }
+    watch.next_try = now + settings.detector.heartbeat;
+    match witness.query().await {
+        Ok(view) => {
+            if view.epoch > core.epoch() {
+                core.lock_machine().saw_epoch(view.epoch, "the witness");
+                core.publish();
+            }
+            let other_holds =
+                view.holder.as_deref().is_some_and(|h| h != core.node_id) && view.remaining_ms > 0;
+            if other_holds {
+                watch.next_try =
+                    now + Duration::from_millis(view.remaining_ms).min(settings.detector.heartbeat);
+                watch.say(format!(
+                    "the witness says {} holds the lease at epoch {}; waiting",
+                    view.holder.unwrap_or_default(),
+                    view.epoch
+                ));
+                return None;
+            }
+        }
+        Err(e) => {
+            watch.say(format!("cannot promote: {e}"));
+            return None;
+        }
+    }
+    let (began, suspicion) = watch.suspected.unwrap_or((now, suspicion));
+    let detect_ms = suspicion.silence_ms();
+    let reason = match detect_ms {
+        Some(ms) => format!("no heartbeat from the active peer for {ms} ms"),
+        None => String::from("no active peer heard since start"),
+    };
+    if let Err(e) = core.lock_machine().suspect_peer(&reason) {
+        tracing::warn!(error = %e, "cannot become a candidate");
+        return None;
+    }
+    core.publish();
+    let mut tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), Some(began));
+    if let Some(ms) = detect_ms {
+        tl.detected_after(ms);
+    }
+    match witness.acquire(settings.lease.ttl).await {
+        Ok(lease) => match promote_holding(core, &witness, settings, lease, tl, &reason).await {
+            Ok((held, _)) => Some(held),
+            Err(_) => {
+                // Try again, but not at once: each attempt costs an epoch
+                // and runs the fencing command again.
+                let pause = watch.retry_abandoned;
+                watch.next_try = Instant::now() + pause;
+                watch.retry_abandoned = (pause * 2).min(RETRY_ABANDONED_MAX);
+                tracing::warn!(
+                    retry_in = ?pause,
+                    "promotion abandoned and the lease given back; trying again later"
+                );
+                None
+            }
+        },
+        Err(e) => {
+            let why = match &e {
+                LeaseError::Denied { .. } => e.to_string(),
+                other => format!("{other}"),
+            };
+            let _ = core.lock_machine().lost_election(&why);
+            core.publish();
+            watch.say(format!("lease not won: {why}"));
+            None
+        }
+    }
+}
+
+/// A fenced node rejoins as standby once it has learnt the current epoch.
+async fn fenced_step(core: &Core, watch: &mut Watch) {
+    let now = Instant::now();
+    if now < watch.next_fenced_query {
+        return;
+    }
+    watch.next_fenced_query = now + Duration::from_millis(500);
+    let learnt = match &core.witness {
+        Some(w) => match w.query().await {
+            Ok(view) => {
+                core.lock_machine().saw_epoch(view.epoch, "the witness");
+                Some(format!(
+                    "the witness is reachable; epoch {} is held by {}",
+                    view.epoch,
+                    view.holder.as_deref().unwrap_or("nobody")
+                ))
+            }
+            Err(e) => {
+                watch.say(format!("fenced; the witness is not reachable: {e}"));
+                None
+            }
+        },
+        None => core.peer.as_ref().and_then(|p| {
+            let st = p.state();
+            (st.connected && st.role == Some(Role::Active) && st.epoch >= core.epoch())
+                .then(|| format!("the peer is active at epoch {}", st.epoch))
+        }),
+    };
+    if let Some(reason) = learnt {
+        if core.lock_machine().rejoin(&reason).is_ok() {
+            core.publish();
+            watch.reset();
+        }
+    }
+}
+
+/// `standby promote`: through the witness when there is one; without one
+/// only with `force`.
+async fn operator_promote(
+    core: &Core,
+    force: bool,
+    held: &mut Option<Held>,
+) -> Result<Timeline, PromoteError> {
+    let role = core.role();
+    if role == Role::Active {
+        return Err(PromoteError::AlreadyActive(core.epoch()));
+    }
+    if role == Role::Fenced {
+        let _ = core
+            .lock_machine()
+            .rejoin("the operator asked for a promotion");
+    }
+    let reason = String::from("the operator asked for a promotion");
+    let abandoned = |t: Timeline| PromoteError::Abandoned(Box::new(t));
+    match (&core.witness, &core.settings) {
+        (Some(witness), Some(settings)) => {
+            core.lock_machine().suspect_peer(&reason)?;
+            core.publish();
+            let tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), None);
+            match witness.acquire(settings.lease.ttl).await {
+                Ok(lease) => {
+                    let (h, t) = promote_holding(core, witness, settings, lease, tl, &reason)
+                        .await
+                        .map_err(abandoned)?;
+                    *held = Some(h);
+                    Ok(t)
+                }
+                Err(e) => {
+                    let _ = core.lock_machine().lost_election(&e.to_string());
+                    core.publish();
+                    Err(PromoteError::NotGranted(e))
+                }
+            }
+        }
+        _ if !force => Err(PromoteError::NeedsForce),
+        _ => {
+            tracing::warn!("forced promotion without a witness: nothing stops the other node if it is still running");
+            let peer_epoch = core.peer.as_ref().map(|p| p.state().epoch).unwrap_or(0);
+            let epoch = core.epoch().max(peer_epoch) + 1;
+            write_manual_epoch(&core.data_dir, epoch)
+                .map_err(|source| PromoteError::RecordEpoch { epoch, source })?;
+            core.lock_machine().suspect_peer(&reason)?;
+            let tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), None);
+            complete_promotion(core, tl, epoch, "forced by the operator (no witness)")
+                .await
+                .map_err(abandoned)
+        }
+    }
+}

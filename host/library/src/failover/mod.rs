@@ -1,0 +1,12 @@
+//! The node's control loop, the promote and demote sequences, their
+//! timelines, and the node's status.
+
+pub(crate) mod control;
+pub(crate) mod delivery;
+pub(crate) mod promotion;
+pub mod status;
+pub mod timeline;
+
+pub(crate) use promotion::PromoteError;
+pub use status::NodeStatus;
+pub use timeline::{Step, Timeline};

@@ -1,0 +1,266 @@
+//! The promotion sequence (lease, fencing command, strategies' on-promote,
+//! failover actions, gateway), the demotion sequence, and a clean stop, each
+//! timed step by step.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::timeline::{Step, Timeline, TimelineBuilder};
+use crate::cluster::keeper::Keeper;
+use crate::cluster::role::RoleError;
+use crate::cluster::{hold, Lease, LeaseEnd, LeaseError, WitnessClient};
+use crate::node::core::{ClusterSettings, Core};
+use crate::plugin::Role;
+
+/// The held lease: its keeper task and how it ends.
+pub(crate) struct Held {
+    pub(crate) task: Keeper,
+    pub(crate) end: oneshot::Receiver<LeaseEnd>,
+}
+
+/// Why an operator's promotion did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PromoteError {
+    /// The node is active already.
+    #[error("already active at epoch {0}")]
+    AlreadyActive(u64),
+    /// The role machine refused the step.
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    /// The witness did not grant the lease.
+    #[error("the witness did not grant the lease: {0}")]
+    NotGranted(#[source] LeaseError),
+    /// No witness, and no `--force`.
+    #[error("no witness is configured, so promotion is manual: make sure the other node is down, then run `standby promote --force`")]
+    NeedsForce,
+    /// The epoch of a forced promotion could not be recorded.
+    #[error("recording epoch {epoch}: {source}")]
+    RecordEpoch {
+        /// The epoch.
+        epoch: u64,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step of the promotion failed and it was abandoned.
+    #[error("promotion abandoned{}", last_step(.0))]
+    Abandoned(Box<Timeline>),
+}
+
+/// The step an abandoned promotion ended at, for its message.
+fn last_step(t: &Timeline) -> String {
+    match t.steps.last() {
+        Some(Step { name, note, .. }) => format!(" at step `{name}`: {note}"),
+        None => String::new(),
+    }
+}
+
+/// Keep `lease` renewed and complete the promotion under it. When the
+/// promotion is abandoned, the keeper stops and the lease is given back (the
+/// gate is already closed).
+pub(crate) async fn promote_holding(
+    core: &Core,
+    witness: &Arc<WitnessClient>,
+    settings: &ClusterSettings,
+    lease: Lease,
+    mut tl: TimelineBuilder,
+    reason: &str,
+) -> Result<(Held, Timeline), Timeline> {
+    tl.step("lease", true, format!("granted at epoch {}", lease.epoch));
+    let (mut task, end) = hold(witness.clone(), lease, settings.lease, core.gate.clone());
+    *core.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+    match complete_promotion(core, tl, lease.epoch, reason).await {
+        Ok(t) => Ok((Held { task, end }, t)),
+        Err(t) => {
+            task.abort();
+            release_lease(core).await;
+            Err(t)
+        }
+    }
+}
+
+/// From a won lease to an open gateway: fencing hook, strategies'
+/// on-promote, failover actions' activate, gateway.
+///
+/// The fencing command runs while the node is still a candidate: until it
+/// has succeeded (or failed without `fence_required`), the node does not
+/// call itself active to anyone (status, peer, plugins, gateway). When it
+/// fails and `fence_required` is set, the node goes back to standby and the
+/// caller gives the lease back.
+pub(crate) async fn complete_promotion(
+    core: &Core,
+    mut tl: TimelineBuilder,
+    epoch: u64,
+    reason: &str,
+) -> Result<Timeline, Timeline> {
+    tl.epoch(epoch);
+    if let Some(settings) = &core.settings {
+        if !settings.fence_command.is_empty() {
+            let (ok, note) = run_fence(core, settings, epoch).await;
+            if !ok {
+                tracing::warn!(
+                    epoch,
+                    required = settings.fence_required,
+                    "fencing command failed: {note}"
+                );
+            }
+            tl.step("fence", ok, note);
+            if !ok && settings.fence_required {
+                abandon(core, "the fencing command failed and fence_required is set");
+                return Err(finish(core, tl, false));
+            }
+        }
+    }
+    if let Err(e) = core.lock_machine().won_lease(epoch, reason) {
+        tl.step("become-active", false, e.to_string());
+        // Back to standby rather than left a candidate.
+        abandon(core, &format!("cannot become active: {e}"));
+        return Err(finish(core, tl, false));
+    }
+    core.publish();
+    let ctx = core.context();
+    let mut reports = Vec::new();
+    for s in &core.strategies {
+        match s.on_promote(&ctx).await {
+            Ok(report) => {
+                let mut note = report.restored_from.clone();
+                if !report.note.is_empty() {
+                    note = format!("{note}; {}", report.note);
+                }
+                tl.step(&format!("on-promote:{}", s.name()), true, note);
+                reports.push((s.name().to_string(), report));
+            }
+            Err(e) => tl.step(&format!("on-promote:{}", s.name()), false, e.to_string()),
+        }
+    }
+    *core.promoted_from.lock().unwrap_or_else(|p| p.into_inner()) = reports;
+    for a in &core.actions {
+        match a.activate(&ctx).await {
+            Ok(report) => tl.step(&format!("activate:{}", a.name()), true, report.summary),
+            Err(e) => tl.step(&format!("activate:{}", a.name()), false, e.to_string()),
+        }
+    }
+    if let Some(g) = &core.gateway {
+        match g.open().await {
+            Ok(()) => tl.step(
+                "open-gateway",
+                true,
+                g.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            ),
+            Err(e) => tl.step("open-gateway", false, e.to_string()),
+        }
+    }
+    Ok(finish(core, tl, true))
+}
+
+/// A candidate gives up its promotion: the gate stays closed and the node
+/// goes back to standby (the caller gives the lease back).
+fn abandon(core: &Core, why: &str) {
+    core.gate.close();
+    let _ = core.lock_machine().abandon(why);
+    core.publish();
+}
+
+fn finish(core: &Core, tl: TimelineBuilder, completed: bool) -> Timeline {
+    let t = tl.finish(completed);
+    *core.last_failover.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+    t
+}
+
+async fn run_fence(core: &Core, settings: &ClusterSettings, epoch: u64) -> (bool, String) {
+    let Some((program, args)) = settings.fence_command.split_first() else {
+        return (true, String::new());
+    };
+    // The peer's id as the profile names it: a peer never heard since start
+    // (the very case fencing is for) is fenced all the same.
+    let peer = core
+        .peer
+        .as_ref()
+        .map(|p| p.peer_node_id().to_string())
+        .unwrap_or_default();
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .env("STANDBY_EPOCH", epoch.to_string())
+        .env("STANDBY_NODE", &core.node_id)
+        .env("STANDBY_PEER", peer)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(settings.fence_timeout, child).await {
+        Ok(Ok(out)) if out.status.success() => (true, format!("{program}: exit 0")),
+        Ok(Ok(out)) => (
+            false,
+            format!(
+                "{program}: {} ({})",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ),
+        Ok(Err(e)) => (false, format!("{program}: {e}")),
+        Err(_) => (
+            false,
+            format!("{program}: no answer within {:?}", settings.fence_timeout),
+        ),
+    }
+}
+
+/// Stop acting as active: stop acknowledging, close the gateway, undo the
+/// failover actions, tell the strategies.
+pub(crate) async fn demote(core: &Core, reason: &str, higher: Option<u64>) {
+    core.gate.close();
+    let mut tl = TimelineBuilder::begin("demotion", reason, core.epoch(), None);
+    {
+        let mut m = core.lock_machine();
+        match higher {
+            Some(epoch) => m.saw_epoch(epoch, "the peer"),
+            None => {
+                let _ = m.lost_lease(reason);
+            }
+        }
+    }
+    core.publish();
+    tl.epoch(core.epoch());
+    tl.step("stop-acknowledging", true, format!("now {}", core.role()));
+    if let Some(g) = &core.gateway {
+        g.close().await;
+        tl.step("close-gateway", true, "");
+    }
+    let ctx = core.context();
+    for a in &core.actions {
+        match a.deactivate(&ctx).await {
+            Ok(r) => tl.step(&format!("deactivate:{}", a.name()), true, r.summary),
+            Err(e) => tl.step(&format!("deactivate:{}", a.name()), false, e.to_string()),
+        }
+    }
+    for s in &core.strategies {
+        match s.on_demote(&ctx).await {
+            Ok(()) => tl.step(&format!("on-demote:{}", s.name()), true, ""),
+            Err(e) => tl.step(&format!("on-demote:{}", s.name()), false, e.to_string()),
+        }
+    }
+    core.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let t = tl.finish(true);
+    *core.last_demotion.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+}
+
+async fn release_lease(core: &Core) {
+    let lease = core.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let (Some(w), Some(lease)) = (&core.witness, lease) {
+        if let Err(e) = w.release(&lease).await {
+            tracing::warn!(error = %e, "could not release the lease");
+        }
+    }
+}
+
+/// A clean stop: an active node stops acknowledging, closes its gateway and
+/// hands its lease back so the standby need not wait for it to expire.
+pub(crate) async fn shut_down(core: &Core) {
+    core.gate.close();
+    if let Some(g) = &core.gateway {
+        g.close().await;
+    }
+    if core.role() == Role::Active {
+        release_lease(core).await;
+    }
+}

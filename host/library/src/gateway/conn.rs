@@ -1,0 +1,463 @@
+//! One device connection: handshake, then requests both ways until the link
+//! dies, the device leaves, or the gateway closes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::registry::{DeviceInfo, ToConn};
+use super::Shared;
+use crate::plugin::Role;
+use crate::store::{unix_ms, AccessEvent, Write, Written};
+use standby_device::codec::{CodecError, DeviceCodec, Message};
+use standby_device::frame::{command, status};
+use standby_device::messages::{self as msg, Direction};
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    Eof,
+    Frame(CodecError),
+    DeadLink,
+    Closing,
+    Replaced,
+    Protocol(String),
+    Write(std::io::Error),
+}
+
+struct Link<R, W> {
+    rd: R,
+    wr: W,
+    codec: DeviceCodec,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
+    async fn next(&mut self) -> Result<Message, End> {
+        loop {
+            match self.codec.decode(&mut self.inbuf) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => return Err(End::Frame(e)),
+            }
+            match self.rd.read_buf(&mut self.inbuf).await {
+                Ok(0) => {
+                    return match self.codec.decode_eof(&mut self.inbuf) {
+                        Ok(Some(m)) => Ok(m),
+                        Ok(None) => Err(End::Eof),
+                        Err(e) => Err(End::Frame(e)),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(End::Frame(CodecError::Io(e))),
+            }
+        }
+    }
+
+    async fn send(&mut self, m: Message) -> Result<(), End> {
+        self.outbuf.clear();
+        self.codec
+            .encode(m, &mut self.outbuf)
+            .map_err(|e| End::Protocol(e.to_string()))?;
+        self.wr.write_all(&self.outbuf).await.map_err(End::Write)?;
+        if self.outbuf.capacity() > 64 << 10 {
+            self.outbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+}
+
+fn refusal(reason: impl Into<String>) -> Vec<u8> {
+    msg::encode(&msg::Refusal {
+        reason: reason.into(),
+    })
+}
+
+/// Serve one accepted connection.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut link = Link {
+        rd,
+        wr,
+        codec: DeviceCodec::new(shared.config.limits),
+        inbuf: BytesMut::with_capacity(256),
+        outbuf: BytesMut::new(),
+    };
+    let hello = match tokio::time::timeout(shared.config.handshake_timeout, link.next()).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(end)) => return log_end(&shared, peer, None, end),
+        Err(_) => return tracing::debug!(%peer, "no handshake in time; closing"),
+    };
+    if hello.command != command::HANDSHAKE || hello.response {
+        let _ = link
+            .send(hello.reply(
+                status::BAD_REQUEST,
+                refusal("the first message must be HANDSHAKE"),
+            ))
+            .await;
+        return log_end(
+            &shared,
+            peer,
+            None,
+            End::Protocol(format!("first message was {:#06x}", hello.command)),
+        );
+    }
+    let device_id = hello.device_id;
+    let h: msg::Hello = match msg::decode("handshake", &hello.payload) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = link
+                .send(hello.reply(status::BAD_REQUEST, refusal(e.to_string())))
+                .await;
+            return log_end(&shared, peer, Some(device_id), End::Protocol(e.to_string()));
+        }
+    };
+    if !shared.config.accept.accepts(device_id) {
+        let _ = link
+            .send(hello.reply(
+                status::NOT_ACCEPTED,
+                refusal(format!("device {device_id} is not accepted by this server")),
+            ))
+            .await;
+        return tracing::info!(%peer, device_id, "device refused by the accept filter");
+    }
+    if !shared.gate.is_open() {
+        let _ = link
+            .send(hello.reply(
+                status::NOT_ACTIVE,
+                refusal("this server's lease has run out"),
+            ))
+            .await;
+        return tracing::info!(%peer, device_id, "handshake refused: the lease has run out");
+    }
+    let incarnation = h.incarnation;
+    // Events the device no longer keeps were confirmed durable by an earlier
+    // server: the watermark counts them, or it would wait for them forever.
+    let written = shared
+        .writer
+        .write(Write::Handshake {
+            device_id,
+            model: h.model.clone(),
+            firmware: h.firmware.clone(),
+            incarnation,
+            floor: h.durable,
+        })
+        .await;
+    let watermark = match written {
+        Ok(Written::Handshake(w)) => w,
+        other => {
+            let _ = link
+                .send(hello.reply(status::SERVER_ERROR, refusal("database unavailable")))
+                .await;
+            return tracing::error!(%peer, device_id, "handshake: database error: {other:?}");
+        }
+    };
+    let identity = shared.identity.borrow().clone();
+    let welcome = msg::Welcome {
+        node_id: identity.node_id.clone(),
+        role: match identity.role {
+            Role::Standby => msg::ServerRole::Standby,
+            Role::Candidate => msg::ServerRole::Candidate,
+            Role::Active => msg::ServerRole::Active,
+            Role::Fenced => msg::ServerRole::Fenced,
+        },
+        epoch: identity.epoch,
+        watermark,
+        durable: shared.durability.durable(device_id, incarnation, watermark),
+        keepalive_ms: shared.config.keepalive.as_millis() as u32,
+        dead_link_ms: shared.config.dead_link.as_millis() as u32,
+    };
+    if let Err(end) = link
+        .send(hello.reply(status::OK, msg::encode(&welcome)))
+        .await
+    {
+        return log_end(&shared, peer, Some(device_id), end);
+    }
+    shared.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+
+    let now = unix_ms();
+    let last_seen = Arc::new(AtomicU64::new(now));
+    let (tx, rx) = mpsc::channel(8);
+    let conn = shared.registry.register(
+        DeviceInfo {
+            device_id,
+            peer,
+            tls,
+            connected_since_ms: now,
+            last_seen_ms: now,
+            endpoint: h.endpoint,
+            model: h.model.clone(),
+            firmware: h.firmware.clone(),
+            incarnation,
+        },
+        last_seen.clone(),
+        tx,
+    );
+    tracing::debug!(%peer, device_id, incarnation, watermark, "device connected");
+    let end = session(&shared, &mut link, device_id, incarnation, last_seen, rx).await;
+    shared.registry.unregister(device_id, conn);
+    log_end(&shared, peer, Some(device_id), end);
+}
+
+fn log_end(shared: &Shared, peer: SocketAddr, device: Option<u32>, end: End) {
+    match end {
+        End::Frame(CodecError::Frame(e)) => {
+            shared.stats.frame_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, ?device, error = %e, "malformed frame; closing this connection");
+        }
+        End::Protocol(e) => {
+            shared.stats.frame_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, ?device, error = %e, "protocol error; closing this connection");
+        }
+        End::DeadLink => tracing::info!(%peer, ?device, "dead link (no keep-alive); closing"),
+        End::Write(e) => tracing::debug!(%peer, ?device, error = %e, "write failed; closing"),
+        other => tracing::debug!(%peer, ?device, end = ?other, "connection closed"),
+    }
+}
+
+async fn session<R, W>(
+    shared: &Arc<Shared>,
+    link: &mut Link<R, W>,
+    device_id: u32,
+    incarnation: u64,
+    last_seen: Arc<AtomicU64>,
+    mut rx: mpsc::Receiver<ToConn>,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut closing = shared.closing.subscribe();
+    if *closing.borrow() {
+        return End::Closing;
+    }
+    let dead_link = shared.config.dead_link;
+    let mut deadline = Instant::now() + dead_link;
+    let mut pending: HashMap<u32, oneshot::Sender<Message>> = HashMap::new();
+    let mut next_seq: u32 = 1;
+    loop {
+        tokio::select! {
+            m = link.next() => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(end) => return end,
+                };
+                deadline = Instant::now() + dead_link;
+                last_seen.store(unix_ms(), Ordering::Relaxed);
+                if m.device_id != device_id {
+                    return End::Protocol(format!("frame for device {} on the link of device {device_id}", m.device_id));
+                }
+                if m.response {
+                    if let Some(waiter) = pending.remove(&m.sequence) {
+                        let _ = waiter.send(m);
+                    }
+                    continue;
+                }
+                let reply = handle(shared, &m, incarnation).await;
+                match reply {
+                    Ok(r) => {
+                        if let Err(end) = link.send(r).await {
+                            return end;
+                        }
+                    }
+                    Err(end) => return end,
+                }
+            }
+            req = rx.recv() => match req {
+                Some(ToConn::Ask(mut m, waiter)) => {
+                    m.sequence = next_seq;
+                    next_seq = next_seq.wrapping_add(1).max(1);
+                    pending.retain(|_, w| !w.is_closed());
+                    pending.insert(m.sequence, waiter);
+                    if let Err(end) = link.send(m).await {
+                        return end;
+                    }
+                }
+                Some(ToConn::Replaced) => return End::Replaced,
+                None => return End::Closing,
+            },
+            _ = tokio::time::sleep_until(deadline) => return End::DeadLink,
+            _ = closing.changed() => return End::Closing,
+        }
+    }
+}
+
+/// Answer one request from the device.
+async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<Message, End> {
+    let active = shared.identity.borrow().role == Role::Active;
+    let bad = |e: msg::PayloadError| Ok(m.reply(status::BAD_REQUEST, refusal(e.to_string())));
+    match m.command {
+        command::KEEP_ALIVE => Ok(m.reply(status::OK, Vec::new())),
+        command::NOTIFY_EVENT
+        | command::SERVER_VERIFY
+        | command::SERVER_IDENTIFY
+        | command::CHECK_APB_VIOLATION
+            if !active =>
+        {
+            Ok(m.reply(status::NOT_ACTIVE, refusal("this server is not active")))
+        }
+        command::NOTIFY_EVENT => {
+            let batch: msg::Events = match msg::decode("events", &m.payload) {
+                Ok(b) => b,
+                Err(e) => return bad(e),
+            };
+            if batch.incarnation != incarnation {
+                return Ok(m.reply(
+                    status::BAD_REQUEST,
+                    refusal(format!(
+                        "incarnation {} differs from the handshake's {incarnation}",
+                        batch.incarnation
+                    )),
+                ));
+            }
+            ingest(shared, m, batch).await
+        }
+        command::SERVER_VERIFY => {
+            let req: msg::Verify = match msg::decode("verify", &m.payload) {
+                Ok(r) => r,
+                Err(e) => return bad(e),
+            };
+            let store = shared.store.clone();
+            let user =
+                tokio::task::spawn_blocking(move || store.user(&req.user_id).map(|u| (u, req)))
+                    .await;
+            let result = match user {
+                Ok(Ok((u, req))) => {
+                    match_result(u.filter(|u| u.card.as_deref() == Some(req.credential.as_str())))
+                }
+                _ => return Ok(m.reply(status::SERVER_ERROR, refusal("database unavailable"))),
+            };
+            shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+            Ok(m.reply(status::OK, msg::encode(&result)))
+        }
+        command::SERVER_IDENTIFY => {
+            let req: msg::Identify = match msg::decode("identify", &m.payload) {
+                Ok(r) => r,
+                Err(e) => return bad(e),
+            };
+            let store = shared.store.clone();
+            let user =
+                tokio::task::spawn_blocking(move || store.user_by_card(&req.credential)).await;
+            let result = match user {
+                Ok(Ok(u)) => match_result(u),
+                _ => return Ok(m.reply(status::SERVER_ERROR, refusal("database unavailable"))),
+            };
+            shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+            Ok(m.reply(status::OK, msg::encode(&result)))
+        }
+        command::CHECK_APB_VIOLATION => {
+            let req: msg::ApbCheck = match msg::decode("anti-passback", &m.payload) {
+                Ok(r) => r,
+                Err(e) => return bad(e),
+            };
+            let store = shared.store.clone();
+            let device = m.device_id;
+            let r = tokio::task::spawn_blocking(move || {
+                store.apb_pass(
+                    &req.user_id,
+                    &req.zone,
+                    req.direction == Direction::In,
+                    device,
+                )
+            })
+            .await;
+            match r {
+                Ok(Ok(violation)) => {
+                    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    Ok(m.reply(status::OK, msg::encode(&msg::ApbResult { violation })))
+                }
+                _ => Ok(m.reply(status::SERVER_ERROR, refusal("database unavailable"))),
+            }
+        }
+        other => Err(End::Protocol(format!(
+            "command {other:#06x} is not a device request"
+        ))),
+    }
+}
+
+/// The answer to a server-matching request: the matching user, or none.
+fn match_result(user: Option<crate::store::User>) -> msg::MatchResult {
+    match user {
+        Some(u) => msg::MatchResult {
+            matched: true,
+            user_id: Some(u.user_id),
+            name: Some(u.name),
+        },
+        None => msg::MatchResult {
+            matched: false,
+            user_id: None,
+            name: None,
+        },
+    }
+}
+
+async fn ingest(shared: &Arc<Shared>, m: &Message, batch: msg::Events) -> Result<Message, End> {
+    // A node whose lease ran out writes nothing and acknowledges nothing.
+    if shared.identity.borrow().role != Role::Active || !shared.gate.is_open() {
+        return Ok(m.reply(status::NOT_ACTIVE, refusal("this server is not active")));
+    }
+    let device_id = m.device_id;
+    let incarnation = batch.incarnation;
+    let events: Vec<AccessEvent> = batch
+        .events
+        .into_iter()
+        .map(|e| AccessEvent {
+            device_id,
+            incarnation,
+            seq: e.seq,
+            event_code: e.code,
+            user_id: e.user_id,
+            occurred_at_ms: e.occurred_at_ms,
+            payload: e.payload,
+        })
+        .collect();
+    let result = shared
+        .writer
+        .write(Write::Ingest {
+            device_id,
+            incarnation,
+            events,
+            received_by: shared.config.node_id.clone(),
+        })
+        .await;
+    match result {
+        Ok(Written::Ingest(outcome, watermark)) => {
+            shared
+                .stats
+                .events_stored
+                .fetch_add(outcome.inserted as u64, Ordering::Relaxed);
+            shared
+                .stats
+                .events_duplicate
+                .fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
+            // Re-check the role after the commit: a node that lost its lease
+            // meanwhile acknowledges nothing.
+            if shared.identity.borrow().role != Role::Active || !shared.gate.is_open() {
+                return Ok(m.reply(status::NOT_ACTIVE, refusal("this server is not active")));
+            }
+            let ack = msg::EventAck {
+                incarnation,
+                watermark,
+                durable: shared.durability.durable(device_id, incarnation, watermark),
+                inserted: outcome.inserted as u32,
+                duplicates: outcome.duplicates as u32,
+            };
+            Ok(m.reply(status::OK, msg::encode(&ack)))
+        }
+        other => {
+            tracing::error!(device_id, "storing events failed: {other:?}");
+            Ok(m.reply(status::SERVER_ERROR, refusal("storing events failed")))
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! One authenticated connection to the peer, and the loops that make one:
+//! the listener, the dialler (the node with the lower id dials), and the
+//! heartbeats. A connection reads frames until the peer goes silent for
+//! `dead_after` or a newer connection replaces it, and answers each frame.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::proto::{self, Frame, FrameError, PeerMsg};
+use super::receive::{Offer, Receiving};
+use super::session::{self, Macs};
+use super::state::{now_ms, Inner, Waiter};
+use super::Incoming;
+
+/// Accept connections from the peer for as long as the link runs.
+pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            match accept_handshake(&inner, stream).await {
+                Ok((stream, peer_id, macs)) => run_connection(inner, stream, peer_id, macs).await,
+                Err(e) => tracing::warn!(%addr, error = %e, "peer connection refused"),
+            }
+        });
+    }
+}
+
+/// Dial the peer whenever no connection is up.
+pub(super) async fn dial_loop(inner: Arc<Inner>) {
+    loop {
+        let connected = inner
+            .out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !connected {
+            match TcpStream::connect(inner.config.peer).await {
+                Ok(stream) => match dial_handshake(&inner, stream).await {
+                    Ok((stream, peer_id, macs)) => {
+                        run_connection(inner.clone(), stream, peer_id, macs).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %inner.config.peer, error = %e, "peer handshake failed")
+                    }
+                },
+                Err(e) => {
+                    tracing::trace!(peer = %inner.config.peer, error = %e, "peer not reachable")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn dial_handshake(
+    inner: &Inner,
+    mut stream: TcpStream,
+) -> Result<(TcpStream, String, Macs), FrameError> {
+    let c = &inner.config;
+    let (peer, macs) =
+        session::dial(&mut stream, &c.psk, &c.node_id, Some(&c.peer_node_id)).await?;
+    Ok((stream, peer, macs))
+}
+
+async fn accept_handshake(
+    inner: &Inner,
+    mut stream: TcpStream,
+) -> Result<(TcpStream, String, Macs), FrameError> {
+    let c = &inner.config;
+    let (peer, macs) =
+        session::accept(&mut stream, &c.psk, &c.node_id, Some(&c.peer_node_id)).await?;
+    Ok((stream, peer, macs))
+}
+
+/// Send a heartbeat every interval while a connection is up.
+pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(inner.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let out = inner.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(out) = out {
+            seq += 1;
+            let (epoch, role) = *inner.local.borrow();
+            {
+                let mut sent = inner.beats_sent.lock().unwrap_or_else(|p| p.into_inner());
+                sent.retain(|s, _| *s + 50 > seq);
+                sent.insert(seq, Instant::now());
+            }
+            let _ = out.try_send(Frame {
+                epoch,
+                msg: PeerMsg::Heartbeat {
+                    seq,
+                    role,
+                    sent_ms: now_ms(),
+                },
+            });
+        }
+    }
+}
+
+/// One live connection: where its answers go and the transfers it receives.
+struct Connection {
+    inner: Arc<Inner>,
+    peer_id: String,
+    tx: mpsc::Sender<Frame>,
+    receiving: HashMap<u64, Receiving>,
+}
+
+/// Serve one authenticated connection until it ends, then hand the link
+/// back (unless a newer connection owns it already).
+async fn run_connection(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    peer_id: String,
+    (mut out_mac, mut in_mac): Macs,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(inner.config.queue);
+    let generation = inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    *inner.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    {
+        let mut s = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.connected = true;
+        s.node_id = Some(peer_id.clone());
+    }
+    tracing::info!(peer = %peer_id, "peer link up");
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if let Err(e) = proto::write_frame(&mut wr, &mut out_mac, &frame).await {
+                tracing::debug!(error = %e, "peer write failed");
+                break;
+            }
+        }
+    });
+    let mut conn = Connection {
+        inner: inner.clone(),
+        peer_id,
+        tx,
+        receiving: HashMap::new(),
+    };
+    loop {
+        let read = tokio::time::timeout(
+            inner.config.dead_after,
+            proto::read_frame(&mut rd, &mut in_mac),
+        );
+        let frame: Frame = match read.await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                tracing::info!(peer = %conn.peer_id, reason = %e, "peer link down");
+                break;
+            }
+            Err(_) => {
+                tracing::info!(peer = %conn.peer_id, silent_for = ?inner.config.dead_after, "peer link down: the peer went silent");
+                break;
+            }
+        };
+        if inner.generation.load(Ordering::SeqCst) != generation {
+            tracing::info!(peer = %conn.peer_id, "a newer connection replaced this one");
+            break;
+        }
+        conn.handle(frame).await;
+    }
+    writer.abort();
+    if inner.generation.load(Ordering::SeqCst) != generation {
+        // A newer connection owns the link now.
+        return;
+    }
+    conn.release();
+}
+
+impl Connection {
+    /// The epoch this node is at now.
+    fn my_epoch(&self) -> u64 {
+        self.inner.local.borrow().0
+    }
+
+    /// A frame from this node, at its epoch now.
+    fn reply(&self, msg: PeerMsg) -> Frame {
+        Frame {
+            epoch: self.my_epoch(),
+            msg,
+        }
+    }
+
+    /// Note that the peer was heard, then answer the frame.
+    async fn handle(&mut self, frame: Frame) {
+        let inner = &self.inner;
+        *inner.last_heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        inner.heard.send_modify(|n| *n += 1);
+        {
+            let mut s = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.last_heard_ms = Some(now_ms());
+            s.epoch = s.epoch.max(frame.epoch);
+        }
+        let my_epoch = self.my_epoch();
+        let lower = frame.epoch < my_epoch;
+        match frame.msg {
+            PeerMsg::Heartbeat { seq, role, .. } => {
+                {
+                    let mut s = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                    s.role = Some(role);
+                    s.epoch = frame.epoch;
+                }
+                let _ = self.tx.try_send(self.reply(PeerMsg::HeartbeatAck { seq }));
+            }
+            PeerMsg::HeartbeatAck { seq } => self.on_heartbeat_ack(seq),
+            PeerMsg::Offer { id, .. } | PeerMsg::Chunk { id, .. } if lower => {
+                self.refuse_lower(frame.epoch).await;
+                self.receiving.remove(&id);
+            }
+            PeerMsg::Message { id, .. } if lower => {
+                self.refuse_lower(frame.epoch).await;
+                let error = Some(format!("epoch {} is lower than {my_epoch}", frame.epoch));
+                let _ = self
+                    .tx
+                    .send(self.reply(PeerMsg::MessageAck { id, error }))
+                    .await;
+            }
+            PeerMsg::Offer {
+                id,
+                plugin,
+                tag,
+                name,
+                size,
+                sha256,
+            } => {
+                let offer = Offer {
+                    plugin,
+                    tag,
+                    name,
+                    size,
+                    sha256,
+                    epoch: frame.epoch,
+                };
+                self.on_offer(id, offer).await;
+            }
+            PeerMsg::Chunk { id, offset, data } => self.on_chunk(id, offset, &data).await,
+            PeerMsg::Resume { id, have } => self.on_resume(id, have),
+            PeerMsg::Receipt {
+                id,
+                ok,
+                bytes,
+                sha256,
+                error,
+            } => {
+                let w = inner
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(w) = w.and_then(|w| w.receipt) {
+                    let _ = w.send((ok, bytes, sha256, error));
+                }
+            }
+            PeerMsg::Message {
+                id,
+                plugin,
+                kind,
+                body,
+            } => {
+                let delivered = inner
+                    .incoming
+                    .send(Incoming::Message {
+                        plugin,
+                        kind,
+                        body,
+                        epoch: frame.epoch,
+                    })
+                    .await;
+                let error = delivered
+                    .err()
+                    .map(|_| "the node is shutting down".to_string());
+                let _ = self
+                    .tx
+                    .send(self.reply(PeerMsg::MessageAck { id, error }))
+                    .await;
+            }
+            PeerMsg::MessageAck { id, error } => {
+                let waiting = inner
+                    .messages
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(w) = waiting {
+                    let _ = w.send(error);
+                }
+            }
+            PeerMsg::Refused { reason } => self.on_refused(&reason),
+        }
+    }
+
+    /// The round trip of one of our heartbeats.
+    fn on_heartbeat_ack(&self, seq: u64) {
+        let sent = self
+            .inner
+            .beats_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq);
+        if let Some(at) = sent {
+            self.inner
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rtt_ms = Some(at.elapsed().as_millis() as u32);
+        }
+    }
+
+    /// A file is offered: stage it (resuming what an earlier connection
+    /// stored) and say how much is here.
+    async fn on_offer(&mut self, id: u64, offer: Offer) {
+        let path = self
+            .inner
+            .config
+            .staging
+            .join(format!("incoming-{id:016x}.part"));
+        match Receiving::stage(offer, path).await {
+            Ok(r) => {
+                let (have, size) = (r.next, r.offer.size);
+                self.receiving.insert(id, r);
+                let _ = self.tx.send(self.reply(PeerMsg::Resume { id, have })).await;
+                if have == size {
+                    self.finish(id).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot stage an incoming file");
+                let have = u64::MAX;
+                let _ = self.tx.send(self.reply(PeerMsg::Resume { id, have })).await;
+            }
+        }
+    }
+
+    /// The next chunk of a file: store it, confirm the progress, and finish
+    /// the file once it is whole.
+    async fn on_chunk(&mut self, id: u64, offset: u64, data: &[u8]) {
+        let Some(r) = self.receiving.get_mut(&id) else {
+            return;
+        };
+        if let Err(why) = r.append(offset, data).await {
+            tracing::warn!(id, offset, "{why}; dropping the transfer");
+            self.receiving.remove(&id);
+            return;
+        }
+        let (have, whole) = (r.next, r.next >= r.offer.size);
+        // Confirm the progress (the sender's stall bound counts from it).
+        // Never wait for room: a full queue drops this one and the next
+        // chunk confirms more.
+        let _ = self.tx.try_send(self.reply(PeerMsg::Resume { id, have }));
+        if whole {
+            self.finish(id).await;
+        }
+    }
+
+    /// A whole file: check it, hand it over, and send the receipt.
+    async fn finish(&mut self, id: u64) {
+        let Some(r) = self.receiving.remove(&id) else {
+            return;
+        };
+        let receipt = r.finish(&self.inner.incoming).await;
+        let _ = self
+            .tx
+            .send(self.reply(PeerMsg::Receipt {
+                id,
+                ok: receipt.0,
+                bytes: receipt.1,
+                sha256: receipt.2,
+                error: receipt.3,
+            }))
+            .await;
+    }
+
+    /// The answer to an offer, then one per stored chunk: each is progress
+    /// (an older sender ignores the later ones).
+    fn on_resume(&self, id: u64, have: u64) {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = waiters.get_mut(&id) {
+            w.progress.send_replace(have);
+            if let Some(r) = w.resume.take() {
+                let _ = r.send(have);
+            }
+        }
+    }
+
+    /// The peer refused our data: every transfer waiting on it fails.
+    fn on_refused(&self, reason: &str) {
+        tracing::warn!(peer = %self.peer_id, %reason, "the peer refused our data");
+        let waiters: Vec<(u64, Waiter)> = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (_, w) in waiters {
+            if let Some(r) = w.resume {
+                let _ = r.send(u64::MAX);
+            }
+            if let Some(r) = w.receipt {
+                let _ = r.send((false, 0, String::new(), Some(reason.to_string())));
+            }
+        }
+    }
+
+    /// Refuse data from a peer at a lower epoch than this node's.
+    async fn refuse_lower(&self, theirs: u64) {
+        let mine = self.my_epoch();
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused_lower_epoch += 1;
+        tracing::warn!(mine, theirs, "refusing data from a lower epoch");
+        let reason = format!("your epoch {theirs} is lower than this node's {mine}");
+        let _ = self.tx.send(self.reply(PeerMsg::Refused { reason })).await;
+    }
+
+    /// The connection is gone: the link is down, and senders waiting on it
+    /// retry on the next one.
+    fn release(self) {
+        let inner = &self.inner;
+        *inner.out.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .connected = false;
+        inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        inner
+            .messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}

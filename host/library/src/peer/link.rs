@@ -1,0 +1,319 @@
+//! The running link to the other node.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::connection;
+use super::proto::{Frame, PeerMsg};
+use super::state::{hash_file, Incoming, Inner, PeerConfig, PeerError, PeerState, Receipt, Waiter};
+use crate::plugin::Role;
+
+/// The link to the peer.
+#[derive(Clone)]
+pub struct PeerLink {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink")
+            .field("peer", &self.inner.config.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerLink {
+    /// Start listening and dialling. `local` gives this node's (epoch, role)
+    /// as they change; what the peer sends for plugins goes to `incoming`.
+    pub async fn start(
+        config: PeerConfig,
+        local: watch::Receiver<(u64, Role)>,
+        incoming: mpsc::Sender<Incoming>,
+    ) -> std::io::Result<Self> {
+        tokio::fs::create_dir_all(&config.staging).await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let inner = Arc::new(Inner {
+            config,
+            local,
+            state: Mutex::new(PeerState::default()),
+            last_heard: Mutex::new(None),
+            out: Mutex::new(None),
+            waiters: Mutex::new(HashMap::new()),
+            messages: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+            beats_sent: Mutex::new(HashMap::new()),
+            incoming,
+            heard: watch::channel(0).0,
+        });
+        let link = Self { inner };
+        tokio::spawn(connection::accept_loop(link.inner.clone(), listener));
+        if link.inner.config.node_id < link.inner.config.peer_node_id {
+            tokio::spawn(connection::dial_loop(link.inner.clone()));
+        }
+        tokio::spawn(connection::heartbeat_loop(link.inner.clone()));
+        Ok(link)
+    }
+
+    /// The link now.
+    pub fn state(&self) -> PeerState {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Time since the last frame from the peer (none yet: `None`).
+    pub fn silence(&self) -> Option<Duration> {
+        self.inner
+            .last_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// A receiver that changes whenever a frame arrives from the peer.
+    pub fn heard(&self) -> watch::Receiver<u64> {
+        self.inner.heard.subscribe()
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Frame>, PeerError> {
+        self.inner
+            .out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(PeerError::Down)
+    }
+
+    async fn send(&self, msg: PeerMsg) -> Result<(), PeerError> {
+        let epoch = self.inner.local.borrow().0;
+        self.sender()?
+            .send(Frame { epoch, msg })
+            .await
+            .map_err(|_| PeerError::Down)
+    }
+
+    /// Send a small message to the peer's plugin instance `plugin`; fails
+    /// with [`PeerError::Stalled`] when the peer has not acknowledged it
+    /// within [`PeerConfig::transfer_stall`].
+    pub async fn send_message(
+        &self,
+        plugin: &str,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let stall = self.inner.config.transfer_stall;
+        // Queueing behind a transfer on a stalled link counts as waiting too.
+        let sent_and_acked = async {
+            self.send(PeerMsg::Message {
+                id,
+                plugin: plugin.into(),
+                kind: kind.into(),
+                body,
+            })
+            .await?;
+            rx.await.map_err(|_| PeerError::Down)
+        };
+        let result = match tokio::time::timeout(stall, sent_and_acked).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(reason))) => Err(PeerError::Refused(reason)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PeerError::Stalled {
+                after: stall,
+                last: format!("message `{kind}` not acknowledged"),
+            }),
+        };
+        self.inner
+            .messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        result
+    }
+
+    /// The peer's node id, as configured (the link refuses any other).
+    pub fn peer_node_id(&self) -> &str {
+        &self.inner.config.peer_node_id
+    }
+
+    /// Stream a file to the peer's plugin instance `plugin`; returns once the
+    /// peer stored it whole and its checksum matched. A broken link is
+    /// retried, resuming where the peer's copy stops. The transfer fails with
+    /// [`PeerError::Stalled`] once the peer has confirmed no progress for
+    /// [`PeerConfig::transfer_stall`]; however long it takes as a whole, a
+    /// transfer that keeps moving is never cut off.
+    pub async fn send_file(
+        &self,
+        plugin: &str,
+        path: &Path,
+        name: &str,
+        tag: &str,
+    ) -> Result<Receipt, PeerError> {
+        let started = Instant::now();
+        let (size, sha256) = hash_file(path)
+            .await
+            .map_err(|e| PeerError::Io(format!("{}: {e}", path.display())))?;
+        let id = u64::from_str_radix(&sha256[..15], 16).unwrap_or(0) ^ u64::from(name.len() as u32);
+        let stall = self.inner.config.transfer_stall;
+        // When the peer last confirmed anything about this transfer (counting
+        // from the start, and across redials).
+        let mut progressed = Instant::now();
+        let mut resumed_from = 0;
+        loop {
+            let attempt = self
+                .try_send_file(id, plugin, path, name, tag, size, &sha256, &mut progressed)
+                .await;
+            let e = match attempt {
+                Ok((bytes, got, have)) => {
+                    resumed_from = resumed_from.max(have);
+                    return Ok(Receipt {
+                        bytes,
+                        sha256: got,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        resumed_from,
+                    });
+                }
+                Err(e @ (PeerError::Refused(_) | PeerError::Io(_) | PeerError::Stalled { .. })) => {
+                    return Err(e)
+                }
+                Err(e) => e,
+            };
+            if progressed.elapsed() + Duration::from_millis(200) >= stall {
+                return Err(PeerError::Stalled {
+                    after: stall,
+                    last: e.to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One attempt over the current connection: offer, stream from where the
+    /// peer's copy stops, wait for the receipt; fails with
+    /// [`PeerError::Stalled`] when the peer confirms nothing for the stall
+    /// bound since `progressed` (which every confirmation moves on).
+    #[allow(clippy::too_many_arguments)]
+    async fn try_send_file(
+        &self,
+        id: u64,
+        plugin: &str,
+        path: &Path,
+        name: &str,
+        tag: &str,
+        size: u64,
+        sha256: &str,
+        progressed: &mut Instant,
+    ) -> Result<(u64, String, u64), PeerError> {
+        let (resume_tx, resume_rx) = oneshot::channel();
+        let (receipt_tx, receipt_rx) = oneshot::channel();
+        let (progress_tx, mut progress_rx) = watch::channel(0u64);
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Waiter {
+                    resume: Some(resume_tx),
+                    receipt: Some(receipt_tx),
+                    progress: progress_tx,
+                },
+            );
+        let stall = self.inner.config.transfer_stall;
+        let transfer = async {
+            self.send(PeerMsg::Offer {
+                id,
+                plugin: plugin.into(),
+                tag: tag.into(),
+                name: name.into(),
+                size,
+                sha256: sha256.into(),
+            })
+            .await?;
+            let have = resume_rx.await.map_err(|_| PeerError::Down)?;
+            if have == u64::MAX {
+                return Err(PeerError::Refused("the peer refused the offer".into()));
+            }
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| PeerError::Io(e.to_string()))?;
+            file.seek(std::io::SeekFrom::Start(have))
+                .await
+                .map_err(|e| PeerError::Io(e.to_string()))?;
+            let mut offset = have;
+            let mut buf = vec![0u8; self.inner.config.chunk];
+            while offset < size {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| PeerError::Io(e.to_string()))?;
+                if n == 0 {
+                    return Err(PeerError::Io(format!(
+                        "{} shrank while it was being sent",
+                        path.display()
+                    )));
+                }
+                self.send(PeerMsg::Chunk {
+                    id,
+                    offset,
+                    data: buf[..n].to_vec(),
+                })
+                .await?;
+                offset += n as u64;
+            }
+            match receipt_rx.await {
+                Ok((true, bytes, got, _)) => Ok((bytes, got, have)),
+                Ok((false, _, _, err)) => Err(PeerError::Refused(
+                    err.unwrap_or_else(|| "the peer rejected the file".into()),
+                )),
+                Err(_) => Err(PeerError::Down),
+            }
+        };
+        let watchdog = async {
+            loop {
+                let left = stall.saturating_sub(progressed.elapsed());
+                if left.is_zero() {
+                    return PeerError::Stalled {
+                        after: stall,
+                        last: String::from("the peer stopped confirming chunks"),
+                    };
+                }
+                match tokio::time::timeout(left, progress_rx.changed()).await {
+                    Ok(Ok(())) => *progressed = Instant::now(),
+                    // The connection ended (its waiters are dropped): the
+                    // transfer sees that and returns.
+                    Ok(Err(_)) => std::future::pending::<()>().await,
+                    Err(_) => {}
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = transfer => r,
+            e = watchdog => Err(e),
+        };
+        if result.is_err() {
+            self.inner
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        result
+    }
+}

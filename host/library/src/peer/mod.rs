@@ -1,0 +1,22 @@
+//! The node-to-node link: mutual authentication with a pre-shared key and a
+//! MAC on every frame, heartbeats both ways, bounded queues, files streamed in
+//! chunks (resumable, checksummed), small messages for plugins. Every frame
+//! carries the sender's epoch; data from a lower epoch than this node's is
+//! refused (a returning old active can never install an old snapshot over the
+//! live database).
+
+pub(crate) mod auth;
+mod connection;
+pub(crate) mod link;
+pub(crate) mod proto;
+mod receive;
+pub(crate) mod session;
+pub(crate) mod state;
+
+pub use auth::{AuthError, Psk};
+pub(crate) use link::PeerLink;
+pub(crate) use state::{Incoming, PeerConfig, PeerError, PeerState, DEFAULT_TRANSFER_STALL};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

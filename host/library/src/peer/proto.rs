@@ -1,0 +1,196 @@
+//! Frames between the two nodes (and between a node and the witness).
+//!
+//! On the wire: `u32 length | MessagePack body | 32-byte MAC` (see
+//! [`super::auth`]); the handshake messages go before the MAC is set up, as
+//! `u32 length | MessagePack`.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::auth::{AuthError, FrameMac, TAG_LEN};
+use crate::plugin::Role;
+
+/// Largest frame accepted (a file chunk plus headroom).
+pub(crate) const MAX_FRAME: usize = 2 << 20;
+
+/// Largest message accepted before authentication (hello, challenge, proof):
+/// a stranger cannot make a node allocate more.
+pub(crate) const MAX_PLAIN: usize = 4 << 10;
+
+/// Every frame carries the sender's epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Frame {
+    /// Sender's epoch when it sent the frame.
+    pub epoch: u64,
+    /// What it says.
+    pub msg: PeerMsg,
+}
+
+/// What nodes say to each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum PeerMsg {
+    /// Liveness, both ways, every heartbeat interval.
+    Heartbeat {
+        /// Counts up per sender.
+        seq: u64,
+        /// Sender's role.
+        role: Role,
+        /// Sender's wall clock (for display only).
+        sent_ms: u64,
+    },
+    /// Answer to a heartbeat (for round-trip time).
+    HeartbeatAck {
+        /// The heartbeat's seq.
+        seq: u64,
+    },
+    /// A file is coming.
+    Offer {
+        /// Transfer id (the same for a resumed transfer).
+        id: u64,
+        /// The plugin instance it is for.
+        plugin: String,
+        /// The sender's tag.
+        tag: String,
+        /// File name to store it under.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// SHA-256, hex.
+        sha256: String,
+    },
+    /// The receiver has `have` bytes of the transfer already; send the rest.
+    /// Sent in answer to an offer, and again after every stored chunk to
+    /// confirm progress (the sender's stall bound counts from the last one).
+    Resume {
+        /// Transfer id.
+        id: u64,
+        /// Bytes already stored.
+        have: u64,
+    },
+    /// Part of a file.
+    Chunk {
+        /// Transfer id.
+        id: u64,
+        /// Offset of `data` in the file.
+        offset: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The receiver stored and checked the whole file (or failed).
+    Receipt {
+        /// Transfer id.
+        id: u64,
+        /// Whether the file arrived whole with the announced checksum.
+        ok: bool,
+        /// Bytes stored.
+        bytes: u64,
+        /// SHA-256 computed by the receiver, hex.
+        sha256: String,
+        /// Why not, when `ok` is false.
+        error: Option<String>,
+    },
+    /// A small message for the peer's plugin instance of the same name.
+    Message {
+        /// Message id, echoed by the ack.
+        id: u64,
+        /// Plugin instance.
+        plugin: String,
+        /// Kind.
+        kind: String,
+        /// Body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// The message was delivered (or refused).
+    MessageAck {
+        /// Message id.
+        id: u64,
+        /// Refusal reason, if refused.
+        error: Option<String>,
+    },
+    /// Data refused because it came from a lower epoch.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A frame I/O failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum FrameError {
+    /// The socket failed or closed.
+    #[error("peer link: {0}")]
+    Io(#[from] std::io::Error),
+    /// The frame is malformed.
+    #[error("peer link: malformed frame: {0}")]
+    Malformed(String),
+    /// The MAC did not check out.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// Write a plain (pre-authentication) message.
+pub(crate) async fn write_plain<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    value: &T,
+) -> Result<(), FrameError> {
+    let body = rmp_serde::to_vec_named(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    w.write_all(&(body.len() as u32).to_le_bytes()).await?;
+    w.write_all(&body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+async fn read_body<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::Malformed(format!(
+            "frame of {len} bytes is over {max}"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Read a plain (pre-authentication) message.
+pub(crate) async fn read_plain<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    let body = read_body(r, MAX_PLAIN).await?;
+    rmp_serde::from_slice(&body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Write an authenticated frame.
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    mac: &mut FrameMac,
+    value: &T,
+) -> Result<(), FrameError> {
+    let body = rmp_serde::to_vec_named(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let tag = mac.sign(&body);
+    let mut out = Vec::with_capacity(4 + body.len() + TAG_LEN);
+    out.extend_from_slice(&((body.len() + TAG_LEN) as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&tag);
+    w.write_all(&out).await?;
+    Ok(())
+}
+
+/// Read an authenticated frame.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    r: &mut R,
+    mac: &mut FrameMac,
+) -> Result<T, FrameError> {
+    let body = read_body(r, MAX_FRAME).await?;
+    if body.len() < TAG_LEN {
+        return Err(FrameError::Malformed("frame shorter than its MAC".into()));
+    }
+    let (data, tag) = body.split_at(body.len() - TAG_LEN);
+    mac.verify(data, tag)?;
+    rmp_serde::from_slice(data).map_err(|e| FrameError::Malformed(e.to_string()))
+}

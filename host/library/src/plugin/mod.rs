@@ -1,0 +1,174 @@
+//! Plugins: the two host traits the rest of the host calls ([`Strategy`],
+//! [`FailoverAction`]), the WebAssembly component runtime that implements them,
+//! where plugins come from (built in, or a path), and inspection tools.
+//!
+//! No host code branches on a plugin's name: what a node does comes from what
+//! its plugins do through these traits.
+
+pub(crate) mod bindings;
+pub mod builtin;
+pub mod componentize;
+mod convert;
+mod health;
+pub mod inspect;
+pub mod runtime;
+mod shape;
+mod spec;
+pub mod types;
+mod wasm;
+
+use async_trait::async_trait;
+
+pub use health::{FaultCause, Health, HealthState};
+pub use runtime::{LoadError, PluginRuntime, RuntimeOptions};
+pub use types::*;
+
+/// The host capabilities a plugin can import. `Log` and `Clock` are always
+/// granted; the rest need a grant in the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// Logging.
+    Log,
+    /// Time.
+    Clock,
+    /// The database.
+    Db,
+    /// Files under granted roots.
+    Files,
+    /// The peer link.
+    Peer,
+    /// Commands named in the profile.
+    Exec,
+    /// Service addresses.
+    Net,
+    /// DNS updates.
+    Dns,
+}
+
+impl Capability {
+    /// Every capability, in WIT order.
+    pub const ALL: [Capability; 8] = [
+        Capability::Log,
+        Capability::Clock,
+        Capability::Db,
+        Capability::Files,
+        Capability::Peer,
+        Capability::Exec,
+        Capability::Net,
+        Capability::Dns,
+    ];
+
+    /// The WIT interface name (`db`, `files`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Clock => "clock",
+            Capability::Db => "db",
+            Capability::Files => "files",
+            Capability::Peer => "peer",
+            Capability::Exec => "exec",
+            Capability::Net => "net",
+            Capability::Dns => "dns",
+        }
+    }
+
+    /// Capabilities every plugin has without a grant.
+    pub fn always_granted(self) -> bool {
+        matches!(self, Capability::Log | Capability::Clock)
+    }
+
+    /// The capability named by a WIT interface name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The plugin ran and returned an error value.
+    #[error("plugin {plugin}: {error}")]
+    Returned {
+        /// Plugin instance name.
+        plugin: String,
+        /// What it returned.
+        error: CallError,
+    },
+    /// The call trapped, ran past its deadline or hit the memory cap; the
+    /// instance is now disabled and will be re-instantiated after a backoff.
+    #[error("plugin {plugin} failed and was disabled: {cause}")]
+    Faulted {
+        /// Plugin instance name.
+        plugin: String,
+        /// What happened.
+        cause: FaultCause,
+    },
+    /// The instance is disabled after an earlier fault and its backoff has not
+    /// elapsed (or re-instantiation failed).
+    #[error("plugin {plugin} is disabled ({cause}); next attempt in {retry_in_ms} ms")]
+    Disabled {
+        /// Plugin instance name.
+        plugin: String,
+        /// The fault that disabled it.
+        cause: FaultCause,
+        /// Time until the next re-instantiation attempt.
+        retry_in_ms: u64,
+    },
+}
+
+impl PluginError {
+    /// The plugin instance the error is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            PluginError::Returned { plugin, .. }
+            | PluginError::Faulted { plugin, .. }
+            | PluginError::Disabled { plugin, .. } => plugin,
+        }
+    }
+}
+
+/// A replication strategy, as the host sees it.
+#[async_trait]
+pub trait Strategy: Send + Sync {
+    /// The instance name (from the profile).
+    fn name(&self) -> &str;
+    /// Current health of the instance.
+    fn health(&self) -> Health;
+    /// Name, version and summary.
+    async fn describe(&self) -> Result<Descriptor, PluginError>;
+    /// Periodic call on both nodes.
+    async fn tick(&self, ctx: &NodeContext) -> Result<TickReport, PluginError>;
+    /// The peer's plugin sent something.
+    async fn on_receive(&self, ctx: &NodeContext, item: Received) -> Result<(), PluginError>;
+    /// This node is becoming active.
+    async fn on_promote(&self, ctx: &NodeContext) -> Result<PromoteReport, PluginError>;
+    /// This node is no longer active.
+    async fn on_demote(&self, ctx: &NodeContext) -> Result<(), PluginError>;
+    /// Health and progress.
+    async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError>;
+}
+
+/// A failover action, as the host sees it.
+#[async_trait]
+pub trait FailoverAction: Send + Sync {
+    /// The instance name (from the profile).
+    fn name(&self) -> &str;
+    /// Current health of the instance.
+    fn health(&self) -> Health;
+    /// Name, version and summary.
+    async fn describe(&self) -> Result<Descriptor, PluginError>;
+    /// Make devices reach this node.
+    async fn activate(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError>;
+    /// Undo `activate` on this node.
+    async fn deactivate(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError>;
+    /// Check that devices would reach this node.
+    async fn verify(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError>;
+}

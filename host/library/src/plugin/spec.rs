@@ -1,0 +1,192 @@
+//! What the runtime is asked to load, with what settings, and what can go
+//! wrong: the runtime's options, a plugin's source and spec, load errors, and
+//! the WIT package this host implements.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::types::{CallError, Setting};
+use super::Capability;
+use crate::caps::ResolvedGrants;
+
+/// WIT package this host implements.
+pub const WIT_PACKAGE: &str = "standby:plugin";
+/// Its version.
+pub const WIT_VERSION: &str = "0.1.0";
+/// How often the epoch advances; the unit of per-call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Runtime settings (the `[plugins]` table of a profile).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeOptions {
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub memory_cap: u64,
+    /// Guest time one call may use, in milliseconds (time spent in host
+    /// capabilities does not count).
+    pub call_deadline_ms: u64,
+    /// First wait before re-instantiating a faulted instance, in milliseconds;
+    /// doubles with each consecutive fault.
+    pub backoff_initial_ms: u64,
+    /// Longest wait before re-instantiating.
+    pub backoff_max_ms: u64,
+    /// Where wasmtime caches compiled code; `None` uses wasmtime's default
+    /// location. Relative paths are under the site's data directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Turn the compilation cache off.
+    pub cache: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            memory_cap: 64 << 20,
+            call_deadline_ms: 5_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 60_000,
+            cache_dir: None,
+            cache: true,
+        }
+    }
+}
+
+/// Where a plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Embedded in this binary: `builtin:NAME`.
+    Builtin(String),
+    /// A component file.
+    Path(PathBuf),
+}
+
+impl PluginSource {
+    /// Parse a profile's `plugin = "..."`: `builtin:NAME`, or a path relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Self {
+        match text.strip_prefix("builtin:") {
+            Some(name) => PluginSource::Builtin(name.to_string()),
+            None => PluginSource::Path(base.join(text)),
+        }
+    }
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Builtin(n) => write!(f, "builtin:{n}"),
+            PluginSource::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The engine could not be set up.
+    #[error("plugin runtime: {0}")]
+    Engine(String),
+    /// No built-in plugin by that name.
+    #[error("plugin {plugin}: there is no built-in plugin `{name}` (built in: {known})")]
+    UnknownBuiltin {
+        /// Instance name.
+        plugin: String,
+        /// The name asked for.
+        name: String,
+        /// What exists.
+        known: String,
+    },
+    /// The file could not be read.
+    #[error("plugin {plugin}: cannot read {path}: {error}")]
+    Read {
+        /// Instance name.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly component.
+    #[error("plugin {plugin}: {source_name} is not a WebAssembly component: {reason}")]
+    NotComponent {
+        /// Instance name.
+        plugin: String,
+        /// Where the bytes came from.
+        source_name: String,
+        /// What it is instead.
+        reason: String,
+    },
+    /// Compilation failed.
+    #[error("plugin {plugin}: {source_name} does not compile: {reason}")]
+    Compile {
+        /// Instance name.
+        plugin: String,
+        /// Where the bytes came from.
+        source_name: String,
+        /// Compiler message.
+        reason: String,
+    },
+    /// The component targets another world.
+    #[error("plugin {plugin}: {source_name} is built for world `{found}`, but it is configured as a {expected} (it must export {wanted})")]
+    WrongWorld {
+        /// Instance name.
+        plugin: String,
+        /// Where the bytes came from.
+        source_name: String,
+        /// The world expected.
+        expected: &'static str,
+        /// The interface that should be exported.
+        wanted: String,
+        /// What the component is.
+        found: String,
+    },
+    /// The component imports a capability the profile does not grant.
+    #[error("plugin {plugin}: imports capability `{capability}` ({import}), which its grants do not include (granted: {granted}); add `[...grants.{capability}]` to the profile or use another plugin")]
+    Ungranted {
+        /// Instance name.
+        plugin: String,
+        /// The capability.
+        capability: Capability,
+        /// The full import name.
+        import: String,
+        /// What is granted.
+        granted: String,
+    },
+    /// The component imports something this host does not provide.
+    #[error("plugin {plugin}: imports `{import}`, which this host does not provide (it provides {WIT_PACKAGE}@{WIT_VERSION})")]
+    UnknownImport {
+        /// Instance name.
+        plugin: String,
+        /// The import name.
+        import: String,
+    },
+    /// Instantiation failed.
+    #[error("plugin {plugin}: cannot instantiate: {reason}")]
+    Instantiate {
+        /// Instance name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The plugin refused its settings.
+    #[error("plugin {plugin}: rejected its settings: {error}")]
+    Configure {
+        /// Instance name.
+        plugin: String,
+        /// What it said.
+        error: CallError,
+    },
+}
+
+/// One plugin to load: instance name, source, grants and settings.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Instance name (for logs, health and errors).
+    pub name: String,
+    /// Where the component comes from.
+    pub source: PluginSource,
+    /// What it may do.
+    pub grants: Arc<ResolvedGrants>,
+    /// Its settings.
+    pub settings: Vec<Setting>,
+}

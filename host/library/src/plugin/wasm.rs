@@ -1,0 +1,497 @@
+//! The wasm component adapter: one [`Slot`] per plugin instance holds its own
+//! `Store`, enforces the per-call deadline and memory cap, disables the
+//! instance on a fault and re-instantiates it with backoff.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use super::bindings::action::FailoverAction as ActionBindings;
+use super::bindings::action::FailoverActionPre;
+use super::bindings::strategy::standby::plugin::types as wit;
+use super::bindings::strategy::{ReplicationStrategy, ReplicationStrategyPre};
+use super::convert;
+use super::health::{FaultCause, Health, HealthCell};
+use super::spec::{LoadError, PluginSpec, RuntimeOptions, EPOCH_TICK};
+use super::types::*;
+use super::{FailoverAction, PluginError, Strategy};
+use crate::caps::{HostState, ResolvedGrants, Services};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What differs between the two plugin worlds.
+pub(crate) trait World: 'static {
+    type Pre: Send + Sync;
+    type Bindings: Send + Sync;
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<HostState>,
+    ) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>>;
+    fn configure<'a>(
+        b: &'a Self::Bindings,
+        store: &'a mut Store<HostState>,
+        settings: &'a [wit::Setting],
+    ) -> BoxFuture<'a, wasmtime::Result<Result<(), wit::Error>>>;
+}
+
+/// The `replication-strategy` world.
+pub(crate) struct StrategyWorld;
+
+impl World for StrategyWorld {
+    type Pre = ReplicationStrategyPre<HostState>;
+    type Bindings = ReplicationStrategy;
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<HostState>,
+    ) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
+        Box::pin(pre.instantiate_async(store))
+    }
+    fn configure<'a>(
+        b: &'a Self::Bindings,
+        store: &'a mut Store<HostState>,
+        settings: &'a [wit::Setting],
+    ) -> BoxFuture<'a, wasmtime::Result<Result<(), wit::Error>>> {
+        Box::pin(b.standby_plugin_strategy().call_configure(store, settings))
+    }
+}
+
+/// The `failover-action` world.
+pub(crate) struct ActionWorld;
+
+impl World for ActionWorld {
+    type Pre = FailoverActionPre<HostState>;
+    type Bindings = ActionBindings;
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<HostState>,
+    ) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
+        Box::pin(pre.instantiate_async(store))
+    }
+    fn configure<'a>(
+        b: &'a Self::Bindings,
+        store: &'a mut Store<HostState>,
+        settings: &'a [wit::Setting],
+    ) -> BoxFuture<'a, wasmtime::Result<Result<(), wit::Error>>> {
+        Box::pin(b.standby_plugin_action().call_configure(store, settings))
+    }
+}
+
+struct Live<W: World> {
+    instance: Option<(Store<HostState>, W::Bindings)>,
+    retry_at: Option<Instant>,
+    cause: Option<FaultCause>,
+}
+
+/// One plugin instance and everything needed to re-create it.
+pub(crate) struct Slot<W: World> {
+    name: Arc<str>,
+    engine: Engine,
+    pre: W::Pre,
+    grants: Arc<ResolvedGrants>,
+    services: Arc<Services>,
+    settings: Vec<wit::Setting>,
+    options: RuntimeOptions,
+    live: tokio::sync::Mutex<Live<W>>,
+    health: Arc<HealthCell>,
+}
+
+impl<W: World> Slot<W> {
+    /// Instantiate and configure for the first time; failures are load errors.
+    pub(crate) async fn start(
+        engine: &Engine,
+        options: &RuntimeOptions,
+        spec: PluginSpec,
+        services: Arc<Services>,
+        pre: W::Pre,
+    ) -> Result<Self, LoadError> {
+        let slot = Self {
+            name: Arc::from(spec.name.as_str()),
+            engine: engine.clone(),
+            pre,
+            grants: spec.grants,
+            services,
+            settings: spec.settings.iter().map(convert::setting).collect(),
+            options: options.clone(),
+            live: tokio::sync::Mutex::new(Live {
+                instance: None,
+                retry_at: None,
+                cause: None,
+            }),
+            health: Arc::new(HealthCell::new(&spec.name)),
+        };
+        match slot.instantiate().await {
+            Ok(instance) => {
+                slot.live.lock().await.instance = Some(instance);
+                Ok(slot)
+            }
+            Err(Startup::Refused(error)) => Err(LoadError::Configure {
+                plugin: spec.name,
+                error,
+            }),
+            Err(Startup::Fault(cause)) => Err(LoadError::Instantiate {
+                plugin: spec.name,
+                reason: cause.to_string(),
+            }),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        self.health.snapshot()
+    }
+
+    pub(crate) fn health_handle(&self) -> Arc<HealthCell> {
+        self.health.clone()
+    }
+
+    fn deadline_ticks(&self) -> u32 {
+        (self.options.call_deadline_ms / EPOCH_TICK.as_millis() as u64)
+            .clamp(1, u64::from(u32::MAX)) as u32
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let state = HostState::new(
+            self.name.clone(),
+            self.grants.clone(),
+            self.services.clone(),
+            self.options.memory_cap,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| {
+            let limits = &mut ctx.data_mut().limits;
+            if limits.ticks_left == 0 {
+                limits.deadline_hit = true;
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            limits.ticks_left -= 1;
+            // Yield to the async runtime at every tick so a long guest call
+            // never holds a worker thread.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    fn arm(&self, store: &mut Store<HostState>) {
+        let ticks = self.deadline_ticks();
+        let limits = &mut store.data_mut().limits;
+        limits.ticks_left = ticks;
+        limits.deadline_hit = false;
+        limits.memory_cap_hit = false;
+        store.set_epoch_deadline(1);
+    }
+
+    fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> FaultCause {
+        let limits = &store.data().limits;
+        if limits.deadline_hit {
+            FaultCause::Deadline(self.options.call_deadline_ms)
+        } else if limits.memory_cap_hit {
+            FaultCause::MemoryCap(self.options.memory_cap)
+        } else {
+            let root = e.root_cause().to_string();
+            let first = format!("{e}");
+            let first = first.lines().next().unwrap_or_default().to_string();
+            if first == root || first.is_empty() {
+                FaultCause::Trap(root)
+            } else {
+                FaultCause::Trap(format!("{root} ({first})"))
+            }
+        }
+    }
+
+    async fn instantiate(&self) -> Result<(Store<HostState>, W::Bindings), Startup> {
+        let mut store = self.new_store();
+        self.arm(&mut store);
+        let bindings = match W::instantiate(&self.pre, &mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(Startup::Fault(self.classify(&store, e))),
+        };
+        self.arm(&mut store);
+        match W::configure(&bindings, &mut store, &self.settings).await {
+            Ok(Ok(())) => Ok((store, bindings)),
+            Ok(Err(e)) => Err(Startup::Refused(convert::error(e))),
+            Err(e) => Err(Startup::Fault(self.classify(&store, e))),
+        }
+    }
+
+    fn backoff(&self, faults: u32) -> Duration {
+        let shift = faults.saturating_sub(1).min(20);
+        let ms = self
+            .options
+            .backoff_initial_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.options.backoff_max_ms);
+        Duration::from_millis(ms)
+    }
+
+    fn fault(&self, live: &mut Live<W>, op: &str, cause: FaultCause) -> Duration {
+        let faults = self.health.fault(cause.clone());
+        let wait = self.backoff(faults);
+        live.instance = None;
+        live.retry_at = Some(Instant::now() + wait);
+        live.cause = Some(cause.clone());
+        tracing::error!(
+            plugin = &*self.name,
+            op,
+            cause = %cause,
+            retry_in_ms = wait.as_millis() as u64,
+            "plugin instance disabled; the host keeps running"
+        );
+        wait
+    }
+
+    /// Run one call against the instance, re-instantiating it first if it was
+    /// disabled and its backoff has elapsed.
+    pub(crate) async fn call<R>(
+        &self,
+        op: &'static str,
+        f: impl for<'a> FnOnce(
+            &'a W::Bindings,
+            &'a mut Store<HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R, PluginError> {
+        let mut live = self.live.lock().await;
+        if live.instance.is_none() {
+            let cause = live
+                .cause
+                .clone()
+                .unwrap_or(FaultCause::Startup("not started".into()));
+            if let Some(at) = live.retry_at {
+                let now = Instant::now();
+                if now < at {
+                    return Err(PluginError::Disabled {
+                        plugin: self.name.to_string(),
+                        cause,
+                        retry_in_ms: (at - now).as_millis() as u64,
+                    });
+                }
+            }
+            match self.instantiate().await {
+                Ok(instance) => {
+                    live.instance = Some(instance);
+                    live.retry_at = None;
+                    self.health.restarted();
+                    tracing::info!(plugin = &*self.name, "plugin instance re-instantiated");
+                }
+                Err(startup) => {
+                    let cause = match startup {
+                        Startup::Fault(c) => c,
+                        Startup::Refused(e) => FaultCause::Startup(format!("configure: {e}")),
+                    };
+                    let wait = self.fault(&mut live, "re-instantiate", cause.clone());
+                    return Err(PluginError::Disabled {
+                        plugin: self.name.to_string(),
+                        cause,
+                        retry_in_ms: wait.as_millis() as u64,
+                    });
+                }
+            }
+        }
+        let Some((store, bindings)) = live.instance.as_mut() else {
+            return Err(PluginError::Disabled {
+                plugin: self.name.to_string(),
+                cause: FaultCause::Startup("no instance".into()),
+                retry_in_ms: 0,
+            });
+        };
+        self.arm(store);
+        let outcome = f(bindings, store).await;
+        match outcome {
+            Ok(r) => {
+                self.health.call_ok();
+                Ok(r)
+            }
+            Err(e) => {
+                let cause = self.classify(store, e);
+                self.fault(&mut live, op, cause.clone());
+                Err(PluginError::Faulted {
+                    plugin: self.name.to_string(),
+                    cause,
+                })
+            }
+        }
+    }
+
+    /// Map a WIT-level result to the host's.
+    fn returned<T, U>(
+        &self,
+        r: Result<T, wit::Error>,
+        f: impl FnOnce(T) -> U,
+    ) -> Result<U, PluginError> {
+        r.map(f).map_err(|e| PluginError::Returned {
+            plugin: self.name.to_string(),
+            error: convert::error(e),
+        })
+    }
+}
+
+enum Startup {
+    /// The plugin refused its settings.
+    Refused(CallError),
+    /// Instantiation or configure trapped.
+    Fault(FaultCause),
+}
+
+/// A replication strategy running as a wasm component.
+pub struct WasmStrategy {
+    slot: Slot<StrategyWorld>,
+}
+
+impl WasmStrategy {
+    pub(crate) fn new(slot: Slot<StrategyWorld>) -> Self {
+        Self { slot }
+    }
+}
+
+#[async_trait]
+impl Strategy for WasmStrategy {
+    fn name(&self) -> &str {
+        self.slot.name()
+    }
+
+    fn health(&self) -> Health {
+        self.slot.health()
+    }
+
+    async fn describe(&self) -> Result<Descriptor, PluginError> {
+        let d = self
+            .slot
+            .call("describe", |b, s| {
+                Box::pin(b.standby_plugin_strategy().call_describe(s))
+            })
+            .await?;
+        Ok(convert::descriptor(d))
+    }
+
+    async fn tick(&self, ctx: &NodeContext) -> Result<TickReport, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("tick", move |b, s| {
+                Box::pin(async move { b.standby_plugin_strategy().call_tick(s, &c).await })
+            })
+            .await?;
+        self.slot.returned(r, convert::tick)
+    }
+
+    async fn on_receive(&self, ctx: &NodeContext, item: Received) -> Result<(), PluginError> {
+        let c = convert::ctx(ctx);
+        let item = convert::received(&item);
+        let r = self
+            .slot
+            .call("on-receive", move |b, s| {
+                Box::pin(async move {
+                    b.standby_plugin_strategy()
+                        .call_on_receive(s, &c, &item)
+                        .await
+                })
+            })
+            .await?;
+        self.slot.returned(r, |()| ())
+    }
+
+    async fn on_promote(&self, ctx: &NodeContext) -> Result<PromoteReport, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("on-promote", move |b, s| {
+                Box::pin(async move { b.standby_plugin_strategy().call_on_promote(s, &c).await })
+            })
+            .await?;
+        self.slot.returned(r, convert::promote)
+    }
+
+    async fn on_demote(&self, ctx: &NodeContext) -> Result<(), PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("on-demote", move |b, s| {
+                Box::pin(async move { b.standby_plugin_strategy().call_on_demote(s, &c).await })
+            })
+            .await?;
+        self.slot.returned(r, |()| ())
+    }
+
+    async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("status", move |b, s| {
+                Box::pin(async move { b.standby_plugin_strategy().call_status(s, &c).await })
+            })
+            .await?;
+        Ok(convert::status(r))
+    }
+}
+
+/// A failover action running as a wasm component.
+pub struct WasmAction {
+    slot: Slot<ActionWorld>,
+}
+
+impl WasmAction {
+    pub(crate) fn new(slot: Slot<ActionWorld>) -> Self {
+        Self { slot }
+    }
+}
+
+#[async_trait]
+impl FailoverAction for WasmAction {
+    fn name(&self) -> &str {
+        self.slot.name()
+    }
+
+    fn health(&self) -> Health {
+        self.slot.health()
+    }
+
+    async fn describe(&self) -> Result<Descriptor, PluginError> {
+        let d = self
+            .slot
+            .call("describe", |b, s| {
+                Box::pin(b.standby_plugin_action().call_describe(s))
+            })
+            .await?;
+        Ok(convert::descriptor(d))
+    }
+
+    async fn activate(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("activate", move |b, s| {
+                Box::pin(async move { b.standby_plugin_action().call_activate(s, &c).await })
+            })
+            .await?;
+        self.slot.returned(r, convert::action)
+    }
+
+    async fn deactivate(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("deactivate", move |b, s| {
+                Box::pin(async move { b.standby_plugin_action().call_deactivate(s, &c).await })
+            })
+            .await?;
+        self.slot.returned(r, convert::action)
+    }
+
+    async fn verify(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("verify", move |b, s| {
+                Box::pin(async move { b.standby_plugin_action().call_verify(s, &c).await })
+            })
+            .await?;
+        self.slot.returned(r, convert::action)
+    }
+}
