@@ -1,5 +1,5 @@
 //! The host side of each WIT capability. Every plugin instance has its own
-//! [`HostState`]: its name, its resolved grants, and the node's shared
+//! host state: its name, its resolved grants, and the node's shared
 //! [`Services`]. Grants were checked when the plugin loaded; each call checks
 //! its arguments against them again (roots, commands, interfaces, servers) and
 //! answers `access-denied` for anything outside.
