@@ -7,6 +7,7 @@
 //!   ([`START_CODE`] opens every packet).
 //! - [`messages`]: the MessagePack payloads.
 //! - [`tls`]: rustls set-up for both ends.
+//! - [`backoff`]: the jittered, validated backoff every retry in standby uses.
 //! - [`agent`]: the device side: dial in priority order, keep the link alive,
 //!   log every event until the server says it is safe at the DR site,
 //!   re-send what a new server lacks ([`Agent`]).
@@ -18,10 +19,12 @@
 //! down in docs/protocol.md.
 
 pub mod agent;
+pub mod backoff;
 pub mod codec;
 pub mod frame;
 pub mod messages;
 pub mod tls;
 
 pub use agent::Agent;
+pub use backoff::Backoff;
 pub use frame::START_CODE;

@@ -250,10 +250,6 @@ pub fn quick_device(
     c.dead_link = dead_link;
     c.connect_timeout = timeout;
     c.request_timeout = timeout;
-    c.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-        ..Backoff::default()
-    };
+    c.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200)).unwrap();
     Agent::start(c).unwrap().0
 }

@@ -70,11 +70,10 @@ fn agent_config(o: &SimulateOptions) -> Result<AgentConfig> {
     agent.dead_link = Duration::from_millis(o.dead_link_ms);
     agent.connect_timeout = Duration::from_millis(o.connect_timeout_ms);
     agent.request_timeout = Duration::from_millis(o.connect_timeout_ms);
-    agent.backoff = Backoff {
-        initial: Duration::from_millis(o.backoff_initial_ms),
-        max: Duration::from_millis(o.backoff_max_ms),
-        ..Backoff::default()
-    };
+    agent.backoff = Backoff::new(
+        Duration::from_millis(o.backoff_initial_ms),
+        Duration::from_millis(o.backoff_max_ms),
+    )?;
     if let Some(hold) = o.fail_back_hold_ms {
         agent.fail_back = FailBack::Return {
             hold_down: Duration::from_millis(hold),

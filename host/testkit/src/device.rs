@@ -27,11 +27,7 @@ pub fn config(dir: &Path, id: u32, endpoints: Vec<Endpoint>) -> AgentConfig {
     c.dead_link = Duration::from_millis(1_000);
     c.connect_timeout = Duration::from_millis(1_000);
     c.request_timeout = Duration::from_millis(1_000);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(500),
-        ..Backoff::default()
-    };
+    c.backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(500)).unwrap();
     c.log = LogOptions {
         fsync: false,
         audit: true,

@@ -5,7 +5,7 @@
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// Where the link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,12 +195,10 @@ mod tests {
     use super::*;
 
     fn backoff() -> Backoff {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            multiplier: 2.0,
-            jitter: 0.5,
-        }
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
+            .unwrap()
+            .with_jitter(0.5)
+            .unwrap()
     }
 
     /// Fail the current attempt and return the step that follows.

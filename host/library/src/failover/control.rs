@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use super::delivery::apply_durable_marks;
 use super::promotion::{complete_promotion, demote, promote_holding, Held, PromoteError};
 use super::timeline::{Timeline, TimelineBuilder};
+use standby_device::backoff::Backoff;
+
 use crate::cluster::{DetectorSettings, LeaseEnd, LeaseError, PeerWatch, Suspicion};
 use crate::node::core::{Command, Core};
 use crate::plugin::Role;
@@ -36,11 +38,14 @@ fn write_manual_epoch(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
     std::fs::File::open(data_dir)?.sync_all()
 }
 
-/// The first pause before a promotion abandoned by a failed fencing command
-/// is tried again; it doubles with each further failure.
-const RETRY_ABANDONED_FIRST: Duration = Duration::from_secs(1);
-/// The longest pause between attempts at an abandoned promotion.
-const RETRY_ABANDONED_MAX: Duration = Duration::from_secs(30);
+/// The pause before a promotion abandoned by a failed fencing command is
+/// tried again: about 1 s, doubling with each further failure up to about
+/// 30 s (a tenth of each drawn at random).
+fn retry_abandoned() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
+        .and_then(|b| b.with_jitter(0.1))
+        .unwrap_or_default()
+}
 
 /// What the standby's failure detector has seen.
 struct Watch {
@@ -52,8 +57,8 @@ struct Watch {
     /// What was last said about waiting (said once, not every tick).
     said: String,
     next_fenced_query: Instant,
-    /// The pause before the next attempt after an abandoned promotion.
-    retry_abandoned: Duration,
+    /// Promotions abandoned in a row (the next attempt waits longer).
+    abandoned: u32,
 }
 
 impl Watch {
@@ -72,7 +77,7 @@ impl Watch {
             next_try: now,
             said: String::new(),
             next_fenced_query: now,
-            retry_abandoned: RETRY_ABANDONED_FIRST,
+            abandoned: 0,
         }
     }
 
@@ -81,7 +86,7 @@ impl Watch {
         self.peer.restart(Instant::now().into());
         self.suspected = None;
         self.said.clear();
-        self.retry_abandoned = RETRY_ABANDONED_FIRST;
+        self.abandoned = 0;
     }
 
     fn say(&mut self, what: String) {
@@ -248,9 +253,9 @@ async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
             Err(_) => {
                 // Try again, but not at once: each attempt costs an epoch
                 // and runs the fencing command again.
-                let pause = watch.retry_abandoned;
+                let pause = retry_abandoned().delay(watch.abandoned, &mut rand::rng());
                 watch.next_try = Instant::now() + pause;
-                watch.retry_abandoned = (pause * 2).min(RETRY_ABANDONED_MAX);
+                watch.abandoned = watch.abandoned.saturating_add(1);
                 tracing::warn!(
                     retry_in = ?pause,
                     "promotion abandoned and the lease given back; trying again later"

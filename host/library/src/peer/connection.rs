@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::proto::{self, Frame, FrameError, PeerMsg};
 use super::receive::{Offer, Receiving};
+use super::redial::{peer_backoff, Redial};
 use super::session::{self, Macs};
 use super::state::{now_ms, Inner, Waiter};
 use super::Incoming;
@@ -34,31 +35,45 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-/// Dial the peer whenever no connection is up.
+/// Dial the peer whenever no connection is up: at once when the link is
+/// lost, then after a growing, jittered pause while dials fail
+/// ([`Redial`]). While a connection is up, whichever side made it, it looks
+/// again every 100 ms.
 pub(super) async fn dial_loop(inner: Arc<Inner>) {
+    let backoff = peer_backoff();
+    let mut redial = Redial::new(backoff, tokio::time::Instant::now());
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     loop {
         let connected = inner
             .out
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        if !connected {
-            match TcpStream::connect(inner.config.peer).await {
-                Ok(stream) => match dial_handshake(&inner, stream).await {
-                    Ok((stream, peer_id, macs)) => {
-                        run_connection(inner.clone(), stream, peer_id, macs).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(peer = %inner.config.peer, error = %e, "peer handshake failed")
-                    }
-                },
-                Err(e) => {
-                    tracing::trace!(peer = %inner.config.peer, error = %e, "peer not reachable")
-                }
-            }
+        if connected {
+            redial.up();
+            tokio::time::sleep(backoff.initial()).await;
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        redial.down(tokio::time::Instant::now());
+        if let Some(at) = redial.next_dial() {
+            tokio::time::sleep_until(at).await;
+        }
+        let dialled = match TcpStream::connect(inner.config.peer).await {
+            Ok(stream) => dial_handshake(&inner, stream).await.map_err(
+                |e| tracing::warn!(peer = %inner.config.peer, error = %e, "peer handshake failed"),
+            ),
+            Err(e) => {
+                tracing::trace!(peer = %inner.config.peer, error = %e, "peer not reachable");
+                Err(())
+            }
+        };
+        match dialled {
+            Ok((stream, peer_id, macs)) => {
+                redial.up();
+                run_connection(inner.clone(), stream, peer_id, macs).await;
+            }
+            Err(()) => redial.failed(tokio::time::Instant::now(), &mut rng),
+        }
     }
 }
 

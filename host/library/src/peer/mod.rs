@@ -10,6 +10,7 @@ mod connection;
 pub(crate) mod link;
 pub(crate) mod proto;
 mod receive;
+mod redial;
 pub(crate) mod session;
 pub(crate) mod state;
 

@@ -56,6 +56,7 @@ impl PluginRuntime {
     /// Set up the engine (with the compilation cache unless turned off), both
     /// linkers and the epoch ticker.
     pub fn new(options: RuntimeOptions) -> Result<Self, LoadError> {
+        options.restart_backoff()?;
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.epoch_interruption(true);

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use standby_device::backoff::{Backoff, BackoffError};
+
 use super::types::{CallError, Setting};
 use super::Capability;
 use crate::caps::ResolvedGrants;
@@ -36,6 +38,20 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// Turn the compilation cache off.
     pub cache: bool,
+}
+
+impl RuntimeOptions {
+    /// How long a faulted instance waits before it is re-instantiated:
+    /// `backoff_initial_ms` doubling up to `backoff_max_ms`, a fifth of each
+    /// wait drawn at random.
+    pub fn restart_backoff(&self) -> Result<Backoff, LoadError> {
+        Backoff::new(
+            Duration::from_millis(self.backoff_initial_ms),
+            Duration::from_millis(self.backoff_max_ms),
+        )
+        .and_then(|b| b.with_jitter(0.2))
+        .map_err(LoadError::Backoff)
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -86,6 +102,9 @@ pub enum LoadError {
     /// The engine could not be set up.
     #[error("plugin runtime: {0}")]
     Engine(String),
+    /// The re-instantiation backoff is not sane.
+    #[error("plugin runtime: {0}")]
+    Backoff(#[source] BackoffError),
     /// No built-in plugin by that name.
     #[error("plugin {plugin}: there is no built-in plugin `{name}` (built in: {known})")]
     UnknownBuiltin {

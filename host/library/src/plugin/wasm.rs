@@ -222,13 +222,9 @@ impl<W: World> Slot<W> {
     }
 
     fn backoff(&self, faults: u32) -> Duration {
-        let shift = faults.saturating_sub(1).min(20);
-        let ms = self
-            .options
-            .backoff_initial_ms
-            .saturating_mul(1u64 << shift)
-            .min(self.options.backoff_max_ms);
-        Duration::from_millis(ms)
+        // The runtime checked the options when it was built.
+        let backoff = self.options.restart_backoff().unwrap_or_default();
+        backoff.delay(faults.saturating_sub(1), &mut rand::rng())
     }
 
     fn fault(&self, live: &mut Live<W>, op: &str, cause: FaultCause) -> Duration {
