@@ -28,6 +28,7 @@ pub(crate) mod gateway;
 pub mod node;
 pub mod peer;
 pub mod plugin;
+pub(crate) mod role;
 pub mod store;
 
 /// Not part of the API: internals the project's own benchmarks measure

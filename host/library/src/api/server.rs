@@ -1,17 +1,14 @@
 //! The admin endpoint's server side (see the module above for its routes).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::oneshot;
 
-use crate::node::core::Command;
-use crate::node::core::Core;
+use crate::node::handle::{CommandError, NodeHandle};
 
 /// A running admin endpoint; it stops when dropped.
 #[derive(Debug)]
@@ -33,14 +30,14 @@ impl Drop for AdminServer {
     }
 }
 
-/// Serve the admin endpoint of `core` on `addr` (loopback).
-pub(crate) async fn serve(addr: SocketAddr, core: Arc<Core>) -> std::io::Result<AdminServer> {
+/// Serve the admin endpoint of the node behind `node` on `addr` (loopback).
+pub(crate) async fn serve(addr: SocketAddr, node: NodeHandle) -> std::io::Result<AdminServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route("/status", get(status))
         .route("/promote", post(promote))
-        .with_state(core);
+        .with_state(node);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "admin endpoint stopped");
@@ -50,8 +47,8 @@ pub(crate) async fn serve(addr: SocketAddr, core: Arc<Core>) -> std::io::Result<
     Ok(AdminServer { addr, task })
 }
 
-async fn status(State(core): State<Arc<Core>>) -> Response {
-    Json(crate::failover::status::collect(&core).await).into_response()
+async fn status(State(node): State<NodeHandle>) -> Response {
+    Json(node.status().await).into_response()
 }
 
 /// The query of `POST /promote`.
@@ -61,29 +58,11 @@ struct PromoteQuery {
     force: bool,
 }
 
-async fn promote(State(core): State<Arc<Core>>, Query(q): Query<PromoteQuery>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if core
-        .commands
-        .send(Command::Promote {
-            force: q.force,
-            reply,
-        })
-        .await
-        .is_err()
-    {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the node is stopping".into(),
-        );
-    }
-    match answer.await {
-        Ok(Ok(timeline)) => Json(timeline).into_response(),
-        Ok(Err(why)) => error(StatusCode::CONFLICT, why.to_string()),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the node is stopping".into(),
-        ),
+async fn promote(State(node): State<NodeHandle>, Query(q): Query<PromoteQuery>) -> Response {
+    match node.promote(q.force).await {
+        Ok(timeline) => Json(timeline).into_response(),
+        Err(e @ CommandError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ CommandError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

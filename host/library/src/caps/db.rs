@@ -14,7 +14,7 @@ use crate::plugin::bindings::strategy::standby::plugin::db::{
 use crate::plugin::bindings::strategy::standby::plugin::types::{
     ChangeBatch, Error as WitError, FileRef,
 };
-use crate::plugin::Role;
+use crate::role::Role;
 use crate::store::{Store, StoreError};
 
 use super::{blocking, io_error, DurableMark, HostState, Root};

@@ -22,7 +22,7 @@ use std::time::Instant;
 use wasmtime::ResourceLimiter;
 
 use crate::plugin::bindings::strategy::standby::plugin::types::{Error as WitError, FileRef};
-use crate::plugin::Role;
+use crate::role::Role;
 use crate::store::Store;
 
 pub use grants::{DbGrant, DnsServerGrant, ExecGrant, NetGrant, PeerGrant, ResolvedGrants, Root};

@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use crate::plugin::Role;
+use crate::role::Role;
 
 /// Why a role changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -16,7 +16,7 @@ use standby_device::backoff::Backoff;
 
 use crate::cluster::{DetectorSettings, LeaseEnd, LeaseError, PeerWatch, Suspicion};
 use crate::node::core::{Command, Core};
-use crate::plugin::Role;
+use crate::role::Role;
 
 const MANUAL_EPOCH_FILE: &str = "manual-epoch";
 

@@ -11,7 +11,7 @@ use crate::cluster::keeper::Keeper;
 use crate::cluster::role::RoleError;
 use crate::cluster::{hold, Lease, LeaseEnd, LeaseError, WitnessClient};
 use crate::node::core::{ClusterSettings, Core};
-use crate::plugin::Role;
+use crate::role::Role;
 
 /// The held lease: its keeper task and how it ends.
 pub(crate) struct Held {

@@ -9,7 +9,8 @@ use super::Timeline;
 use crate::cluster::Transition;
 use crate::node::core::Core;
 use crate::peer::PeerState;
-use crate::plugin::{Health, PromoteReport, Role, StrategyStatus};
+use crate::plugin::{Health, PromoteReport, StrategyStatus};
+use crate::role::Role;
 
 /// How long `status` waits for each strategy's own status.
 const STRATEGY_STATUS_WAIT: Duration = Duration::from_millis(500);

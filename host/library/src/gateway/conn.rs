@@ -14,7 +14,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::registry::{DeviceInfo, ToConn};
 use super::Shared;
-use crate::plugin::Role;
+use crate::role::Role;
 use crate::store::{unix_ms, AccessEvent, Write, Written};
 use standby_device::codec::{CodecError, DeviceCodec, Message};
 use standby_device::frame::{command, status};

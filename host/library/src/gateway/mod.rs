@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cluster::AckGate;
-use crate::plugin::Role;
+use crate::role::Role;
 use crate::store::{GroupWriter, Store};
 use standby_device::codec::CodecLimits;
 

@@ -12,7 +12,7 @@ use standby_testkit::wait_for;
 
 use super::{Gateway, GatewayConfig, ReplicatedMarks};
 use crate::cluster::AckGate;
-use crate::plugin::Role;
+use crate::role::Role;
 use crate::store::{Store, StoreOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use standby_device::codec::CodecLimits;
 use tokio::sync::{mpsc, watch};
 
 use super::core::{ClusterSettings, Core, Inbox};
+use super::handle::NodeHandle;
 use super::{runtime_options, Node, NodeError};
 use crate::caps::Services;
 use crate::cluster::{AckGate, DetectorSettings, RoleMachine, WitnessClient};
@@ -22,7 +23,8 @@ use crate::failover::control;
 use crate::gateway::{AcceptFilter, Gateway, GatewayConfig, ReplicatedMarks};
 use crate::peer::{Incoming, PeerConfig, PeerLink, Psk};
 use crate::plugin::runtime::PluginSpec;
-use crate::plugin::{FailoverAction, LoadError, PluginRuntime, Role, Strategy};
+use crate::plugin::{FailoverAction, LoadError, PluginRuntime, Strategy};
+use crate::role::Role;
 use crate::store::{Store, StoreOptions};
 
 /// Build and start the node of `site` (the profile's first site when None).
@@ -148,7 +150,7 @@ pub(super) async fn assemble(
     });
     let admin = match site.admin_listen {
         Some(addr) => Some(
-            crate::api::serve(addr, core.clone())
+            crate::api::serve(addr, NodeHandle::new(core.clone()))
                 .await
                 .map_err(|e| NodeError::Cluster(format!("admin endpoint {addr}: {e}")))?,
         ),

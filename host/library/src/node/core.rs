@@ -15,7 +15,8 @@ use crate::cluster::{AckGate, DetectorSettings, Lease, LeaseSettings, RoleMachin
 use crate::failover::Timeline;
 use crate::gateway::{Gateway, ReplicatedMarks};
 use crate::peer::PeerLink;
-use crate::plugin::{FailoverAction, NodeContext, PluginRuntime, PromoteReport, Role, Strategy};
+use crate::plugin::{FailoverAction, PluginRuntime, PromoteReport, Strategy};
+use crate::role::{NodeContext, Role};
 use crate::store::Store;
 
 /// Where a strategy's received files land: its `peer` grant's inbox root.

@@ -3,6 +3,7 @@
 
 mod build;
 pub(crate) mod core;
+pub(crate) mod handle;
 
 use std::future::Future;
 use std::path::PathBuf;

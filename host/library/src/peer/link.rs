@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::connection;
 use super::proto::{Frame, PeerMsg};
 use super::state::{hash_file, Incoming, Inner, PeerConfig, PeerError, PeerState, Receipt, Waiter};
-use crate::plugin::Role;
+use crate::role::Role;
 
 /// The link to the peer.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::auth::{AuthError, FrameMac, TAG_LEN};
-use crate::plugin::Role;
+use crate::role::Role;
 
 /// Largest frame accepted (a file chunk plus headroom).
 pub(crate) const MAX_FRAME: usize = 2 << 20;

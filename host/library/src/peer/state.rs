@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::Psk;
 use super::proto::Frame;
-use crate::plugin::Role;
+use crate::role::Role;
 
 /// How the link runs.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{Incoming, PeerConfig, PeerError, PeerLink, Psk};
-use crate::plugin::Role;
+use crate::role::Role;
 use standby_testkit::ports::free_port;
 use standby_testkit::proxy::Proxy;
 use standby_testkit::wait_for;

@@ -1,0 +1,50 @@
+//! What the admin endpoint may do with a running node: send it commands and
+//! read its status. Nothing else of the node is reachable through it.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::core::{Command, Core};
+use crate::failover::{NodeStatus, PromoteError, Timeline};
+
+/// Why a command got no result.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError {
+    /// The node is stopping; its control loop takes no more commands.
+    #[error("the node is stopping")]
+    Stopping,
+    /// The control loop refused the promotion.
+    #[error(transparent)]
+    Refused(#[from] PromoteError),
+}
+
+/// A narrow handle on a running node: commands in, status out.
+#[derive(Clone)]
+pub(crate) struct NodeHandle {
+    core: Arc<Core>,
+}
+
+impl NodeHandle {
+    /// A handle on the node that shares `core`.
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    /// The node's status now.
+    pub(crate) async fn status(&self) -> NodeStatus {
+        crate::failover::status::collect(&self.core).await
+    }
+
+    /// Ask the control loop to promote the node (`force`: without a
+    /// witness); the promotion's timeline.
+    pub(crate) async fn promote(&self, force: bool) -> Result<Timeline, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.core
+            .commands
+            .send(Command::Promote { force, reply })
+            .await
+            .map_err(|_| CommandError::Stopping)?;
+        Ok(answer.await.map_err(|_| CommandError::Stopping)??)
+    }
+}
