@@ -206,9 +206,9 @@ impl State {
                 .map_err(|e| DnsError::InvalidArgument(format!("zone {zone}: {e}")))
         };
         let signer = key.signer()?;
-        let algorithm = tsig_algorithm(&key.algorithm).map_err(|e| DnsError::Key {
+        let algorithm = tsig_algorithm(&key.algorithm).map_err(|source| DnsError::Key {
             name: key.name.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         Ok(State {
             soa_mname: in_zone("ns")?,

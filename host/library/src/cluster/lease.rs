@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::proto::{Reply, Request};
 use crate::peer::auth::FrameMac;
-use crate::peer::proto::{read_frame, write_frame};
+use crate::peer::proto::{read_frame, write_frame, FrameError};
 use crate::peer::{session, Psk};
 
 /// A lease this node holds.
@@ -43,16 +43,17 @@ impl Lease {
 }
 
 /// A lease request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum LeaseError {
     /// The witness could not be reached or did not answer in time.
-    #[error("witness {addr} unreachable: {reason}")]
+    #[error("witness {addr} unreachable: {source}")]
     Unreachable {
         /// The witness.
         addr: SocketAddr,
         /// Why.
-        reason: String,
+        #[source]
+        source: CallError,
     },
     /// The witness said no.
     #[error("witness denied the lease: {reason} (epoch {epoch}, holder {holder:?}, {remaining_ms} ms left)")]
@@ -69,6 +70,20 @@ pub(crate) enum LeaseError {
     /// The witness answered something that does not fit the request.
     #[error("witness answered out of protocol: {0}")]
     Protocol(String),
+}
+
+/// Why a call to the witness got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// No connection could be made.
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    /// The handshake, or a frame, failed (a wrong key, a reset link).
+    #[error("{0}")]
+    Frame(#[source] FrameError),
+    /// Nothing came back in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// What the witness reports.
@@ -173,37 +188,37 @@ impl WitnessClient {
     }
 
     async fn call(&self, request: Request) -> Result<Reply, LeaseError> {
-        let unreachable = |reason: String| LeaseError::Unreachable {
+        let unreachable = |source: CallError| LeaseError::Unreachable {
             addr: self.addr,
-            reason,
+            source,
         };
         let mut slot = self.conn.lock().await;
         let run = async {
-            if slot.is_none() {
-                let mut stream = TcpStream::connect(self.addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (_, (out_mac, in_mac)) =
-                    session::dial(&mut stream, &self.psk, &self.node_id, None)
+            let c = match slot.as_mut() {
+                Some(c) => c,
+                None => {
+                    let mut stream = TcpStream::connect(self.addr)
                         .await
-                        .map_err(|e| e.to_string())?;
-                let (rd, wr) = stream.into_split();
-                *slot = Some(Conn {
-                    rd,
-                    wr,
-                    out_mac,
-                    in_mac,
-                });
-            }
-            let Some(c) = slot.as_mut() else {
-                return Err("no connection".to_string());
+                        .map_err(CallError::Connect)?;
+                    let (_, (out_mac, in_mac)) =
+                        session::dial(&mut stream, &self.psk, &self.node_id, None)
+                            .await
+                            .map_err(CallError::Frame)?;
+                    let (rd, wr) = stream.into_split();
+                    slot.insert(Conn {
+                        rd,
+                        wr,
+                        out_mac,
+                        in_mac,
+                    })
+                }
             };
             write_frame(&mut c.wr, &mut c.out_mac, &request)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(CallError::Frame)?;
             read_frame::<_, Reply>(&mut c.rd, &mut c.in_mac)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(CallError::Frame)
         };
         match tokio::time::timeout(self.timeout, run).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -213,7 +228,7 @@ impl WitnessClient {
             }
             Err(_) => {
                 *slot = None;
-                Err(unreachable(format!("no answer within {:?}", self.timeout)))
+                Err(unreachable(CallError::Timeout(self.timeout)))
             }
         }
     }

@@ -135,7 +135,8 @@ async fn a_node_with_the_wrong_key_gets_nothing() {
         Duration::from_secs(2),
     );
     match stranger.acquire(Duration::from_millis(500)).await {
-        Err(LeaseError::Unreachable { reason, .. }) => {
+        Err(LeaseError::Unreachable { source, .. }) => {
+            let reason = source.to_string();
             assert!(reason.contains("shared key"), "{reason}")
         }
         other => panic!("{other:?}"),

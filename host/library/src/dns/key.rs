@@ -59,41 +59,66 @@ impl TsigKey {
     /// given, must be `algorithm`) or a file holding only the base64 secret.
     /// Errors name the file.
     pub fn load(path: &Path, key_name: &str, algorithm: &str) -> Result<Self, DnsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DnsError::KeyFile {
+        let in_file = |source: KeyFileError| DnsError::KeyFile {
             path: path.to_path_buf(),
-            reason: format!("cannot read it: {e}"),
-        })?;
-        let secret = parse_key_file(&text, key_name, algorithm).map_err(|e| DnsError::KeyFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        Self::new(key_name, algorithm, secret).map_err(|e| DnsError::KeyFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| in_file(KeyFileError::Read(e)))?;
+        let secret = parse_key_file(&text, key_name, algorithm)
+            .map_err(|e| in_file(KeyFileError::Key(e)))?;
+        Self::new(key_name, algorithm, secret).map_err(|e| match e {
+            DnsError::Key { source, .. } => in_file(KeyFileError::Key(source)),
+            other => other,
         })
     }
 
     /// The hickory signer for this key.
     pub fn signer(&self) -> Result<TSigner, DnsError> {
-        let bad = |reason: String| DnsError::Key {
+        let bad = |source: KeyError| DnsError::Key {
             name: self.name.clone(),
-            reason,
+            source,
         };
         if self.secret.is_empty() {
-            return Err(bad("the secret is empty".into()));
+            return Err(bad(KeyError::EmptySecret));
         }
-        let algorithm = tsig_algorithm(&self.algorithm).map_err(|e| bad(e.to_string()))?;
-        let name =
-            Name::from_ascii(&self.name).map_err(|e| bad(format!("not a valid DNS name: {e}")))?;
+        let algorithm = tsig_algorithm(&self.algorithm).map_err(bad)?;
+        let name = Name::from_ascii(&self.name).map_err(|e| bad(KeyError::BadName(e)))?;
         TSigner::new(self.secret.clone(), algorithm, name, TSIG_FUDGE)
-            .map_err(|e| bad(e.to_string()))
+            .map_err(|e| bad(KeyError::Signer(e)))
     }
 }
 
+/// Why a TSIG key file does not give a usable key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// It could not be read.
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    /// Its text does not give a secret, or the key is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
 /// Why a key, or the text of a key file, does not give a usable secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The key's name is not a DNS name.
+    #[error("not a valid DNS name: {0}")]
+    BadName(#[source] hickory_proto::ProtoError),
+    /// hickory refused the key.
+    #[error("{0}")]
+    Signer(#[source] hickory_proto::dnssec::DnsSecError),
+    /// hickory could not sign a message with it.
+    #[error("cannot sign the {subject}: {source}")]
+    Sign {
+        /// What was to be signed.
+        subject: String,
+        /// Why.
+        #[source]
+        source: hickory_proto::ProtoError,
+    },
     /// The algorithm is not one of [`SUPPORTED_ALGORITHMS`].
     #[error("unsupported TSIG algorithm `{0}` (supported: {supported})", supported = SUPPORTED_ALGORITHMS.join(", "))]
     UnsupportedAlgorithm(String),

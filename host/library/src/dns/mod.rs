@@ -92,20 +92,23 @@ pub enum DnsError {
     #[error("{0}")]
     InvalidArgument(String),
     /// A TSIG key file could not be read or understood.
-    #[error("TSIG key file {}: {reason}", path.display())]
+    #[error("TSIG key file {}: {source}", path.display())]
     KeyFile {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: key::KeyFileError,
     },
-    /// A TSIG key is not usable (unsupported algorithm, bad name, empty secret).
-    #[error("TSIG key `{name}`: {reason}")]
+    /// A TSIG key is not usable (unsupported algorithm, bad name, empty
+    /// secret), or a message could not be signed with it.
+    #[error("TSIG key `{name}`: {source}")]
     Key {
         /// The key's name.
         name: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: key::KeyError,
     },
     /// The built-in server could not open its sockets.
     #[error("DNS server cannot listen on {addr}: {source}")]

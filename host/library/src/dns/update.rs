@@ -291,7 +291,10 @@ impl DnsClient {
                 let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
                 message.finalize(&signer, now).map_err(|e| DnsError::Key {
                     name: key.name.clone(),
-                    reason: format!("cannot sign the {subject}: {e}"),
+                    source: super::key::KeyError::Sign {
+                        subject: subject.clone(),
+                        source: e,
+                    },
                 })?
             }
             None => None,

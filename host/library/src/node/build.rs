@@ -57,10 +57,7 @@ pub(super) async fn assemble(
     let (store, services) = open_storage(&loaded, &site, &data_dir)?;
     let cluster = loaded.profile.cluster.clone();
     let psk = match &cluster {
-        Some(c) => Some(
-            Psk::from_file(&loaded.base_dir.join(&c.psk_file))
-                .map_err(|e| NodeError::Cluster(e.to_string()))?,
-        ),
+        Some(c) => Some(Psk::from_file(&loaded.base_dir.join(&c.psk_file))?),
         None => None,
     };
     let witness = match (cluster.as_ref().and_then(|c| c.witness), &psk) {
@@ -95,7 +92,7 @@ pub(super) async fn assemble(
             if role == Role::Active {
                 gw.open()
                     .await
-                    .map_err(|e| NodeError::Gateway(e.to_string()))?;
+                    .map_err(|e| NodeError::Gateway(Box::new(e)))?;
             }
             Some(gw)
         }
@@ -152,7 +149,11 @@ pub(super) async fn assemble(
         Some(addr) => Some(
             crate::api::serve(addr, NodeHandle::new(core.clone()))
                 .await
-                .map_err(|e| NodeError::Cluster(format!("admin endpoint {addr}: {e}")))?,
+                .map_err(|source| NodeError::Listen {
+                    what: "admin endpoint",
+                    addr,
+                    source,
+                })?,
         ),
         None => None,
     };
@@ -306,12 +307,12 @@ impl PeerSite<'_> {
         let (other_name, other) = self
             .loaded
             .other_site(self.name)
-            .ok_or_else(|| NodeError::Cluster("a cluster needs two sites".into()))?;
+            .ok_or(NodeError::OneSite)?;
         let (Some(listen), Some(peer_addr)) = (self.site.peer_listen, other.peer_listen) else {
-            return Err(NodeError::Cluster(format!(
-                "sites `{}` and `{other_name}` both need `peer_listen`",
-                self.name
-            )));
+            return Err(NodeError::NoPeerListen {
+                site: self.name.to_string(),
+                other: other_name.to_string(),
+            });
         };
         let mut config = PeerConfig::new(
             &self.site.node_id,
@@ -325,7 +326,11 @@ impl PeerSite<'_> {
         config.transfer_stall = Duration::from_millis(self.cluster.transfer_stall_ms);
         PeerLink::start(config, local, incoming)
             .await
-            .map_err(|e| NodeError::Cluster(format!("peer link on {listen}: {e}")))
+            .map_err(|source| NodeError::Listen {
+                what: "peer link on",
+                addr: listen,
+                source,
+            })
     }
 }
 
@@ -358,11 +363,11 @@ fn build_gateway(
             &loaded.base_dir.join(cert),
             &loaded.base_dir.join(key),
         )
-        .map_err(|e| NodeError::Gateway(e.to_string()))?;
+        .map_err(|e| NodeError::Gateway(Box::new(e)))?;
         config.tls_listen = Some((addr, tls));
     }
     Gateway::with_lease_gate(config, store, role, epoch, gate.clone())
-        .map_err(|e| NodeError::Gateway(e.to_string()))
+        .map_err(|e| NodeError::Gateway(Box::new(e)))
 }
 
 pub(super) fn plugin_error(loaded: &LoadedProfile, key: &str, source: LoadError) -> ConfigError {

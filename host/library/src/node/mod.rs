@@ -37,10 +37,33 @@ pub enum NodeError {
     Runtime(#[from] LoadError),
     /// The device gateway could not start.
     #[error("device gateway: {0}")]
-    Gateway(String),
-    /// The peer link, the witness or the admin endpoint could not start.
-    #[error("cluster: {0}")]
-    Cluster(String),
+    Gateway(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The node key (the peer link's and the witness's pre-shared key) is
+    /// unusable.
+    #[error(transparent)]
+    NodeKey(#[from] crate::peer::AuthError),
+    /// A cluster profile names one site only.
+    #[error("a cluster needs two sites")]
+    OneSite,
+    /// A site of a cluster has no `peer_listen`.
+    #[error("sites `{site}` and `{other}` both need `peer_listen`")]
+    NoPeerListen {
+        /// This site.
+        site: String,
+        /// The other site.
+        other: String,
+    },
+    /// A listener could not start.
+    #[error("{what} {addr}: {source}")]
+    Listen {
+        /// Which listener (`peer link on`, `admin endpoint`).
+        what: &'static str,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A directory could not be created.
     #[error("{what} {path}: {error}")]
     Io {
@@ -49,6 +72,7 @@ pub enum NodeError {
         /// The path.
         path: PathBuf,
         /// The OS error.
+        #[source]
         error: std::io::Error,
     },
 }

@@ -34,28 +34,69 @@ impl std::fmt::Debug for Psk {
 }
 
 /// Authentication failed or a key is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("peer authentication: {0}")]
-pub struct AuthError(pub String);
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The key is too short.
+    #[error("peer authentication: the pre-shared key has {0} bytes; at least 16 are needed")]
+    ShortKey(usize),
+    /// The key file could not be read.
+    #[error("peer authentication: {}: {source}", path.display())]
+    ReadKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file holds too short a key.
+    #[error("peer authentication: {}: the pre-shared key has {len} bytes; at least 16 are needed", path.display())]
+    ShortKeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its key's length.
+        len: usize,
+    },
+    /// The listener's proof does not match: it does not know the key.
+    #[error("peer authentication: the other side does not know the shared key")]
+    ListenerUnproven,
+    /// The dialler's proof does not match: it does not know the key.
+    #[error("peer authentication: the dialler does not know the shared key")]
+    DiallerUnproven,
+    /// The other side is not the node expected.
+    #[error("peer authentication: expected node {expected}, found {found}")]
+    UnexpectedNode {
+        /// The node expected.
+        expected: String,
+        /// The node found.
+        found: String,
+    },
+    /// A frame's MAC does not verify.
+    #[error("peer authentication: frame {0} has a bad MAC (forged, replayed or reordered)")]
+    BadMac(u64),
+}
 
 impl Psk {
     /// A key from raw bytes.
     pub fn new(bytes: Vec<u8>) -> Result<Self, AuthError> {
         if bytes.len() < 16 {
-            return Err(AuthError(format!(
-                "the pre-shared key has {} bytes; at least 16 are needed",
-                bytes.len()
-            )));
+            return Err(AuthError::ShortKey(bytes.len()));
         }
         Ok(Self(bytes))
     }
 
     /// A key from a file: its trimmed text content (e.g. a base64 or hex string).
     pub fn from_file(path: &std::path::Path) -> Result<Self, AuthError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuthError(format!("{}: {e}", path.display())))?;
-        Self::new(text.trim().as_bytes().to_vec())
-            .map_err(|e| AuthError(format!("{}: {}", path.display(), e.0)))
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::ReadKey {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = text.trim().as_bytes().to_vec();
+        let len = bytes.len();
+        Self::new(bytes).map_err(|_| AuthError::ShortKeyFile {
+            path: path.to_path_buf(),
+            len,
+        })
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
@@ -216,10 +257,7 @@ impl FrameMac {
             &[&[self.direction], &self.counter.to_le_bytes(), body],
         );
         if !same(&want, tag) {
-            return Err(AuthError(format!(
-                "frame {} has a bad MAC (forged, replayed or reordered)",
-                self.counter
-            )));
+            return Err(AuthError::BadMac(self.counter));
         }
         self.counter += 1;
         Ok(())

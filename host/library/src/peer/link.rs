@@ -166,9 +166,7 @@ impl PeerLink {
         tag: &str,
     ) -> Result<Receipt, PeerError> {
         let started = Instant::now();
-        let (size, sha256) = hash_file(path)
-            .await
-            .map_err(|e| PeerError::Io(format!("{}: {e}", path.display())))?;
+        let (size, sha256) = hash_file(path).await.map_err(|e| io_error(path, e))?;
         let id = u64::from_str_radix(&sha256[..15], 16).unwrap_or(0) ^ u64::from(name.len() as u32);
         let stall = self.inner.config.transfer_stall;
         // When the peer last confirmed anything about this transfer (counting
@@ -189,9 +187,12 @@ impl PeerLink {
                         resumed_from,
                     });
                 }
-                Err(e @ (PeerError::Refused(_) | PeerError::Io(_) | PeerError::Stalled { .. })) => {
-                    return Err(e)
-                }
+                Err(
+                    e @ (PeerError::Refused(_)
+                    | PeerError::Io { .. }
+                    | PeerError::Shrank(_)
+                    | PeerError::Stalled { .. }),
+                ) => return Err(e),
                 Err(e) => e,
             };
             if progressed.elapsed() + Duration::from_millis(200) >= stall {
@@ -252,22 +253,16 @@ impl PeerLink {
             }
             let mut file = tokio::fs::File::open(path)
                 .await
-                .map_err(|e| PeerError::Io(e.to_string()))?;
+                .map_err(|e| io_error(path, e))?;
             file.seek(std::io::SeekFrom::Start(have))
                 .await
-                .map_err(|e| PeerError::Io(e.to_string()))?;
+                .map_err(|e| io_error(path, e))?;
             let mut offset = have;
             let mut buf = vec![0u8; self.inner.config.chunk];
             while offset < size {
-                let n = file
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| PeerError::Io(e.to_string()))?;
+                let n = file.read(&mut buf).await.map_err(|e| io_error(path, e))?;
                 if n == 0 {
-                    return Err(PeerError::Io(format!(
-                        "{} shrank while it was being sent",
-                        path.display()
-                    )));
+                    return Err(PeerError::Shrank(path.to_path_buf()));
                 }
                 self.send(PeerMsg::Chunk {
                     id,
@@ -315,5 +310,13 @@ impl PeerLink {
                 .remove(&id);
         }
         result
+    }
+}
+
+/// A failure of the local file `path`.
+fn io_error(path: &Path, e: std::io::Error) -> PeerError {
+    PeerError::Io {
+        path: path.to_path_buf(),
+        source: std::sync::Arc::new(e),
     }
 }

@@ -38,16 +38,14 @@ pub(crate) async fn dial(
         let challenge: auth::Challenge = proto::read_plain(stream).await?;
         let want = auth::listener_proof(psk, &hello, &challenge.nonce, &challenge.node_id);
         if !auth::same(&want, &challenge.proof) {
-            return Err(FrameError::Auth(AuthError(
-                "the other side does not know the shared key".into(),
-            )));
+            return Err(FrameError::Auth(AuthError::ListenerUnproven));
         }
         if let Some(expected) = expected {
             if challenge.node_id != expected {
-                return Err(FrameError::Auth(AuthError(format!(
-                    "expected node {expected}, found {}",
-                    challenge.node_id
-                ))));
+                return Err(FrameError::Auth(AuthError::UnexpectedNode {
+                    expected: expected.to_string(),
+                    found: challenge.node_id.clone(),
+                }));
             }
         }
         let proof = auth::dialler_proof(psk, &nonce_d, &challenge, my_id);
@@ -75,10 +73,10 @@ pub(crate) async fn accept(
         let hello: auth::Hello = proto::read_plain(stream).await?;
         if let Some(expected) = expected {
             if hello.node_id != expected {
-                return Err(FrameError::Auth(AuthError(format!(
-                    "node {} is not the expected peer ({expected})",
-                    hello.node_id
-                ))));
+                return Err(FrameError::Auth(AuthError::UnexpectedNode {
+                    expected: expected.to_string(),
+                    found: hello.node_id.clone(),
+                }));
             }
         }
         let nonce_l = auth::nonce();
@@ -92,9 +90,7 @@ pub(crate) async fn accept(
         let answer: auth::Proof = proto::read_plain(stream).await?;
         let want = auth::dialler_proof(psk, &hello.nonce, &challenge, &hello.node_id);
         if !auth::same(&want, &answer.proof) {
-            return Err(FrameError::Auth(AuthError(
-                "the dialler does not know the shared key".into(),
-            )));
+            return Err(FrameError::Auth(AuthError::DiallerUnproven));
         }
         Ok((
             hello.node_id.clone(),

@@ -147,8 +147,17 @@ pub enum PeerError {
         last: String,
     },
     /// A local file failed.
-    #[error("{0}")]
-    Io(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why (shared: the error is cloned to every waiter).
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The file changed size while it was sent.
+    #[error("{} shrank while it was being sent", .0.display())]
+    Shrank(PathBuf),
 }
 
 /// The link as this node sees it.
