@@ -34,8 +34,35 @@ pub struct AuditReport {
 
 /// A check could not run.
 #[derive(Debug, thiserror::Error)]
-#[error("audit: {0}")]
-pub struct AuditError(String);
+#[non_exhaustive]
+pub enum AuditError {
+    /// The database could not be opened or queried.
+    #[error("audit: {}: {source}", path.display())]
+    Database {
+        /// The database.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A device's directory or audit file could not be read.
+    #[error("audit: {}: {source}", path.display())]
+    Read {
+        /// The directory or file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An error of the database at `path`.
+fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
+    move |source| AuditError::Database {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Compare every `*.audit` file in `devices_dir` with the database at `db`.
 pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
@@ -43,15 +70,18 @@ pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+    .map_err(db_error(db))?;
     let mut lookup = conn
         .prepare("SELECT hex(payload_sha256) FROM access_events WHERE device_id = ?1 AND incarnation = ?2 AND seq = ?3")
-        .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+        .map_err(db_error(db))?;
     let mut report = AuditReport::default();
     let mut incarnations: HashSet<(u32, u64)> = HashSet::new();
     let mut keys: HashSet<(u32, u64, u64)> = HashSet::new();
     let mut files: Vec<_> = std::fs::read_dir(devices_dir)
-        .map_err(|e| AuditError(format!("{}: {e}", devices_dir.display())))?
+        .map_err(|source| AuditError::Read {
+            path: devices_dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("audit"))
         .collect();
@@ -59,7 +89,10 @@ pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
     for file in files {
         report.devices += 1;
         let lines: Vec<AuditLine> =
-            EventLog::read_audit(&file).map_err(|e| AuditError(e.to_string()))?;
+            EventLog::read_audit(&file).map_err(|source| AuditError::Read {
+                path: file.clone(),
+                source,
+            })?;
         for l in lines {
             report.entries += 1;
             incarnations.insert((l.device, l.incarnation));
@@ -73,7 +106,7 @@ pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(|e| AuditError(e.to_string()))?;
+                .map_err(db_error(db))?;
             match hash {
                 Some(h) if h.eq_ignore_ascii_case(&l.sha256) => report.found += 1,
                 Some(_) => report.mismatched += 1,
@@ -90,12 +123,12 @@ pub fn check(devices_dir: &Path, db: &Path) -> Result<AuditReport, AuditError> {
     }
     let mut rows = conn
         .prepare("SELECT seq FROM access_events WHERE device_id = ?1 AND incarnation = ?2")
-        .map_err(|e| AuditError(e.to_string()))?;
+        .map_err(db_error(db))?;
     for (device, incarnation) in &incarnations {
         let seqs: Vec<i64> = rows
             .query_map(rusqlite::params![device, *incarnation as i64], |r| r.get(0))
             .and_then(|it| it.collect())
-            .map_err(|e| AuditError(e.to_string()))?;
+            .map_err(db_error(db))?;
         report.unknown_rows += seqs
             .iter()
             .filter(|s| !keys.contains(&(*device, *incarnation, **s as u64)))
@@ -111,15 +144,14 @@ pub type EntryKey = (u32, u64, u64);
 /// received by `node`: comparing them before and after a moment tells
 /// whether that node stored anything in between.
 pub fn received_by(db: &Path, node: &str) -> Result<HashSet<EntryKey>, AuditError> {
-    let err = |e: rusqlite::Error| AuditError(format!("{}: {e}", db.display()));
     let conn = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(err)?;
+    .map_err(db_error(db))?;
     let mut stmt = conn
         .prepare("SELECT device_id, incarnation, seq FROM access_events WHERE received_by = ?1")
-        .map_err(err)?;
+        .map_err(db_error(db))?;
     let keys = stmt
         .query_map([node], |r| {
             Ok((
@@ -129,7 +161,7 @@ pub fn received_by(db: &Path, node: &str) -> Result<HashSet<EntryKey>, AuditErro
             ))
         })
         .and_then(|it| it.collect())
-        .map_err(err)?;
+        .map_err(db_error(db))?;
     Ok(keys)
 }
 
@@ -142,10 +174,10 @@ pub fn found_keys(devices_dir: &Path, db: &Path) -> Result<HashSet<EntryKey>, Au
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+    .map_err(db_error(db))?;
     let mut stmt = conn
         .prepare("SELECT device_id, incarnation, seq, hex(payload_sha256) FROM access_events")
-        .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+        .map_err(db_error(db))?;
     let rows: std::collections::HashMap<EntryKey, String> = stmt
         .query_map([], |r| {
             Ok((
@@ -158,16 +190,26 @@ pub fn found_keys(devices_dir: &Path, db: &Path) -> Result<HashSet<EntryKey>, Au
             ))
         })
         .and_then(|it| it.collect())
-        .map_err(|e| AuditError(format!("{}: {e}", db.display())))?;
+        .map_err(db_error(db))?;
     let mut found = HashSet::new();
-    for entry in std::fs::read_dir(devices_dir)
-        .map_err(|e| AuditError(format!("{}: {e}", devices_dir.display())))?
-    {
-        let path = entry.map_err(|e| AuditError(e.to_string()))?.path();
+    for entry in std::fs::read_dir(devices_dir).map_err(|source| AuditError::Read {
+        path: devices_dir.to_path_buf(),
+        source,
+    })? {
+        let path = entry
+            .map_err(|source| AuditError::Read {
+                path: devices_dir.to_path_buf(),
+                source,
+            })?
+            .path();
         if path.extension().and_then(|x| x.to_str()) != Some("audit") {
             continue;
         }
-        for l in EventLog::read_audit(&path).map_err(|e| AuditError(e.to_string()))? {
+        let lines = EventLog::read_audit(&path).map_err(|source| AuditError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        for l in lines {
             let key = (l.device, l.incarnation, l.seq);
             if rows
                 .get(&key)

@@ -63,12 +63,22 @@ pub struct WitnessState {
 #[non_exhaustive]
 pub enum WitnessError {
     /// Its state file could not be read, written or synced.
-    #[error("witness state {path}: {reason}")]
+    #[error("witness state {}: {source}", path.display())]
     State {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its state file is there but unreadable: it will not guess an epoch.
+    #[error("witness state {}: unreadable ({source}); refusing to guess an epoch", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
     },
     /// It could not listen.
     #[error("witness cannot listen on {addr}: {error}")]
@@ -76,6 +86,7 @@ pub enum WitnessError {
         /// The address.
         addr: SocketAddr,
         /// The OS error.
+        #[source]
         error: std::io::Error,
     },
 }
@@ -167,16 +178,18 @@ impl Witness {
 }
 
 fn load(dir: &Path, file: &Path) -> Result<WitnessState, WitnessError> {
-    let err = |reason: String| WitnessError::State {
+    let err = |source: std::io::Error| WitnessError::State {
         path: file.to_path_buf(),
-        reason,
+        source,
     };
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(err)?;
     match std::fs::read(file) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| err(format!("unreadable ({e}); refusing to guess an epoch"))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| WitnessError::Unreadable {
+            path: file.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WitnessState::default()),
-        Err(e) => Err(err(e.to_string())),
+        Err(e) => Err(err(e)),
     }
 }
 

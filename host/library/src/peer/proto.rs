@@ -123,9 +123,26 @@ pub(crate) enum FrameError {
     /// The socket failed or closed.
     #[error("peer link: {0}")]
     Io(#[from] std::io::Error),
-    /// The frame is malformed.
+    /// A frame could not be encoded.
     #[error("peer link: malformed frame: {0}")]
-    Malformed(String),
+    Encode(#[from] rmp_serde::encode::Error),
+    /// A frame's body does not decode.
+    #[error("peer link: malformed frame: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// A frame announces more bytes than allowed.
+    #[error("peer link: malformed frame: frame of {len} bytes is over {max}")]
+    TooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame is shorter than its MAC.
+    #[error("peer link: malformed frame: frame shorter than its MAC")]
+    Short,
+    /// The handshake did not finish in time.
+    #[error("peer link: malformed frame: handshake timed out")]
+    HandshakeTimeout,
     /// The MAC did not check out.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -136,7 +153,7 @@ pub(crate) async fn write_plain<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
-    let body = rmp_serde::to_vec_named(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let body = rmp_serde::to_vec_named(value).map_err(FrameError::from)?;
     w.write_all(&(body.len() as u32).to_le_bytes()).await?;
     w.write_all(&body).await?;
     w.flush().await?;
@@ -148,9 +165,7 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8
     r.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
-        return Err(FrameError::Malformed(format!(
-            "frame of {len} bytes is over {max}"
-        )));
+        return Err(FrameError::TooLong { len, max });
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
@@ -162,7 +177,7 @@ pub(crate) async fn read_plain<R: AsyncRead + Unpin, T: serde::de::DeserializeOw
     r: &mut R,
 ) -> Result<T, FrameError> {
     let body = read_body(r, MAX_PLAIN).await?;
-    rmp_serde::from_slice(&body).map_err(|e| FrameError::Malformed(e.to_string()))
+    rmp_serde::from_slice(&body).map_err(FrameError::from)
 }
 
 /// Write an authenticated frame.
@@ -171,7 +186,7 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     mac: &mut FrameMac,
     value: &T,
 ) -> Result<(), FrameError> {
-    let body = rmp_serde::to_vec_named(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let body = rmp_serde::to_vec_named(value).map_err(FrameError::from)?;
     let tag = mac.sign(&body);
     let mut out = Vec::with_capacity(4 + body.len() + TAG_LEN);
     out.extend_from_slice(&((body.len() + TAG_LEN) as u32).to_le_bytes());
@@ -188,9 +203,9 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOw
 ) -> Result<T, FrameError> {
     let body = read_body(r, MAX_FRAME).await?;
     if body.len() < TAG_LEN {
-        return Err(FrameError::Malformed("frame shorter than its MAC".into()));
+        return Err(FrameError::Short);
     }
     let (data, tag) = body.split_at(body.len() - TAG_LEN);
     mac.verify(data, tag)?;
-    rmp_serde::from_slice(data).map_err(|e| FrameError::Malformed(e.to_string()))
+    rmp_serde::from_slice(data).map_err(FrameError::from)
 }

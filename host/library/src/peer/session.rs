@@ -16,7 +16,7 @@ pub(crate) type Macs = (FrameMac, FrameMac);
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn timed_out() -> FrameError {
-    FrameError::Malformed("handshake timed out".into())
+    FrameError::HandshakeTimeout
 }
 
 /// Dial side: authenticate as `my_id` to a listener that must be
