@@ -14,6 +14,7 @@ mod failover;
 mod fencing;
 mod file_copy;
 mod plugin_runtime;
+mod plugin_sdk;
 
 use standby_lab::process::Standby;
 

@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 #[doc(hidden)]
 pub mod platform {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "platform",
         generate_all,
     });
@@ -34,7 +34,7 @@ pub mod platform {
 #[doc(hidden)]
 pub mod strategy_world {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "replication-strategy",
         with: {
             "standby:plugin/types@0.1.0": crate::platform::standby::plugin::types,
@@ -57,7 +57,7 @@ pub mod strategy_world {
 #[doc(hidden)]
 pub mod action_world {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "failover-action",
         with: {
             "standby:plugin/types@0.1.0": crate::platform::standby::plugin::types,
