@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub use standby_testkit::{wait_for, wait_until};
 
-use standby_host::caps::{ResolvedGrants, Root, Services};
+use standby_host::caps::{GrantsConfig, ResolvedGrants, Services};
 use standby_host::plugin::runtime::{PluginSource, PluginSpec};
 use standby_host::plugin::{NodeContext, Role, Setting, SettingValue};
 use standby_host::store::{AccessEvent, Store, StoreOptions};
@@ -78,17 +78,26 @@ pub fn int(key: &str, value: i64) -> Setting {
     }
 }
 
-/// Grants with the given roots (name, dir) and optionally the db grant.
+/// Grants with the given roots (name, absolute dir) and optionally the db
+/// grant, resolved as a node resolves a profile's.
 pub fn grants(roots: &[(&str, &Path)], db: bool) -> Arc<ResolvedGrants> {
-    let mut g = ResolvedGrants::default();
+    Arc::new(
+        grants_config(roots, db)
+            .resolve(Path::new("/"), Path::new("/"))
+            .unwrap(),
+    )
+}
+
+/// The same grants as the profile writes them.
+pub fn grants_config(roots: &[(&str, &Path)], db: bool) -> GrantsConfig {
+    let mut g = GrantsConfig::default();
     for (name, dir) in roots {
-        g.roots
-            .insert((*name).to_string(), Root::open(dir).unwrap());
+        g.files.insert((*name).to_string(), dir.to_path_buf());
     }
     if db {
         g.db = Some(Default::default());
     }
-    Arc::new(g)
+    g
 }
 
 /// A spec for a plugin.
@@ -129,9 +138,9 @@ pub fn event(device_id: u32, seq: u64) -> AccessEvent {
 /// What `file-copy` needs: the database, a `snapshots` root, and the peer
 /// link with that root as its inbox.
 pub fn file_copy_grants(snapshots: &Path) -> Arc<ResolvedGrants> {
-    let mut g = (*grants(&[("snapshots", snapshots)], true)).clone();
+    let mut g = grants_config(&[("snapshots", snapshots)], true);
     g.peer = Some(standby_host::caps::PeerGrant {
         inbox: "snapshots".into(),
     });
-    Arc::new(g)
+    Arc::new(g.resolve(Path::new("/"), Path::new("/")).unwrap())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use standby_host::caps::{ResolvedGrants, Services};
+use standby_host::caps::{GrantsConfig, Services};
 use standby_host::plugin::runtime::{PluginSource, PluginSpec, RuntimeOptions};
 use standby_host::plugin::{NodeContext, PluginRuntime, Role, Setting, SettingValue, Strategy};
 
@@ -29,12 +29,10 @@ fn ctx() -> NodeContext {
 }
 
 fn spec() -> PluginSpec {
-    let mut grants = ResolvedGrants::default();
+    let mut grants = GrantsConfig::default();
     let data = std::env::temp_dir().join("standby-bench-data");
-    grants.roots.insert(
-        "data".into(),
-        standby_host::caps::Root::open(&data).unwrap(),
-    );
+    grants.files.insert("data".into(), data);
+    let grants = grants.resolve(Path::new("/"), Path::new("/")).unwrap();
     PluginSpec {
         name: "bench".into(),
         source: PluginSource::Path(fixture()),

@@ -30,6 +30,7 @@ pub mod peer;
 pub mod plugin;
 pub(crate) mod role;
 pub mod store;
+pub(crate) mod wit;
 
 /// Not part of the API: internals the project's own benchmarks measure
 /// directly (the peer link's transfer). No stability promise.

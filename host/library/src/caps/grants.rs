@@ -1,141 +1,114 @@
-//! Grants after resolution: directories opened, commands parsed. Built from a
-//! profile by [`crate::config`], or directly by an embedding program.
+//! The `grants` table of a plugin entry, as the profile writes it
+//! ([`GrantsConfig`]) and as a plugin instance runs with it
+//! ([`ResolvedGrants`]: directories opened, key files located). Each field's
+//! type, its validation, its resolution and its call-time check belong to its
+//! capability's module; this table only gathers them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use cap_std::ambient_authority;
-use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::Capability;
+use super::capability::Capability;
+use super::db::grant::{self as db, DbGrant};
+use super::dns::grant::{self as dns, DnsServerGrant};
+use super::exec::grant::{self as exec, ExecGrant};
+use super::files::grant::{self as files, FilesGrant, Root};
+use super::net::grant::{self as net, NetGrant};
+use super::peer::grant::{self as peer, PeerGrant};
 
-/// Switches of the `db` grant. `db = {}` grants snapshots, integrity checks,
-/// info, checkpoints, freeze/thaw and durable confirmations.
+pub use super::grant_error::GrantError;
+
+/// What a plugin may do, as written in the profile. Empty = nothing beyond
+/// `log` and `clock`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DbGrant {
-    /// May replace the live database with a verified copy (standby side).
-    #[serde(default)]
-    pub install: bool,
-    /// May turn on change capture and read, apply and prune changes.
-    #[serde(default)]
-    pub capture: bool,
-    /// May attach and detach a shared database file.
-    #[serde(default)]
-    pub attach: bool,
-}
-
-/// The `peer` grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerGrant {
-    /// Name of a granted files root where files received from the peer land.
-    pub inbox: String,
-}
-
-/// One command of the `exec` grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecGrant {
-    /// Program and fixed arguments, e.g. `["/sbin/fsfreeze", "-f", "/mnt"]`.
-    pub command: Vec<String>,
-    /// Whether the plugin may append arguments of its own.
-    #[serde(default)]
-    pub extra_args: bool,
-}
-
-/// One interface and address pair of the `net` grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetAddress {
-    /// Network interface, e.g. `eth0`.
-    pub interface: String,
-    /// Address in CIDR form, e.g. `192.168.1.10/24`.
-    pub address: String,
-}
-
-/// The `net` grant.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetGrant {
-    /// The pairs the plugin may add, remove and announce.
-    pub addresses: Vec<NetAddress>,
-}
-
-/// One DNS server of the `dns` grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DnsServerGrant {
-    /// Address of the primary server that takes RFC 2136 updates.
-    pub server: SocketAddr,
-    /// TSIG key name.
-    pub key_name: String,
-    /// File holding the TSIG secret (a BIND `key` clause or the base64 secret alone).
-    pub key_file: PathBuf,
-    /// TSIG algorithm.
-    #[serde(default = "default_tsig_algorithm")]
-    pub algorithm: String,
-    /// Zones the plugin may change.
-    pub zones: Vec<String>,
-}
-
-fn default_tsig_algorithm() -> String {
-    "hmac-sha256".to_string()
-}
-
-/// A granted directory, opened once; every access goes through the handle.
-#[derive(Debug, Clone)]
-pub struct Root {
-    /// Where it is (canonical), for messages and for handing verified files to SQLite.
-    pub path: PathBuf,
-    /// The open directory.
-    pub dir: Arc<Dir>,
-}
-
-impl Root {
-    /// Open (creating if missing) the directory at `path`.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(path)?;
-        let path = path.canonicalize()?;
-        let dir = Dir::open_ambient_dir(&path, ambient_authority())?;
-        Ok(Self {
-            path,
-            dir: Arc::new(dir),
-        })
-    }
-}
-
-/// Everything one plugin instance may do beyond `log` and `clock`.
-#[derive(Debug, Clone, Default)]
-pub struct ResolvedGrants {
-    /// The `db` grant.
+pub struct GrantsConfig {
+    /// The database (`db = {}`, or with `install`, `capture`, `attach` switches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<DbGrant>,
-    /// Granted roots by name (the `files` grant).
-    pub roots: BTreeMap<String, Root>,
-    /// The `peer` grant.
+    /// Directories by root name. Relative paths are under the site's data directory.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: FilesGrant,
+    /// The peer link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerGrant>,
-    /// Granted commands by name.
+    /// Commands by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exec: BTreeMap<String, ExecGrant>,
-    /// The `net` grant.
+    /// Service addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<NetGrant>,
-    /// Granted DNS servers by name.
+    /// DNS servers by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dns: BTreeMap<String, DnsServerGrant>,
 }
 
-impl ResolvedGrants {
-    /// Whether the capability is granted at all.
-    pub fn allows(&self, cap: Capability) -> bool {
+/// Answers "is this capability granted?" for load-time checks.
+pub trait GrantCheck {
+    /// Whether `cap` is granted.
+    fn allows(&self, cap: Capability) -> bool;
+    /// The granted capabilities, for messages.
+    fn granted(&self) -> Vec<Capability> {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| self.allows(*c))
+            .collect()
+    }
+}
+
+impl GrantCheck for GrantsConfig {
+    fn allows(&self, cap: Capability) -> bool {
         match cap {
             Capability::Log | Capability::Clock => true,
-            Capability::Db => self.db.is_some(),
-            Capability::Files => !self.roots.is_empty(),
-            Capability::Peer => self.peer.is_some(),
-            Capability::Exec => !self.exec.is_empty(),
-            Capability::Net => self.net.is_some(),
-            Capability::Dns => !self.dns.is_empty(),
+            Capability::Db => db::granted(&self.db),
+            Capability::Files => files::granted(&self.files),
+            Capability::Peer => peer::granted(&self.peer),
+            Capability::Exec => exec::granted(&self.exec),
+            Capability::Net => net::granted(&self.net),
+            Capability::Dns => dns::granted(&self.dns),
         }
+    }
+}
+
+impl GrantsConfig {
+    /// Check each capability's grant, and the references between them.
+    pub(crate) fn validate(&self) -> Result<(), GrantError> {
+        files::validate(&self.files)?;
+        peer::validate(&self.peer, &self.files)?;
+        exec::validate(&self.exec)?;
+        dns::validate(&self.dns)
+    }
+
+    /// Open the granted directories (relative ones under `data_dir`,
+    /// creating missing ones), locate key files (relative ones in
+    /// `base_dir`, the profile's folder), and build the grants a plugin
+    /// instance runs with.
+    pub fn resolve(&self, data_dir: &Path, base_dir: &Path) -> Result<ResolvedGrants, GrantError> {
+        self.validate()?;
+        let roots = files::resolve(&self.files, data_dir)?;
+        let mut granted = self.clone();
+        granted.files = roots
+            .iter()
+            .map(|(name, root)| (name.clone(), root.path.clone()))
+            .collect();
+        granted.dns = dns::resolve(&self.dns, base_dir);
+        Ok(ResolvedGrants { granted, roots })
+    }
+}
+
+/// Everything one plugin instance may do beyond `log` and `clock`: the
+/// grants with directories opened and paths made absolute.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedGrants {
+    /// The grants, with absolute paths.
+    pub granted: GrantsConfig,
+    /// The `files` roots, opened.
+    pub roots: BTreeMap<String, Root>,
+}
+
+impl GrantCheck for ResolvedGrants {
+    fn allows(&self, cap: Capability) -> bool {
+        self.granted.allows(cap)
     }
 }

@@ -1,31 +1,49 @@
-//! The host side of each WIT capability. Every plugin instance has its own
-//! host state: its name, its resolved grants, and the node's shared
-//! [`Services`]. Grants were checked when the plugin loaded; each call checks
-//! its arguments against them again (roots, commands, interfaces, servers) and
-//! answers `access-denied` for anything outside.
+//! The host side of each WIT capability, one module per capability (in the
+//! manner of Spin's factors): its host functions, its grant (the profile's
+//! form, validation, resolution, the call-time check) and their tests. A
+//! registry lists them ([`Capability`]) and builds the linker and the
+//! load-time check from them; [`GrantsConfig`] gathers the grants of one
+//! plugin entry and [`ResolvedGrants`] is what an instance runs with.
+//!
+//! Every plugin instance has its own host state: its name, its resolved
+//! grants, and the node's shared [`Services`]. Grants were checked when the
+//! plugin loaded; each call checks its arguments against them again (roots,
+//! commands, interfaces, servers) and answers `access-denied` for anything
+//! outside.
 
+mod capability;
 mod clock;
 mod db;
 mod dns;
 mod exec;
 mod files;
-mod grants;
+mod grant_error;
+pub(crate) mod grants;
 mod log;
 mod net;
 mod peer;
+pub(crate) mod registry;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
 
-use crate::plugin::bindings::strategy::standby::plugin::types::{Error as WitError, FileRef};
 use crate::role::Role;
 use crate::store::Store;
+use crate::wit::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
-pub use grants::{DbGrant, DnsServerGrant, ExecGrant, NetGrant, PeerGrant, ResolvedGrants, Root};
+pub use capability::Capability;
+pub use db::grant::DbGrant;
+pub use dns::grant::DnsServerGrant;
+pub use exec::grant::ExecGrant;
+pub(crate) use files::grant::relative_path;
+pub use files::grant::{FilesGrant, Root};
+pub use grants::{GrantCheck, GrantError, GrantsConfig, ResolvedGrants};
+pub use net::grant::{NetAddress, NetGrant};
+pub use peer::grant::PeerGrant;
 
 /// Node-wide facilities the capabilities use. One per node, shared by every
 /// plugin instance.
@@ -163,18 +181,7 @@ impl HostState {
 
     /// The root named by `file.root`, or access-denied.
     fn root(&self, root: &str) -> Result<&Root, WitError> {
-        self.grants.roots.get(root).ok_or_else(|| {
-            WitError::AccessDenied(format!(
-                "root `{root}` is not granted to plugin {} (granted: {})",
-                self.plugin,
-                self.grants
-                    .roots
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
+        files::grant::root(&self.grants.roots, root, &self.plugin)
     }
 
     /// Resolve a file reference to its root and a checked relative path.
@@ -222,28 +229,6 @@ impl ResourceLimiter for CallLimits {
     }
 }
 
-/// Check a plugin-supplied relative path: no absolute paths, no `..`, no `.`,
-/// no empty components, no NUL. `""` names the root itself.
-pub(crate) fn relative_path(path: &str) -> Result<PathBuf, WitError> {
-    let bad = |why: &str| WitError::AccessDenied(format!("path `{path}` {why}"));
-    if path.contains('\0') {
-        return Err(bad("contains NUL"));
-    }
-    let p = Path::new(path);
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => return Err(bad("leaves its root (`..`)")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(bad("is absolute; paths are relative to a granted root"))
-            }
-            Component::CurDir => return Err(bad("contains `.`")),
-        }
-    }
-    Ok(out)
-}
-
 /// Map an I/O error on `what` to a WIT error.
 pub(crate) fn io_error(what: &str, e: std::io::Error) -> WitError {
     use std::io::ErrorKind::*;
@@ -265,4 +250,4 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(WitError::Other(format!("host task failed: {e}"))))
 }
 
-impl crate::plugin::bindings::strategy::standby::plugin::types::Host for HostState {}
+impl crate::wit::strategy::standby::plugin::types::Host for HostState {}

@@ -5,7 +5,6 @@
 //! environment variables (`STANDBY_STORE__JOURNAL=rollback-exclusive`, `__`
 //! separating levels) < `--set key=value` flags. Unknown keys are errors.
 
-mod grants;
 mod profile;
 mod settings;
 
@@ -14,7 +13,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
-pub use grants::{GrantCheck, GrantsConfig};
+pub use crate::caps::{GrantCheck, GrantsConfig};
 pub use profile::{
     AcceptKeyword, AcceptSetting, ClusterSection, DevicesSection, DurableAck, GatewaySection,
     PluginEntry, Profile, Site, SiteRole, StoreSection, PROFILE_VERSION,

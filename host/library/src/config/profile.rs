@@ -423,7 +423,7 @@ impl LoadedProfile {
                 entry
                     .grants
                     .validate()
-                    .map_err(|(k, m)| self.invalid(format!("{key}.grants.{k}"), m))?;
+                    .map_err(|e| self.invalid(format!("{key}.grants.{}", e.key), e.to_string()))?;
             }
         }
         Ok(())

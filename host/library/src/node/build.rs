@@ -225,7 +225,7 @@ async fn load_strategies(
     for (i, entry) in loaded.profile.strategy.iter().enumerate() {
         let key = format!("strategy[{i}]");
         let spec = plugin_spec(loaded, entry, &key, data_dir)?;
-        let inbox = spec.grants.peer.as_ref().and_then(|g| {
+        let inbox = spec.grants.granted.peer.as_ref().and_then(|g| {
             spec.grants
                 .roots
                 .get(&g.inbox)
@@ -392,7 +392,7 @@ fn plugin_spec(
     let grants = entry
         .grants
         .resolve(data_dir, &loaded.base_dir)
-        .map_err(|(k, m)| invalid(format!("grants.{k}"), m))?;
+        .map_err(|e| invalid(format!("grants.{}", e.key), e.to_string()))?;
     let settings =
         flatten_settings(&entry.settings).map_err(|(k, m)| invalid(format!("settings.{k}"), m))?;
     Ok(PluginSpec {

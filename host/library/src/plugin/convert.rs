@@ -1,9 +1,9 @@
 //! Conversions between the host's plugin types and the generated WIT bindings.
 
-use super::bindings::action::exports::standby::plugin::action as wit_action;
-use super::bindings::strategy::exports::standby::plugin::strategy as wit_strategy;
-use super::bindings::strategy::standby::plugin::types as wit;
 use super::types::*;
+use crate::wit::action::exports::standby::plugin::action as wit_action;
+use crate::wit::strategy::exports::standby::plugin::strategy as wit_strategy;
+use crate::wit::strategy::standby::plugin::types as wit;
 
 pub(crate) fn ctx(c: &NodeContext) -> wit::NodeContext {
     wit::NodeContext {

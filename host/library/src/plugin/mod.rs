@@ -5,7 +5,6 @@
 //! No host code branches on a plugin's name: what a node does comes from what
 //! its plugins do through these traits.
 
-pub(crate) mod bindings;
 pub mod builtin;
 pub mod componentize;
 mod convert;
@@ -19,76 +18,10 @@ mod wasm;
 
 use async_trait::async_trait;
 
+pub use crate::caps::Capability;
 pub use health::{FaultCause, Health, HealthState};
 pub use runtime::{LoadError, PluginRuntime, RuntimeOptions};
 pub use types::*;
-
-/// The host capabilities a plugin can import. `Log` and `Clock` are always
-/// granted; the rest need a grant in the profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    /// Logging.
-    Log,
-    /// Time.
-    Clock,
-    /// The database.
-    Db,
-    /// Files under granted roots.
-    Files,
-    /// The peer link.
-    Peer,
-    /// Commands named in the profile.
-    Exec,
-    /// Service addresses.
-    Net,
-    /// DNS updates.
-    Dns,
-}
-
-impl Capability {
-    /// Every capability, in WIT order.
-    pub const ALL: [Capability; 8] = [
-        Capability::Log,
-        Capability::Clock,
-        Capability::Db,
-        Capability::Files,
-        Capability::Peer,
-        Capability::Exec,
-        Capability::Net,
-        Capability::Dns,
-    ];
-
-    /// The WIT interface name (`db`, `files`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Log => "log",
-            Capability::Clock => "clock",
-            Capability::Db => "db",
-            Capability::Files => "files",
-            Capability::Peer => "peer",
-            Capability::Exec => "exec",
-            Capability::Net => "net",
-            Capability::Dns => "dns",
-        }
-    }
-
-    /// Capabilities every plugin has without a grant.
-    pub fn always_granted(self) -> bool {
-        matches!(self, Capability::Log | Capability::Clock)
-    }
-
-    /// The capability named by a WIT interface name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
-    }
-}
-
-impl std::fmt::Display for Capability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Why a plugin call failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -5,16 +5,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine};
 
-use super::bindings::{action as action_world, strategy as strategy_world};
 use super::builtin;
 use super::health::{Health, HealthCell};
 use super::types::Setting;
 use super::wasm::{ActionWorld, Slot, StrategyWorld, WasmAction, WasmStrategy};
+use crate::caps::GrantCheck;
 use crate::caps::{HostState, ResolvedGrants, Services};
-use crate::config::GrantCheck;
+use crate::wit::{action as action_world, strategy as strategy_world};
 
 pub use super::shape::{classify_import, shape, ComponentShape, ImportKind, WorldKind};
 pub use super::spec::{
@@ -37,8 +37,8 @@ impl Drop for EpochTicker {
 /// and the health of every instance it loaded.
 pub struct PluginRuntime {
     engine: Engine,
-    strategy_linker: Linker<HostState>,
-    action_linker: Linker<HostState>,
+    /// Serves every capability to both plugin worlds.
+    linker: Linker<HostState>,
     options: RuntimeOptions,
     registry: Mutex<Vec<Arc<HealthCell>>>,
     _ticker: EpochTicker,
@@ -70,15 +70,9 @@ impl PluginRuntime {
         }
         let engine = Engine::new(&config).map_err(engine_err)?;
 
-        let mut strategy_linker = Linker::new(&engine);
-        strategy_world::ReplicationStrategy::add_to_linker::<_, HasSelf<_>>(
-            &mut strategy_linker,
-            |s| s,
-        )
-        .map_err(engine_err)?;
-        let mut action_linker = Linker::new(&engine);
-        action_world::FailoverAction::add_to_linker::<_, HasSelf<_>>(&mut action_linker, |s| s)
-            .map_err(engine_err)?;
+        // Both worlds import the same capabilities: one linker, built from
+        // the registry, serves them.
+        let linker = crate::caps::registry::linker(&engine).map_err(engine_err)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -95,8 +89,7 @@ impl PluginRuntime {
 
         Ok(Self {
             engine,
-            strategy_linker,
-            action_linker,
+            linker,
             options,
             registry: Mutex::new(Vec::new()),
             _ticker: EpochTicker { stop },
@@ -191,17 +184,15 @@ impl PluginRuntime {
                 import: import.clone(),
             });
         }
-        for cap in &shape.capabilities {
-            if !grants.allows(*cap) {
-                let import = format!("{WIT_PACKAGE}/{cap}@{WIT_VERSION}");
-                let granted: Vec<String> = grants.granted().iter().map(|c| c.to_string()).collect();
-                return Err(LoadError::Ungranted {
-                    plugin: plugin.to_string(),
-                    capability: *cap,
-                    import,
-                    granted: granted.join(", "),
-                });
-            }
+        if let Some(cap) = crate::caps::registry::ungranted(&shape.capabilities, grants) {
+            let import = format!("{WIT_PACKAGE}/{cap}@{WIT_VERSION}");
+            let granted: Vec<String> = grants.granted().iter().map(|c| c.to_string()).collect();
+            return Err(LoadError::Ungranted {
+                plugin: plugin.to_string(),
+                capability: cap,
+                import,
+                granted: granted.join(", "),
+            });
         }
         Ok(shape)
     }
@@ -229,7 +220,7 @@ impl PluginRuntime {
             &*spec.grants,
         )?;
         let pre = self
-            .strategy_linker
+            .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate {
                 plugin: spec.name.clone(),
@@ -263,7 +254,7 @@ impl PluginRuntime {
             &*spec.grants,
         )?;
         let pre = self
-            .action_linker
+            .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate {
                 plugin: spec.name.clone(),
@@ -315,7 +306,7 @@ impl PluginRuntime {
                 let b = strategy_world::ReplicationStrategy::instantiate_async(
                     &mut store,
                     &component,
-                    &self.strategy_linker,
+                    &self.linker,
                 )
                 .await
                 .map_err(fail)?;
@@ -331,7 +322,7 @@ impl PluginRuntime {
                 let b = action_world::FailoverAction::instantiate_async(
                     &mut store,
                     &component,
-                    &self.action_linker,
+                    &self.linker,
                 )
                 .await
                 .map_err(fail)?;

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use super::bindings::action::FailoverAction as ActionBindings;
-use super::bindings::action::FailoverActionPre;
-use super::bindings::strategy::standby::plugin::types as wit;
-use super::bindings::strategy::{ReplicationStrategy, ReplicationStrategyPre};
 use super::convert;
 use super::health::{FaultCause, Health, HealthCell};
 use super::spec::{LoadError, PluginSpec, RuntimeOptions, EPOCH_TICK};
 use super::types::*;
 use super::{FailoverAction, PluginError, Strategy};
 use crate::caps::{HostState, ResolvedGrants, Services};
+use crate::wit::action::FailoverAction as ActionBindings;
+use crate::wit::action::FailoverActionPre;
+use crate::wit::strategy::standby::plugin::types as wit;
+use crate::wit::strategy::{ReplicationStrategy, ReplicationStrategyPre};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

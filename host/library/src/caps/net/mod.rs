@@ -1,29 +1,33 @@
 //! `net`: service addresses. The grant is checked on every call; the address
 //! moves themselves arrive with the case 0 address mode.
 
-use crate::plugin::bindings::strategy::standby::plugin::net::Host;
-use crate::plugin::bindings::strategy::standby::plugin::types::Error as WitError;
+use crate::wit::strategy::standby::plugin::net::Host;
+use crate::wit::strategy::standby::plugin::types::Error as WitError;
 
 use super::HostState;
 
+pub(crate) mod grant;
+
 impl HostState {
     fn net_pair(&self, interface: &str, address: &str) -> Result<(), WitError> {
-        let granted = self.grants.net.as_ref().is_some_and(|g| {
-            g.addresses
-                .iter()
-                .any(|a| a.interface == interface && a.address == address)
-        });
-        if granted {
-            Err(WitError::Unavailable(
-                "address moves are not available in this host version (they come with the case 0 address mode)".into(),
-            ))
-        } else {
-            Err(WitError::AccessDenied(format!(
-                "address {address} on {interface} is not granted to plugin {}",
-                self.plugin
-            )))
-        }
+        grant::check(
+            self.grants.granted.net.as_ref(),
+            interface,
+            address,
+            &self.plugin,
+        )?;
+        Err(WitError::Unavailable(
+            "address moves are not available in this host version (they come with the case 0 address mode)".into(),
+        ))
     }
+}
+
+/// Add `net`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::net::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
 }
 
 impl Host for HostState {

@@ -5,10 +5,14 @@
 use std::net::IpAddr;
 
 use crate::dns::{AddressType, DnsClient, DnsError, TsigKey};
-use crate::plugin::bindings::strategy::standby::plugin::dns::{Host, RecordType};
-use crate::plugin::bindings::strategy::standby::plugin::types::Error as WitError;
+use crate::wit::strategy::standby::plugin::dns::{Host, RecordType};
+use crate::wit::strategy::standby::plugin::types::Error as WitError;
 
-use super::{DnsServerGrant, HostState};
+use super::HostState;
+
+pub(crate) mod grant;
+
+use grant::DnsServerGrant;
 
 fn address_type(rtype: RecordType) -> AddressType {
     match rtype {
@@ -39,30 +43,16 @@ impl HostState {
     /// The grant for `server` and the granted zone holding `name` (the most
     /// specific one), or access-denied.
     fn dns_server(&self, server: &str, name: &str) -> Result<(&DnsServerGrant, String), WitError> {
-        let grant = self.grants.dns.get(server).ok_or_else(|| {
-            WitError::AccessDenied(format!(
-                "DNS server `{server}` is not granted to plugin {}",
-                self.plugin
-            ))
-        })?;
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let zone = grant
-            .zones
-            .iter()
-            .map(|z| z.trim_end_matches('.'))
-            .filter(|z| {
-                let z = z.to_ascii_lowercase();
-                name == z || name.ends_with(&format!(".{z}"))
-            })
-            .max_by_key(|z| z.len())
-            .ok_or_else(|| {
-                WitError::AccessDenied(format!(
-                    "{name} is outside the zones granted on `{server}` ({})",
-                    grant.zones.join(", ")
-                ))
-            })?;
-        Ok((grant, zone.to_string()))
+        grant::server(&self.grants.granted.dns, server, name, &self.plugin)
     }
+}
+
+/// Add `dns`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::dns::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
 }
 
 impl Host for HostState {

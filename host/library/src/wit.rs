@@ -1,4 +1,6 @@
-//! Host bindings generated from the WIT contract in `wit/`.
+//! Host bindings generated from the WIT contract in `wit/`: the capability
+//! interfaces the host implements (`caps`) and the worlds plugins export
+//! (`plugin`). A leaf of the crate.
 //!
 //! The capability imports and the shared types are generated once, with the
 //! `replication-strategy` world; the `failover-action` world reuses them.

@@ -1,6 +1,7 @@
 //! `db`: snapshots with the online backup API, integrity checks, atomic
 //! install, statistics. Files the database reads or writes are named relative
 //! to granted roots and opened through the root's directory handle first.
+//! The grant and its call-time check are in [`grant`].
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -8,16 +9,19 @@ use std::sync::Arc;
 
 use cap_std::fs::OpenOptions;
 
-use crate::plugin::bindings::strategy::standby::plugin::db::{
-    DbInfo, DurableMark as WitMark, Host, IntegrityReport, SnapshotInfo,
-};
-use crate::plugin::bindings::strategy::standby::plugin::types::{
-    ChangeBatch, Error as WitError, FileRef,
-};
 use crate::role::Role;
 use crate::store::{Store, StoreError};
+use crate::wit::strategy::standby::plugin::db::{
+    DbInfo, DurableMark as WitMark, Host, IntegrityReport, SnapshotInfo,
+};
+use crate::wit::strategy::standby::plugin::types::{ChangeBatch, Error as WitError, FileRef};
 
-use super::{blocking, io_error, DurableMark, HostState, Root};
+use super::files::grant::Root;
+use super::{blocking, io_error, DurableMark, HostState};
+
+pub(crate) mod grant;
+
+use grant::DbSwitch;
 
 fn store_error(e: StoreError) -> WitError {
     match e {
@@ -49,29 +53,21 @@ pub(crate) fn confined_real_path(
 }
 
 impl HostState {
-    fn db_grant(&self, switch: Option<&str>) -> Result<Arc<Store>, WitError> {
-        let grant = self.grants.db.as_ref().ok_or_else(|| {
-            WitError::AccessDenied(format!("plugin {} has no `db` grant", self.plugin))
-        })?;
-        let allowed = match switch {
-            None => true,
-            Some("install") => grant.install,
-            Some("capture") => grant.capture,
-            Some("attach") => grant.attach,
-            Some(_) => false,
-        };
-        if !allowed {
-            return Err(WitError::AccessDenied(format!(
-                "plugin {} needs `{}` = true in its `db` grant",
-                self.plugin,
-                switch.unwrap_or_default()
-            )));
-        }
+    fn db_grant(&self, switch: Option<DbSwitch>) -> Result<Arc<Store>, WitError> {
+        grant::check(self.grants.granted.db.as_ref(), switch, &self.plugin)?;
         self.services
             .store()
             .cloned()
             .ok_or_else(|| WitError::Unavailable("no database is open on this node".into()))
     }
+}
+
+/// Add `db`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::db::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
 }
 
 impl Host for HostState {
@@ -134,7 +130,7 @@ impl Host for HostState {
     }
 
     async fn install(&mut self, file: FileRef) -> Result<(), WitError> {
-        let store = self.db_grant(Some("install"))?;
+        let store = self.db_grant(Some(DbSwitch::Install))?;
         if self.services.role() == Role::Active {
             return Err(WitError::Conflict(
                 "an active node does not replace its live database".into(),
@@ -196,7 +192,7 @@ impl Host for HostState {
     }
 
     async fn enable_capture(&mut self) -> Result<(), WitError> {
-        self.db_grant(Some("capture"))?;
+        self.db_grant(Some(DbSwitch::Capture))?;
         Err(not_yet("change capture", "the cdc strategy"))
     }
 
@@ -205,29 +201,29 @@ impl Host for HostState {
         _after: u64,
         _max_changes: u32,
     ) -> Result<Option<ChangeBatch>, WitError> {
-        self.db_grant(Some("capture"))?;
+        self.db_grant(Some(DbSwitch::Capture))?;
         Err(not_yet("change capture", "the cdc strategy"))
     }
 
     async fn apply_changes(&mut self, _batch_id: u64) -> Result<u64, WitError> {
-        self.db_grant(Some("capture"))?;
+        self.db_grant(Some(DbSwitch::Capture))?;
         Err(not_yet("change capture", "the cdc strategy"))
     }
 
     async fn applied_mark(&mut self) -> Result<u64, WitError> {
-        self.db_grant(Some("capture"))?;
+        self.db_grant(Some(DbSwitch::Capture))?;
         Ok(0)
     }
 
     async fn prune_changes(&mut self, _through: u64) -> Result<(), WitError> {
-        self.db_grant(Some("capture"))?;
+        self.db_grant(Some(DbSwitch::Capture))?;
         Err(not_yet("change capture", "the cdc strategy"))
     }
 
     async fn release_batch(&mut self, _batch_id: u64) {}
 
     async fn attach(&mut self) -> Result<(), WitError> {
-        self.db_grant(Some("attach"))?;
+        self.db_grant(Some(DbSwitch::Attach))?;
         Err(not_yet(
             "attaching a shared file",
             "the shared-file strategy",
@@ -235,7 +231,7 @@ impl Host for HostState {
     }
 
     async fn detach(&mut self) -> Result<(), WitError> {
-        self.db_grant(Some("attach"))?;
+        self.db_grant(Some(DbSwitch::Attach))?;
         Err(not_yet(
             "detaching a shared file",
             "the shared-file strategy",

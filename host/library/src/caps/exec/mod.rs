@@ -1,18 +1,29 @@
-//! `exec`: run only the commands the profile names, with a timeout.
+//! `exec`: run only the commands the profile names, with a timeout. The
+//! grant and its call-time check are in [`grant`].
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::plugin::bindings::strategy::standby::plugin::exec::{Host, Output};
-use crate::plugin::bindings::strategy::standby::plugin::types::Error as WitError;
+use crate::wit::strategy::standby::plugin::exec::{Host, Output};
+use crate::wit::strategy::standby::plugin::types::Error as WitError;
 
 use super::HostState;
+
+pub(crate) mod grant;
 
 const MAX_OUTPUT: usize = 65_536;
 
 fn text(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(MAX_OUTPUT)];
     String::from_utf8_lossy(cut).into_owned()
+}
+
+/// Add `exec`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::exec::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
 }
 
 impl Host for HostState {
@@ -22,20 +33,8 @@ impl Host for HostState {
         args: Vec<String>,
         timeout_ms: u32,
     ) -> Result<Output, WitError> {
-        let grant = self.grants.exec.get(&name).ok_or_else(|| {
-            WitError::AccessDenied(format!(
-                "command `{name}` is not granted to plugin {}",
-                self.plugin
-            ))
-        })?;
-        if !args.is_empty() && !grant.extra_args {
-            return Err(WitError::AccessDenied(format!(
-                "command `{name}` takes no extra arguments (grant `extra_args = true` to allow)"
-            )));
-        }
-        let (program, fixed) = grant.command.split_first().ok_or_else(|| {
-            WitError::InvalidArgument(format!("command `{name}` is empty in the profile"))
-        })?;
+        let (program, fixed) =
+            grant::command(&self.grants.granted.exec, &name, &args, &self.plugin)?;
         let started = Instant::now();
         let child = tokio::process::Command::new(program)
             .args(fixed)

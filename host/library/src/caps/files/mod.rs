@@ -7,10 +7,12 @@ use std::io::{Read, Write};
 use cap_std::fs::{Dir, OpenOptions};
 use sha2::{Digest, Sha256};
 
-use crate::plugin::bindings::strategy::standby::plugin::files::{Entry, Host};
-use crate::plugin::bindings::strategy::standby::plugin::types::{Error as WitError, FileRef};
+use crate::wit::strategy::standby::plugin::files::{Entry, Host};
+use crate::wit::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
 use super::{blocking, io_error, HostState};
+
+pub(crate) mod grant;
 
 /// Largest file `read-small` and `write-small` handle.
 const SMALL_MAX: usize = 65_536;
@@ -47,6 +49,14 @@ pub(crate) fn sha256_of(dir: &Dir, rel: &std::path::Path) -> std::io::Result<Str
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Add `files`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::files::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
 }
 
 impl Host for HostState {

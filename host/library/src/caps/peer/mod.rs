@@ -3,19 +3,16 @@
 //! link reports itself disconnected and transfers are `unavailable`.
 
 use crate::peer::{PeerError, PeerLink};
-use crate::plugin::bindings::strategy::standby::plugin::peer::{Host, PeerStatus, TransferReceipt};
-use crate::plugin::bindings::strategy::standby::plugin::types::{Error as WitError, FileRef};
+use crate::wit::strategy::standby::plugin::peer::{Host, PeerStatus, TransferReceipt};
+use crate::wit::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
 use super::HostState;
 
+pub(crate) mod grant;
+
 impl HostState {
     fn peer_link(&self) -> Result<PeerLink, WitError> {
-        if self.grants.peer.is_none() {
-            return Err(WitError::AccessDenied(format!(
-                "plugin {} has no `peer` grant",
-                self.plugin
-            )));
-        }
+        grant::check(self.grants.granted.peer.as_ref(), &self.plugin)?;
         self.services
             .peer()
             .cloned()
@@ -31,6 +28,14 @@ fn peer_error(e: PeerError) -> WitError {
         PeerError::Refused(_) => WitError::Conflict(e.to_string()),
         other => WitError::Other(other.to_string()),
     }
+}
+
+/// Add `peer`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::peer::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
 }
 
 impl Host for HostState {

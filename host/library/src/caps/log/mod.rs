@@ -1,10 +1,18 @@
 //! `log`: plugin log lines go to the host's tracing output, tagged with the plugin.
 
-use crate::plugin::bindings::strategy::standby::plugin::log::{Host, Level};
+use crate::wit::strategy::standby::plugin::log::{Host, Level};
 
 use super::HostState;
 
 const MAX_LINE: usize = 4096;
+
+/// Add `log`'s host functions to `linker`.
+pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    crate::wit::strategy::standby::plugin::log::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |s| s)
+}
 
 impl Host for HostState {
     fn write(&mut self, level: Level, message: String) {
