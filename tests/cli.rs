@@ -273,3 +273,32 @@ fn witness_with_an_unreadable_state_file_exits_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_reads_only_standby_variables_that_name_a_profile_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = write_profile(dir.path());
+    let check = |var: &str, value: &str| {
+        let out = standby()
+            .arg("check-config")
+            .arg(&profile)
+            .env(var, value)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // Another tool's switch that happens to share the prefix is not a profile key.
+    let (ok, out) = check("STANDBY_SOME_HARNESS_SWITCH", "1");
+    assert!(
+        ok,
+        "an unrelated STANDBY_ variable broke the profile: {out}"
+    );
+    // A variable naming a section is read, and its unknown key is an error.
+    let (ok, out) = check("STANDBY_STORE__NO_SUCH_KEY", "1");
+    assert!(!ok, "an unknown store key was accepted: {out}");
+    assert!(out.contains("no_such_key"), "{out}");
+}

@@ -3,7 +3,10 @@
 //!
 //! Layers, lowest first: built-in defaults < the profile file < `STANDBY_*`
 //! environment variables (`STANDBY_STORE__JOURNAL=rollback-exclusive`, `__`
-//! separating levels) < `--set key=value` flags. Unknown keys are errors.
+//! separating levels) < `--set key=value` flags. Unknown keys are errors,
+//! except that a `STANDBY_*` variable whose first level names no profile
+//! section (`STANDBY_LOG`, or a test harness's own switch) is not a profile
+//! key and is left alone.
 
 mod profile;
 mod settings;
@@ -20,10 +23,30 @@ pub use profile::{
 };
 pub use settings::flatten_settings;
 
-/// Environment variables with the `STANDBY_` prefix that are not profile
-/// keys: logging, and what the fencing command is given (a fencing script
-/// may itself call `standby`).
-const NON_CONFIG_ENV: &[&str] = &["log", "log_format", "epoch", "node", "peer"];
+/// The profile's top-level sections: a `STANDBY_*` environment variable is
+/// a profile key only when its first level is one of these. Others (logging,
+/// what a fencing command is given, any other tool's switch) are not read.
+const PROFILE_SECTIONS: &[&str] = &[
+    "version",
+    "name",
+    "description",
+    "sites",
+    "store",
+    "plugins",
+    "devices",
+    "strategy",
+    "failover",
+    "cluster",
+];
+
+/// Whether `key` (the part after `STANDBY_`, levels split by `__`, as figment
+/// lowers it to `a.b.c`) names a key inside the profile.
+fn is_profile_key(key: &str) -> bool {
+    let first = key.split('.').next().unwrap_or_default();
+    PROFILE_SECTIONS
+        .iter()
+        .any(|s| first.eq_ignore_ascii_case(s))
+}
 
 /// What is wrong with a profile.
 #[derive(Debug, thiserror::Error)]
@@ -115,11 +138,9 @@ pub fn load(
         });
     }
     let mut figment = Figment::new().merge(Toml::file_exact(file)).merge(
-        Env::prefixed("STANDBY_").split("__").filter(|k| {
-            !NON_CONFIG_ENV
-                .iter()
-                .any(|n| k.as_str().eq_ignore_ascii_case(n))
-        }),
+        Env::prefixed("STANDBY_")
+            .split("__")
+            .filter(|k| is_profile_key(k.as_str())),
     );
     for (key, value) in overrides {
         figment = figment.merge(figment::providers::Serialized::global(key, value));
@@ -188,4 +209,26 @@ fn parse_error(file: &Path, err: figment::Error) -> ConfigError {
         }
     }
     ConfigError::Parse(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_profile_key;
+
+    #[test]
+    fn only_keys_under_a_profile_section_are_profile_keys() {
+        for key in ["store.journal", "STRATEGY", "cluster.lease_ms", "version"] {
+            assert!(is_profile_key(key), "{key}");
+        }
+        for key in [
+            "log",
+            "log_format",
+            "epoch",
+            "node",
+            "peer",
+            "require_wasm_toolchain",
+        ] {
+            assert!(!is_profile_key(key), "{key}");
+        }
+    }
 }
