@@ -359,3 +359,48 @@ async fn path_escapes_through_the_files_capability_are_refused() {
     );
     assert!(!report.did.contains("SECRET"));
 }
+
+#[tokio::test]
+async fn a_plugin_importing_functions_not_implemented_yet_is_refused_at_load_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1_000, 32 << 20);
+    let err = rt
+        .load_strategy(
+            spec(
+                "unimplemented",
+                PluginSource::Path(fixture("unimplemented")),
+                grants(&[], true),
+                vec![],
+            ),
+            no_store(dir.path()),
+        )
+        .await
+        .err()
+        .expect("a plugin importing db.freeze must not load");
+    assert!(matches!(err, LoadError::NotImplemented { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plugin unimplemented")
+            && msg.contains("db.freeze")
+            && msg.contains("db.thaw")
+            && msg.contains("does not implement yet"),
+        "{msg}"
+    );
+
+    // `standby plugin inspect` says so before anyone loads it.
+    let path = fixture("unimplemented").display().to_string();
+    let (ok, out, err) = crate::run_standby(&["plugin", "inspect", &path]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("NOT IMPLEMENTED") && out.contains("db.freeze, db.thaw"),
+        "{out}"
+    );
+    // The built-in plugins import nothing unimplemented, and export `lifecycle`.
+    for builtin in ["builtin:file-copy", "builtin:dns-ip"] {
+        let (ok, out, err) = crate::run_standby(&["plugin", "inspect", builtin, "--json"]);
+        assert!(ok, "{err}");
+        let shape: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(shape["not_implemented"], serde_json::json!([]), "{shape}");
+        assert_eq!(shape["lifecycle"], true, "{shape}");
+    }
+}

@@ -339,12 +339,11 @@ impl Strategy for FileCopy {
             Received::Message((kind, _)) => {
                 Err(Error::InvalidArgument(format!("unknown message `{kind}`")))
             }
-            Received::Batch(b) => {
-                db::release_batch(b.id);
-                Err(Error::InvalidArgument(String::from(
-                    "file-copy does not take change batches",
-                )))
-            }
+            // This host sends no change batches yet; were one to arrive,
+            // refusing it is all file-copy can do.
+            Received::Batch(_) => Err(Error::InvalidArgument(String::from(
+                "file-copy does not take change batches",
+            ))),
         }
     }
 

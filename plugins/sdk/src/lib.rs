@@ -29,13 +29,37 @@ pub mod platform {
     });
 }
 
-/// Bindings generated from the `replication-strategy` world (exports only;
-/// imports and types come from [`platform`]).
+// wit-bindgen names the glue of an exported interface after the interface
+// alone, so two worlds exporting `lifecycle` cannot both be generated in one
+// crate. The SDK generates a plugin's world in parts instead: `lifecycle`
+// once, and `strategy` or `action` (with the platform's imports) alone; each
+// part embeds its piece of the world, and componentizing merges them into the
+// contract's `replication-strategy` or `failover-action`.
+
+/// Bindings of the shared `lifecycle` export.
+#[doc(hidden)]
+pub mod lifecycle_part {
+    wit_bindgen::generate!({
+        path: "wit",
+        inline: "package standby:sdk; world lifecycle-part { export standby:plugin/lifecycle@0.1.0; }",
+        world: "standby:sdk/lifecycle-part",
+        with: {
+            "standby:plugin/types@0.1.0": crate::platform::standby::plugin::types,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_lifecycle_part",
+        default_bindings_module: "standby_plugin_sdk::lifecycle_part",
+    });
+}
+
+/// Bindings of the `strategy` export (imports and types come from
+/// [`platform`]).
 #[doc(hidden)]
 pub mod strategy_world {
     wit_bindgen::generate!({
         path: "wit",
-        world: "replication-strategy",
+        inline: "package standby:sdk; world strategy-part { include standby:plugin/platform@0.1.0; export standby:plugin/strategy@0.1.0; }",
+        world: "standby:sdk/strategy-part",
         with: {
             "standby:plugin/types@0.1.0": crate::platform::standby::plugin::types,
             "standby:plugin/log@0.1.0": crate::platform::standby::plugin::log,
@@ -53,12 +77,13 @@ pub mod strategy_world {
     });
 }
 
-/// Bindings generated from the `failover-action` world (exports only).
+/// Bindings of the `action` export (imports and types come from [`platform`]).
 #[doc(hidden)]
 pub mod action_world {
     wit_bindgen::generate!({
         path: "wit",
-        world: "failover-action",
+        inline: "package standby:sdk; world action-part { include standby:plugin/platform@0.1.0; export standby:plugin/action@0.1.0; }",
+        world: "standby:sdk/action-part",
         with: {
             "standby:plugin/types@0.1.0": crate::platform::standby::plugin::types,
             "standby:plugin/log@0.1.0": crate::platform::standby::plugin::log,
@@ -167,6 +192,7 @@ macro_rules! export_strategy {
         mod __standby_strategy_export {
             use super::*;
             use $crate::strategy_world::exports::standby::plugin::strategy as wit;
+            use $crate::lifecycle_part::exports::standby::plugin::lifecycle;
             use $crate::Strategy as _;
 
             std::thread_local! {
@@ -180,7 +206,7 @@ macro_rules! export_strategy {
 
             pub struct Export;
 
-            impl wit::Guest for Export {
+            impl lifecycle::Guest for Export {
                 fn describe() -> $crate::Descriptor {
                     with(|p| p.describe())
                 }
@@ -188,6 +214,9 @@ macro_rules! export_strategy {
                     let settings = $crate::Settings::new(settings);
                     with(|p| p.configure(&settings))
                 }
+            }
+
+            impl wit::Guest for Export {
                 fn tick(ctx: $crate::NodeContext) -> ::core::result::Result<wit::TickReport, $crate::Error> {
                     with(|p| p.tick(&ctx))
                 }
@@ -205,6 +234,7 @@ macro_rules! export_strategy {
                 }
             }
 
+            $crate::lifecycle_part::export_lifecycle_part!(Export with_types_in $crate::lifecycle_part);
             $crate::strategy_world::export_strategy_world!(Export with_types_in $crate::strategy_world);
         }
     };
@@ -217,6 +247,7 @@ macro_rules! export_action {
         mod __standby_action_export {
             use super::*;
             use $crate::action_world::exports::standby::plugin::action as wit;
+            use $crate::lifecycle_part::exports::standby::plugin::lifecycle;
             use $crate::FailoverAction as _;
 
             std::thread_local! {
@@ -230,7 +261,7 @@ macro_rules! export_action {
 
             pub struct Export;
 
-            impl wit::Guest for Export {
+            impl lifecycle::Guest for Export {
                 fn describe() -> $crate::Descriptor {
                     with(|p| p.describe())
                 }
@@ -238,6 +269,9 @@ macro_rules! export_action {
                     let settings = $crate::Settings::new(settings);
                     with(|p| p.configure(&settings))
                 }
+            }
+
+            impl wit::Guest for Export {
                 fn activate(ctx: $crate::NodeContext) -> ::core::result::Result<wit::ActionReport, $crate::Error> {
                     with(|p| p.activate(&ctx))
                 }
@@ -249,6 +283,7 @@ macro_rules! export_action {
                 }
             }
 
+            $crate::lifecycle_part::export_lifecycle_part!(Export with_types_in $crate::lifecycle_part);
             $crate::action_world::export_action_world!(Export with_types_in $crate::action_world);
         }
     };

@@ -37,6 +37,21 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     Ok(linker)
 }
 
+/// The functions of `cap` that the WIT declares and this host does not
+/// implement yet (marked so in the WIT); importing one fails the load.
+pub(crate) fn not_implemented(cap: Capability) -> &'static [&'static str] {
+    match cap {
+        Capability::Db => super::db::NOT_IMPLEMENTED,
+        Capability::Peer => super::peer::NOT_IMPLEMENTED,
+        Capability::Net => super::net::NOT_IMPLEMENTED,
+        Capability::Log
+        | Capability::Clock
+        | Capability::Files
+        | Capability::Exec
+        | Capability::Dns => &[],
+    }
+}
+
 /// The load-time check: the first of `imports` that `grants` do not allow.
 pub(crate) fn ungranted(imports: &[Capability], grants: &dyn GrantCheck) -> Option<Capability> {
     imports.iter().copied().find(|c| !grants.allows(*c))

@@ -51,6 +51,18 @@ impl Inspection {
                 grants.join(", ")
             }
         ));
+        if !self.shape.not_implemented.is_empty() {
+            s.push_str(&format!(
+                "  NOT IMPLEMENTED by this host yet (the plugin will be refused at load): {}\n",
+                self.shape.not_implemented.join(", ")
+            ));
+        }
+        if !self.shape.lifecycle {
+            s.push_str(&format!(
+                "  WARNING: does not export {} (built against an older draft; it will be refused at load)\n",
+                super::shape::lifecycle_export()
+            ));
+        }
         if !self.shape.unknown_imports.is_empty() {
             s.push_str(&format!(
                 "  WARNING: imports this host does not provide: {}\n",

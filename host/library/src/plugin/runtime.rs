@@ -184,6 +184,19 @@ impl PluginRuntime {
                 import: import.clone(),
             });
         }
+        if !shape.lifecycle {
+            return Err(LoadError::NoLifecycle {
+                plugin: plugin.to_string(),
+                source_name: source_name.to_string(),
+                wanted: super::shape::lifecycle_export(),
+            });
+        }
+        if !shape.not_implemented.is_empty() {
+            return Err(LoadError::NotImplemented {
+                plugin: plugin.to_string(),
+                functions: shape.not_implemented.clone(),
+            });
+        }
         if let Some(cap) = crate::caps::registry::ungranted(&shape.capabilities, grants) {
             let import = format!("{WIT_PACKAGE}/{cap}@{WIT_VERSION}");
             let granted: Vec<String> = grants.granted().iter().map(|c| c.to_string()).collect();
@@ -310,7 +323,7 @@ impl PluginRuntime {
                 )
                 .await
                 .map_err(fail)?;
-                let g = b.standby_plugin_strategy();
+                let g = b.standby_plugin_lifecycle();
                 let d = g.call_describe(&mut store).await.map_err(fail)?;
                 let c = match &settings {
                     Some(s) => g.call_configure(&mut store, s).await.map_err(fail)?,
@@ -326,7 +339,7 @@ impl PluginRuntime {
                 )
                 .await
                 .map_err(fail)?;
-                let g = b.standby_plugin_action();
+                let g = b.standby_plugin_lifecycle();
                 let d = g.call_describe(&mut store).await.map_err(fail)?;
                 let c = match &settings {
                     Some(s) => g.call_configure(&mut store, s).await.map_err(fail)?,

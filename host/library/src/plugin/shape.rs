@@ -1,6 +1,7 @@
 //! The shape of a compiled component: which world it targets, what it
 //! imports and exports, and the capabilities those imports need.
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -63,6 +64,11 @@ pub struct ComponentShape {
     pub capabilities: Vec<Capability>,
     /// Imports this host does not provide.
     pub unknown_imports: Vec<String>,
+    /// Imported functions the WIT declares but this host does not implement
+    /// yet (`db.freeze`, ...); a plugin that imports one is refused at load.
+    pub not_implemented: Vec<String>,
+    /// Whether it exports the shared `lifecycle` interface.
+    pub lifecycle: bool,
 }
 
 /// What a component's import is, to this host.
@@ -104,19 +110,39 @@ pub fn shape(engine: &Engine, component: &Component) -> ComponentShape {
         .find(|w| exports.iter().any(|n| *n == w.export()));
     let mut capabilities = Vec::new();
     let mut unknown_imports = Vec::new();
-    for i in &imports {
-        match classify_import(i) {
-            ImportKind::Capability(c) => capabilities.push(c),
+    let mut not_implemented = Vec::new();
+    for (name, item) in ty.imports(engine) {
+        match classify_import(name) {
+            ImportKind::Capability(c) => {
+                capabilities.push(c);
+                let missing = crate::caps::registry::not_implemented(c);
+                if let ComponentItem::ComponentInstance(instance) = item.ty {
+                    for (function, _) in instance.exports(engine) {
+                        if missing.contains(&function) {
+                            not_implemented.push(format!("{c}.{function}"));
+                        }
+                    }
+                }
+            }
             ImportKind::Types => {}
-            ImportKind::Unknown => unknown_imports.push(i.clone()),
+            ImportKind::Unknown => unknown_imports.push(name.to_string()),
         }
     }
     capabilities.sort();
+    not_implemented.sort();
+    let lifecycle = exports.iter().any(|n| *n == lifecycle_export());
     ComponentShape {
         imports,
         exports,
         world,
         capabilities,
         unknown_imports,
+        not_implemented,
+        lifecycle,
     }
+}
+
+/// The shared `lifecycle` export, fully qualified.
+pub(super) fn lifecycle_export() -> String {
+    format!("{WIT_PACKAGE}/lifecycle@{WIT_VERSION}")
 }

@@ -179,6 +179,25 @@ pub enum LoadError {
         /// The import name.
         import: String,
     },
+    /// The component imports functions this host does not implement yet.
+    #[error("plugin {plugin}: imports {}, which this host does not implement yet (marked so in the WIT); a plugin may import them only once a host version implements them", functions.join(", "))]
+    NotImplemented {
+        /// Instance name.
+        plugin: String,
+        /// The functions, as `interface.function`.
+        functions: Vec<String>,
+    },
+    /// The component does not export the shared `lifecycle` interface
+    /// (built against an older draft of the contract).
+    #[error("plugin {plugin}: {source_name} does not export `{wanted}` (describe, configure): rebuild it against this WIT")]
+    NoLifecycle {
+        /// Instance name.
+        plugin: String,
+        /// Where the bytes came from.
+        source_name: String,
+        /// The export expected.
+        wanted: String,
+    },
     /// Instantiation failed.
     #[error("plugin {plugin}: cannot instantiate: {reason}")]
     Instantiate {

@@ -55,7 +55,7 @@ impl World for StrategyWorld {
         store: &'a mut Store<HostState>,
         settings: &'a [wit::Setting],
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), wit::Error>>> {
-        Box::pin(b.standby_plugin_strategy().call_configure(store, settings))
+        Box::pin(b.standby_plugin_lifecycle().call_configure(store, settings))
     }
 }
 
@@ -76,7 +76,7 @@ impl World for ActionWorld {
         store: &'a mut Store<HostState>,
         settings: &'a [wit::Setting],
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), wit::Error>>> {
-        Box::pin(b.standby_plugin_action().call_configure(store, settings))
+        Box::pin(b.standby_plugin_lifecycle().call_configure(store, settings))
     }
 }
 
@@ -360,7 +360,7 @@ impl Strategy for WasmStrategy {
         let d = self
             .slot
             .call("describe", |b, s| {
-                Box::pin(b.standby_plugin_strategy().call_describe(s))
+                Box::pin(b.standby_plugin_lifecycle().call_describe(s))
             })
             .await?;
         Ok(convert::descriptor(d))
@@ -452,7 +452,7 @@ impl FailoverAction for WasmAction {
         let d = self
             .slot
             .call("describe", |b, s| {
-                Box::pin(b.standby_plugin_action().call_describe(s))
+                Box::pin(b.standby_plugin_lifecycle().call_describe(s))
             })
             .await?;
         Ok(convert::descriptor(d))
