@@ -7,10 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::delivery::apply_durable_marks;
-use super::promotion::{complete_promotion, demote, promote_holding, Held, PromoteError};
+use super::promotion::{
+    complete_promotion, demote, promote_holding, shut_down, Held, PromoteError,
+};
+use super::state::ControlState;
 use super::timeline::{Timeline, TimelineBuilder};
 use standby_device::backoff::Backoff;
 
@@ -97,8 +100,25 @@ impl Watch {
     }
 }
 
-/// Run the control loop until aborted.
-pub(crate) async fn run(core: Arc<Core>, mut commands: mpsc::Receiver<Command>) {
+/// The control loop and everything it owns.
+struct Controller {
+    core: Arc<Core>,
+    /// The role machine, the lease, the last sequences.
+    state: ControlState,
+    /// The lease's keeper while the node holds one.
+    held: Option<Held>,
+    /// What the failure detector has seen.
+    watch: Watch,
+}
+
+/// Run the control loop until `stop` fires (or its sender is dropped); then
+/// stop acknowledging, close the gateway and hand back a held lease.
+pub(crate) async fn run(
+    core: Arc<Core>,
+    state: ControlState,
+    mut commands: mpsc::Receiver<Command>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let tick = core
         .settings
         .as_ref()
@@ -106,12 +126,24 @@ pub(crate) async fn run(core: Arc<Core>, mut commands: mpsc::Receiver<Command>) 
             (s.detector.heartbeat / 2).clamp(Duration::from_millis(10), Duration::from_millis(100))
         })
         .unwrap_or(Duration::from_millis(100));
-    let mut held: Option<Held> = None;
-    let mut watch = Watch::new(&core);
+    let watch = Watch::new(&core);
+    let mut c = Controller {
+        core,
+        state,
+        held: None,
+        watch,
+    };
     loop {
         tokio::select! {
+            _ = &mut stop => {
+                if let Some(mut h) = c.held.take() {
+                    h.task.abort();
+                }
+                shut_down(&c.core, &mut c.state).await;
+                return;
+            }
             _ = tokio::time::sleep(tick) => {}
-            end = lease_ended(&mut held) => {
+            end = lease_ended(&mut c.held) => {
                 let reason = match end {
                     Some(LeaseEnd::Expired { reason, .. }) => format!("lease expired: {reason}"),
                     Some(LeaseEnd::Refused { witness_epoch, reason, .. }) => {
@@ -119,32 +151,21 @@ pub(crate) async fn run(core: Arc<Core>, mut commands: mpsc::Receiver<Command>) 
                     }
                     None => String::from("the lease keeper stopped"),
                 };
-                held = None;
-                demote(&core, &reason, None).await;
-                watch.reset();
+                c.held = None;
+                demote(&c.core, &mut c.state, &reason, None).await;
+                c.watch.reset();
                 continue;
             }
             cmd = commands.recv() => {
                 if let Some(Command::Promote { force, reply }) = cmd {
-                    let result = operator_promote(&core, force, &mut held).await;
-                    watch.reset();
+                    let result = c.operator_promote(force).await;
+                    c.watch.reset();
                     let _ = reply.send(result);
                 }
                 continue;
             }
         }
-        apply_durable_marks(&core);
-        adopt_peer_epoch(&core, &mut held, &mut watch).await;
-        match core.role() {
-            Role::Standby if core.witness.is_some() => {
-                if let Some(h) = standby_step(&core, &mut watch).await {
-                    held = Some(h);
-                    watch.reset();
-                }
-            }
-            Role::Fenced => fenced_step(&core, &mut watch).await,
-            _ => {}
-        }
+        c.tick().await;
     }
 }
 
@@ -155,213 +176,254 @@ async fn lease_ended(held: &mut Option<Held>) -> Option<LeaseEnd> {
     }
 }
 
-/// A peer presenting a higher epoch fences an active node and is adopted by
-/// any other.
-async fn adopt_peer_epoch(core: &Core, held: &mut Option<Held>, watch: &mut Watch) {
-    let Some(peer) = &core.peer else { return };
-    let theirs = peer.state().epoch;
-    if theirs <= core.epoch() {
-        return;
-    }
-    if matches!(core.role(), Role::Active | Role::Candidate) {
-        if let Some(mut h) = held.take() {
-            h.task.abort();
+impl Controller {
+    /// One pass of the loop: durable marks, the peer's epoch, and the step
+    /// of the current role.
+    async fn tick(&mut self) {
+        apply_durable_marks(&self.core);
+        self.adopt_peer_epoch().await;
+        match self.state.role() {
+            Role::Standby if self.core.witness.is_some() => {
+                if let Some(h) = self.standby_step().await {
+                    self.held = Some(h);
+                    self.watch.reset();
+                }
+            }
+            Role::Fenced => self.fenced_step().await,
+            _ => {}
         }
-        demote(
-            core,
-            &format!("the peer presented epoch {theirs}"),
-            Some(theirs),
-        )
-        .await;
-        watch.reset();
-    } else {
-        core.lock_machine().saw_epoch(theirs, "the peer");
-        core.publish();
     }
-}
 
-/// The standby's failure detector: suspect an active peer that went silent,
-/// check with the witness, and compete for the lease when it is free.
-async fn standby_step(core: &Core, watch: &mut Watch) -> Option<Held> {
-    let (settings, witness) = (core.settings.as_ref()?, core.witness.clone()?);
-    if let Some(peer) = &core.peer {
-        let st = peer.state();
-        if st.connected && st.role == Some(Role::Active) {
-            if let Some(heard) = peer.silence().and_then(|s| Instant::now().checked_sub(s)) {
-                watch.peer.heard(heard.into());
+    /// A peer presenting a higher epoch fences an active node and is adopted
+    /// by any other.
+    async fn adopt_peer_epoch(&mut self) {
+        let Some(peer) = &self.core.peer else { return };
+        let theirs = peer.state().epoch;
+        if theirs <= self.state.epoch() {
+            return;
+        }
+        if matches!(self.state.role(), Role::Active | Role::Candidate) {
+            if let Some(mut h) = self.held.take() {
+                h.task.abort();
             }
+            demote(
+                &self.core,
+                &mut self.state,
+                &format!("the peer presented epoch {theirs}"),
+                Some(theirs),
+            )
+            .await;
+            self.watch.reset();
+        } else {
+            self.state.saw_epoch(theirs, "the peer");
         }
     }
-    let now = Instant::now();
-    let Some(suspicion) = watch.peer.suspicion(now.into()) else {
-        if watch.suspected.take().is_some() {
-            tracing::info!("the active peer is heard again; suspicion withdrawn");
-        }
-        watch.said.clear();
-        return None;
-    };
-    if watch.suspected.is_none() {
-        tracing::warn!(silence_ms = ?suspicion.silence_ms(), "no active peer heard: asking the witness");
-        watch.suspected = Some((now, suspicion));
-    }
-    if now < watch.next_try {
-        return None;
-    }
-    watch.next_try = now + settings.detector.heartbeat;
-    match witness.query().await {
-        Ok(view) => {
-            if view.epoch > core.epoch() {
-                core.lock_machine().saw_epoch(view.epoch, "the witness");
-                core.publish();
+
+    /// The standby's failure detector: suspect an active peer that went
+    /// silent, check with the witness, and compete for the lease when it is
+    /// free.
+    async fn standby_step(&mut self) -> Option<Held> {
+        let core = self.core.clone();
+        let (settings, witness) = (core.settings.as_ref()?, core.witness.clone()?);
+        let watch = &mut self.watch;
+        if let Some(peer) = &core.peer {
+            let st = peer.state();
+            if st.connected && st.role == Some(Role::Active) {
+                if let Some(heard) = peer.silence().and_then(|s| Instant::now().checked_sub(s)) {
+                    watch.peer.heard(heard.into());
+                }
             }
-            let other_holds =
-                view.holder.as_deref().is_some_and(|h| h != core.node_id) && view.remaining_ms > 0;
-            if other_holds {
-                watch.next_try =
-                    now + Duration::from_millis(view.remaining_ms).min(settings.detector.heartbeat);
-                watch.say(format!(
-                    "the witness says {} holds the lease at epoch {}; waiting",
-                    view.holder.unwrap_or_default(),
-                    view.epoch
-                ));
+        }
+        let now = Instant::now();
+        let Some(suspicion) = watch.peer.suspicion(now.into()) else {
+            if watch.suspected.take().is_some() {
+                tracing::info!("the active peer is heard again; suspicion withdrawn");
+            }
+            watch.said.clear();
+            return None;
+        };
+        if watch.suspected.is_none() {
+            tracing::warn!(silence_ms = ?suspicion.silence_ms(), "no active peer heard: asking the witness");
+            watch.suspected = Some((now, suspicion));
+        }
+        if now < watch.next_try {
+            return None;
+        }
+        watch.next_try = now + settings.detector.heartbeat;
+        match witness.query().await {
+            Ok(view) => {
+                if view.epoch > self.state.epoch() {
+                    self.state.saw_epoch(view.epoch, "the witness");
+                }
+                let other_holds = view.holder.as_deref().is_some_and(|h| h != core.node_id)
+                    && view.remaining_ms > 0;
+                if other_holds {
+                    self.watch.next_try = now
+                        + Duration::from_millis(view.remaining_ms).min(settings.detector.heartbeat);
+                    self.watch.say(format!(
+                        "the witness says {} holds the lease at epoch {}; waiting",
+                        view.holder.unwrap_or_default(),
+                        view.epoch
+                    ));
+                    return None;
+                }
+            }
+            Err(e) => {
+                self.watch.say(format!("cannot promote: {e}"));
                 return None;
             }
         }
-        Err(e) => {
-            watch.say(format!("cannot promote: {e}"));
+        let (began, suspicion) = self.watch.suspected.unwrap_or((now, suspicion));
+        let detect_ms = suspicion.silence_ms();
+        let reason = match detect_ms {
+            Some(ms) => format!("no heartbeat from the active peer for {ms} ms"),
+            None => String::from("no active peer heard since start"),
+        };
+        if let Err(e) = self.state.change(|m| m.suspect_peer(&reason)) {
+            tracing::warn!(error = %e, "cannot become a candidate");
             return None;
         }
-    }
-    let (began, suspicion) = watch.suspected.unwrap_or((now, suspicion));
-    let detect_ms = suspicion.silence_ms();
-    let reason = match detect_ms {
-        Some(ms) => format!("no heartbeat from the active peer for {ms} ms"),
-        None => String::from("no active peer heard since start"),
-    };
-    if let Err(e) = core.lock_machine().suspect_peer(&reason) {
-        tracing::warn!(error = %e, "cannot become a candidate");
-        return None;
-    }
-    core.publish();
-    let mut tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), Some(began));
-    if let Some(ms) = detect_ms {
-        tl.detected_after(ms);
-    }
-    match witness.acquire(settings.lease.ttl).await {
-        Ok(lease) => match promote_holding(core, &witness, settings, lease, tl, &reason).await {
-            Ok((held, _)) => Some(held),
-            Err(_) => {
-                // Try again, but not at once: each attempt costs an epoch
-                // and runs the fencing command again.
-                let pause = retry_abandoned().delay(watch.abandoned, &mut rand::rng());
-                watch.next_try = Instant::now() + pause;
-                watch.abandoned = watch.abandoned.saturating_add(1);
-                tracing::warn!(
-                    retry_in = ?pause,
-                    "promotion abandoned and the lease given back; trying again later"
-                );
-                None
-            }
-        },
-        Err(e) => {
-            let why = match &e {
-                LeaseError::Denied { .. } => e.to_string(),
-                other => format!("{other}"),
-            };
-            let _ = core.lock_machine().lost_election(&why);
-            core.publish();
-            watch.say(format!("lease not won: {why}"));
-            None
+        let mut tl = TimelineBuilder::begin("promotion", &reason, self.state.epoch(), Some(began));
+        if let Some(ms) = detect_ms {
+            tl.detected_after(ms);
         }
-    }
-}
-
-/// A fenced node rejoins as standby once it has learnt the current epoch.
-async fn fenced_step(core: &Core, watch: &mut Watch) {
-    let now = Instant::now();
-    if now < watch.next_fenced_query {
-        return;
-    }
-    watch.next_fenced_query = now + Duration::from_millis(500);
-    let learnt = match &core.witness {
-        Some(w) => match w.query().await {
-            Ok(view) => {
-                core.lock_machine().saw_epoch(view.epoch, "the witness");
-                Some(format!(
-                    "the witness is reachable; epoch {} is held by {}",
-                    view.epoch,
-                    view.holder.as_deref().unwrap_or("nobody")
-                ))
+        match witness.acquire(settings.lease.ttl).await {
+            Ok(lease) => {
+                match promote_holding(
+                    &core,
+                    &mut self.state,
+                    &witness,
+                    settings,
+                    lease,
+                    tl,
+                    &reason,
+                )
+                .await
+                {
+                    Ok((held, _)) => Some(held),
+                    Err(_) => {
+                        // Try again, but not at once: each attempt costs an
+                        // epoch and runs the fencing command again.
+                        let pause = retry_abandoned().delay(self.watch.abandoned, &mut rand::rng());
+                        self.watch.next_try = Instant::now() + pause;
+                        self.watch.abandoned = self.watch.abandoned.saturating_add(1);
+                        tracing::warn!(
+                            retry_in = ?pause,
+                            "promotion abandoned and the lease given back; trying again later"
+                        );
+                        None
+                    }
+                }
             }
             Err(e) => {
-                watch.say(format!("fenced; the witness is not reachable: {e}"));
+                let why = match &e {
+                    LeaseError::Denied { .. } => e.to_string(),
+                    other => format!("{other}"),
+                };
+                let _ = self.state.change(|m| m.lost_election(&why));
+                self.watch.say(format!("lease not won: {why}"));
                 None
             }
-        },
-        None => core.peer.as_ref().and_then(|p| {
-            let st = p.state();
-            (st.connected && st.role == Some(Role::Active) && st.epoch >= core.epoch())
-                .then(|| format!("the peer is active at epoch {}", st.epoch))
-        }),
-    };
-    if let Some(reason) = learnt {
-        if core.lock_machine().rejoin(&reason).is_ok() {
-            core.publish();
-            watch.reset();
         }
     }
-}
 
-/// `standby promote`: through the witness when there is one; without one
-/// only with `force`.
-async fn operator_promote(
-    core: &Core,
-    force: bool,
-    held: &mut Option<Held>,
-) -> Result<Timeline, PromoteError> {
-    let role = core.role();
-    if role == Role::Active {
-        return Err(PromoteError::AlreadyActive(core.epoch()));
-    }
-    if role == Role::Fenced {
-        let _ = core
-            .lock_machine()
-            .rejoin("the operator asked for a promotion");
-    }
-    let reason = String::from("the operator asked for a promotion");
-    let abandoned = |t: Timeline| PromoteError::Abandoned(Box::new(t));
-    match (&core.witness, &core.settings) {
-        (Some(witness), Some(settings)) => {
-            core.lock_machine().suspect_peer(&reason)?;
-            core.publish();
-            let tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), None);
-            match witness.acquire(settings.lease.ttl).await {
-                Ok(lease) => {
-                    let (h, t) = promote_holding(core, witness, settings, lease, tl, &reason)
-                        .await
-                        .map_err(abandoned)?;
-                    *held = Some(h);
-                    Ok(t)
+    /// A fenced node rejoins as standby once it has learnt the current epoch.
+    async fn fenced_step(&mut self) {
+        let now = Instant::now();
+        if now < self.watch.next_fenced_query {
+            return;
+        }
+        self.watch.next_fenced_query = now + Duration::from_millis(500);
+        let core = self.core.clone();
+        let learnt = match &core.witness {
+            Some(w) => match w.query().await {
+                Ok(view) => {
+                    self.state.saw_epoch(view.epoch, "the witness");
+                    Some(format!(
+                        "the witness is reachable; epoch {} is held by {}",
+                        view.epoch,
+                        view.holder.as_deref().unwrap_or("nobody")
+                    ))
                 }
                 Err(e) => {
-                    let _ = core.lock_machine().lost_election(&e.to_string());
-                    core.publish();
-                    Err(PromoteError::NotGranted(e))
+                    self.watch
+                        .say(format!("fenced; the witness is not reachable: {e}"));
+                    None
                 }
+            },
+            None => core.peer.as_ref().and_then(|p| {
+                let st = p.state();
+                (st.connected && st.role == Some(Role::Active) && st.epoch >= self.state.epoch())
+                    .then(|| format!("the peer is active at epoch {}", st.epoch))
+            }),
+        };
+        if let Some(reason) = learnt {
+            if self.state.change(|m| m.rejoin(&reason)).is_ok() {
+                self.watch.reset();
             }
         }
-        _ if !force => Err(PromoteError::NeedsForce),
-        _ => {
-            tracing::warn!("forced promotion without a witness: nothing stops the other node if it is still running");
-            let peer_epoch = core.peer.as_ref().map(|p| p.state().epoch).unwrap_or(0);
-            let epoch = core.epoch().max(peer_epoch) + 1;
-            write_manual_epoch(&core.data_dir, epoch)
-                .map_err(|source| PromoteError::RecordEpoch { epoch, source })?;
-            core.lock_machine().suspect_peer(&reason)?;
-            let tl = TimelineBuilder::begin("promotion", &reason, core.epoch(), None);
-            complete_promotion(core, tl, epoch, "forced by the operator (no witness)")
+    }
+
+    /// `standby promote`: through the witness when there is one; without
+    /// one only with `force`.
+    async fn operator_promote(&mut self, force: bool) -> Result<Timeline, PromoteError> {
+        let core = self.core.clone();
+        let role = self.state.role();
+        if role == Role::Active {
+            return Err(PromoteError::AlreadyActive(self.state.epoch()));
+        }
+        if role == Role::Fenced {
+            let _ = self
+                .state
+                .change(|m| m.rejoin("the operator asked for a promotion"));
+        }
+        let reason = String::from("the operator asked for a promotion");
+        let abandoned = |t: Timeline| PromoteError::Abandoned(Box::new(t));
+        match (&core.witness, &core.settings) {
+            (Some(witness), Some(settings)) => {
+                self.state.change(|m| m.suspect_peer(&reason))?;
+                let tl = TimelineBuilder::begin("promotion", &reason, self.state.epoch(), None);
+                match witness.acquire(settings.lease.ttl).await {
+                    Ok(lease) => {
+                        let (h, t) = promote_holding(
+                            &core,
+                            &mut self.state,
+                            witness,
+                            settings,
+                            lease,
+                            tl,
+                            &reason,
+                        )
+                        .await
+                        .map_err(abandoned)?;
+                        self.held = Some(h);
+                        Ok(t)
+                    }
+                    Err(e) => {
+                        let _ = self.state.change(|m| m.lost_election(&e.to_string()));
+                        Err(PromoteError::NotGranted(e))
+                    }
+                }
+            }
+            _ if !force => Err(PromoteError::NeedsForce),
+            _ => {
+                tracing::warn!("forced promotion without a witness: nothing stops the other node if it is still running");
+                let peer_epoch = core.peer.as_ref().map(|p| p.state().epoch).unwrap_or(0);
+                let epoch = self.state.epoch().max(peer_epoch) + 1;
+                write_manual_epoch(&core.data_dir, epoch)
+                    .map_err(|source| PromoteError::RecordEpoch { epoch, source })?;
+                self.state.change(|m| m.suspect_peer(&reason))?;
+                let tl = TimelineBuilder::begin("promotion", &reason, self.state.epoch(), None);
+                complete_promotion(
+                    &core,
+                    &mut self.state,
+                    tl,
+                    epoch,
+                    "forced by the operator (no witness)",
+                )
                 .await
                 .map_err(abandoned)
+            }
         }
     }
 }

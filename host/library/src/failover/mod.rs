@@ -4,6 +4,7 @@
 pub(crate) mod control;
 pub(crate) mod delivery;
 pub(crate) mod promotion;
+pub(crate) mod state;
 pub mod status;
 pub mod timeline;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::state::ControlState;
 use super::timeline::{Step, Timeline, TimelineBuilder};
 use crate::cluster::keeper::Keeper;
 use crate::cluster::role::RoleError;
@@ -61,6 +62,7 @@ fn last_step(t: &Timeline) -> String {
 /// gate is already closed).
 pub(crate) async fn promote_holding(
     core: &Core,
+    state: &mut ControlState,
     witness: &Arc<WitnessClient>,
     settings: &ClusterSettings,
     lease: Lease,
@@ -69,12 +71,12 @@ pub(crate) async fn promote_holding(
 ) -> Result<(Held, Timeline), Timeline> {
     tl.step("lease", true, format!("granted at epoch {}", lease.epoch));
     let (mut task, end) = hold(witness.clone(), lease, settings.lease, core.gate.clone());
-    *core.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-    match complete_promotion(core, tl, lease.epoch, reason).await {
+    state.set_lease(Some(lease));
+    match complete_promotion(core, state, tl, lease.epoch, reason).await {
         Ok(t) => Ok((Held { task, end }, t)),
         Err(t) => {
             task.abort();
-            release_lease(core).await;
+            release_lease(core, state).await;
             Err(t)
         }
     }
@@ -90,6 +92,7 @@ pub(crate) async fn promote_holding(
 /// caller gives the lease back.
 pub(crate) async fn complete_promotion(
     core: &Core,
+    state: &mut ControlState,
     mut tl: TimelineBuilder,
     epoch: u64,
     reason: &str,
@@ -107,18 +110,21 @@ pub(crate) async fn complete_promotion(
             }
             tl.step("fence", ok, note);
             if !ok && settings.fence_required {
-                abandon(core, "the fencing command failed and fence_required is set");
-                return Err(finish(core, tl, false));
+                abandon(
+                    core,
+                    state,
+                    "the fencing command failed and fence_required is set",
+                );
+                return Err(finish(state, tl, false));
             }
         }
     }
-    if let Err(e) = core.lock_machine().won_lease(epoch, reason) {
+    if let Err(e) = state.change(|m| m.won_lease(epoch, reason)) {
         tl.step("become-active", false, e.to_string());
         // Back to standby rather than left a candidate.
-        abandon(core, &format!("cannot become active: {e}"));
-        return Err(finish(core, tl, false));
+        abandon(core, state, &format!("cannot become active: {e}"));
+        return Err(finish(state, tl, false));
     }
-    core.publish();
     let ctx = core.context();
     let mut reports = Vec::new();
     for s in &core.strategies {
@@ -134,7 +140,7 @@ pub(crate) async fn complete_promotion(
             Err(e) => tl.step(&format!("on-promote:{}", s.name()), false, e.to_string()),
         }
     }
-    *core.promoted_from.lock().unwrap_or_else(|p| p.into_inner()) = reports;
+    state.set_promoted_from(reports);
     for a in &core.actions {
         match a.activate(&ctx).await {
             Ok(report) => tl.step(&format!("activate:{}", a.name()), true, report.summary),
@@ -151,20 +157,19 @@ pub(crate) async fn complete_promotion(
             Err(e) => tl.step("open-gateway", false, e.to_string()),
         }
     }
-    Ok(finish(core, tl, true))
+    Ok(finish(state, tl, true))
 }
 
 /// A candidate gives up its promotion: the gate stays closed and the node
 /// goes back to standby (the caller gives the lease back).
-fn abandon(core: &Core, why: &str) {
+fn abandon(core: &Core, state: &mut ControlState, why: &str) {
     core.gate.close();
-    let _ = core.lock_machine().abandon(why);
-    core.publish();
+    let _ = state.change(|m| m.abandon(why));
 }
 
-fn finish(core: &Core, tl: TimelineBuilder, completed: bool) -> Timeline {
+fn finish(state: &mut ControlState, tl: TimelineBuilder, completed: bool) -> Timeline {
     let t = tl.finish(completed);
-    *core.last_failover.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+    state.set_last_failover(t.clone());
     t
 }
 
@@ -207,21 +212,22 @@ async fn run_fence(core: &Core, settings: &ClusterSettings, epoch: u64) -> (bool
 
 /// Stop acting as active: stop acknowledging, close the gateway, undo the
 /// failover actions, tell the strategies.
-pub(crate) async fn demote(core: &Core, reason: &str, higher: Option<u64>) {
+pub(crate) async fn demote(
+    core: &Core,
+    state: &mut ControlState,
+    reason: &str,
+    higher: Option<u64>,
+) {
     core.gate.close();
-    let mut tl = TimelineBuilder::begin("demotion", reason, core.epoch(), None);
-    {
-        let mut m = core.lock_machine();
-        match higher {
-            Some(epoch) => m.saw_epoch(epoch, "the peer"),
-            None => {
-                let _ = m.lost_lease(reason);
-            }
+    let mut tl = TimelineBuilder::begin("demotion", reason, state.epoch(), None);
+    match higher {
+        Some(epoch) => state.saw_epoch(epoch, "the peer"),
+        None => {
+            let _ = state.change(|m| m.lost_lease(reason));
         }
     }
-    core.publish();
-    tl.epoch(core.epoch());
-    tl.step("stop-acknowledging", true, format!("now {}", core.role()));
+    tl.epoch(state.epoch());
+    tl.step("stop-acknowledging", true, format!("now {}", state.role()));
     if let Some(g) = &core.gateway {
         g.close().await;
         tl.step("close-gateway", true, "");
@@ -239,13 +245,12 @@ pub(crate) async fn demote(core: &Core, reason: &str, higher: Option<u64>) {
             Err(e) => tl.step(&format!("on-demote:{}", s.name()), false, e.to_string()),
         }
     }
-    core.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let t = tl.finish(true);
-    *core.last_demotion.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    state.take_lease();
+    state.set_last_demotion(tl.finish(true));
 }
 
-async fn release_lease(core: &Core) {
-    let lease = core.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+async fn release_lease(core: &Core, state: &mut ControlState) {
+    let lease = state.take_lease();
     if let (Some(w), Some(lease)) = (&core.witness, lease) {
         if let Err(e) = w.release(&lease).await {
             tracing::warn!(error = %e, "could not release the lease");
@@ -255,12 +260,18 @@ async fn release_lease(core: &Core) {
 
 /// A clean stop: an active node stops acknowledging, closes its gateway and
 /// hands its lease back so the standby need not wait for it to expire.
-pub(crate) async fn shut_down(core: &Core) {
+pub(crate) async fn shut_down(core: &Core, state: &mut ControlState) {
+    close_gateway(core).await;
+    if state.role() == Role::Active {
+        release_lease(core, state).await;
+    }
+}
+
+/// Stop acknowledging and close the gateway (what a stop does even when the
+/// control loop could not finish its own part).
+pub(crate) async fn close_gateway(core: &Core) {
     core.gate.close();
     if let Some(g) = &core.gateway {
         g.close().await;
-    }
-    if core.role() == Role::Active {
-        release_lease(core).await;
     }
 }

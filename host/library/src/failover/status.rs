@@ -122,16 +122,16 @@ pub struct NamedPromoteReport {
 
 /// Gather a node's status (asks the witness and the strategies).
 pub(crate) async fn collect(core: &Core) -> NodeStatus {
-    let (role, epoch, transitions) = {
-        let m = core.lock_machine();
-        (m.role(), m.epoch(), m.history().to_vec())
-    };
+    // What the control loop last published, taken whole so that every
+    // field comes from the same moment.
+    let control = core.control.borrow().clone();
+    let (role, epoch) = (control.role, control.epoch);
     let mode = match (&core.settings, &core.witness) {
         (Some(_), Some(_)) => "witness",
         (Some(_), None) => "manual",
         _ => "static",
     };
-    let lease = (*core.lease.lock().unwrap_or_else(|p| p.into_inner())).map(|l| LeaseStatus {
+    let lease = control.lease.map(|l| LeaseStatus {
         epoch: l.epoch,
         acknowledging_for_ms: core
             .gate
@@ -182,15 +182,10 @@ pub(crate) async fn collect(core: &Core) -> NodeStatus {
             status,
         });
     }
-    let promoted_from = core
+    let promoted_from = control
         .promoted_from
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(name, report)| NamedPromoteReport {
-            name: name.clone(),
-            report: report.clone(),
-        })
+        .into_iter()
+        .map(|(name, report)| NamedPromoteReport { name, report })
         .collect();
     NodeStatus {
         node_id: core.node_id.clone(),
@@ -206,17 +201,9 @@ pub(crate) async fn collect(core: &Core) -> NodeStatus {
         plugins: core.runtime.health(),
         strategies,
         promoted_from,
-        last_failover: core
-            .last_failover
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        last_demotion: core
-            .last_demotion
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        transitions,
+        last_failover: control.last_failover,
+        last_demotion: control.last_demotion,
+        transitions: control.transitions,
     }
 }
 

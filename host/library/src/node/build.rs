@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use standby_device::codec::CodecLimits;
@@ -20,6 +20,7 @@ use crate::config::{
     PluginEntry, Site, SiteRole,
 };
 use crate::failover::control;
+use crate::failover::state::ControlState;
 use crate::gateway::{AcceptFilter, Gateway, GatewayConfig, ReplicatedMarks};
 use crate::peer::{Incoming, PeerConfig, PeerLink, Psk};
 use crate::plugin::runtime::PluginSpec;
@@ -121,12 +122,16 @@ pub(super) async fn assemble(
         .as_ref()
         .map(|c| cluster_settings(&loaded, c, &site));
     let (commands_tx, commands_rx) = mpsc::channel(8);
+    let (control, control_view) = ControlState::new(
+        RoleMachine::new(role, epoch),
+        local_tx,
+        services.clone(),
+        gateway.clone(),
+    );
     let core = Arc::new(Core {
         node_id: site.node_id.clone(),
         site: site_name,
         data_dir,
-        machine: Mutex::new(RoleMachine::new(role, epoch)),
-        local: local_tx,
         runtime,
         services,
         store,
@@ -139,15 +144,11 @@ pub(super) async fn assemble(
         witness,
         settings,
         inboxes,
-        last_failover: Mutex::new(None),
-        last_demotion: Mutex::new(None),
-        promoted_from: Mutex::new(Vec::new()),
-        lease: Mutex::new(None),
-        commands: commands_tx,
+        control: control_view,
     });
     let admin = match site.admin_listen {
         Some(addr) => Some(
-            crate::api::serve(addr, NodeHandle::new(core.clone()))
+            crate::api::serve(addr, NodeHandle::new(core.clone(), commands_tx))
                 .await
                 .map_err(|source| NodeError::Listen {
                     what: "admin endpoint",
@@ -161,6 +162,7 @@ pub(super) async fn assemble(
         core,
         incoming: incoming_rx,
         commands: commands_rx,
+        control,
         admin,
     })
 }

@@ -1,21 +1,22 @@
-//! What a running node shares between its control loop, its admin endpoint,
-//! its status and its plugins' capabilities: [`Core`], the resolved cluster
+//! What a running node's parts share: [`Core`] (its identity, its resources
+//! and what the control loop last published), the resolved cluster
 //! settings, the commands the admin endpoint sends the control loop, and
 //! where each strategy's received files land.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::caps::Services;
-use crate::cluster::{AckGate, DetectorSettings, Lease, LeaseSettings, RoleMachine, WitnessClient};
+use crate::cluster::{AckGate, DetectorSettings, LeaseSettings, WitnessClient};
+use crate::failover::state::ControlView;
 use crate::failover::Timeline;
 use crate::gateway::{Gateway, ReplicatedMarks};
 use crate::peer::PeerLink;
-use crate::plugin::{FailoverAction, PluginRuntime, PromoteReport, Strategy};
+use crate::plugin::{FailoverAction, PluginRuntime, Strategy};
 use crate::role::{NodeContext, Role};
 use crate::store::Store;
 
@@ -54,15 +55,14 @@ pub(crate) struct ClusterSettings {
     pub(crate) prefer_active: bool,
 }
 
-/// Everything a running node shares between its control loop, its admin
-/// endpoint and its plugins' capabilities.
+/// What a running node's parts share: its identity, its resources, and
+/// what the control loop last published. The control loop's own state (the
+/// role machine, the lease, the last sequences) is not here: the loop owns
+/// it and publishes a [`ControlView`].
 pub(crate) struct Core {
     pub(crate) node_id: String,
     pub(crate) site: String,
     pub(crate) data_dir: PathBuf,
-    pub(crate) machine: Mutex<RoleMachine>,
-    /// This node's (epoch, role), as the peer link announces it.
-    pub(crate) local: watch::Sender<(u64, Role)>,
     pub(crate) runtime: Arc<PluginRuntime>,
     pub(crate) services: Arc<Services>,
     pub(crate) store: Arc<Store>,
@@ -75,30 +75,26 @@ pub(crate) struct Core {
     pub(crate) witness: Option<Arc<WitnessClient>>,
     pub(crate) settings: Option<ClusterSettings>,
     pub(crate) inboxes: BTreeMap<String, Inbox>,
-    pub(crate) last_failover: Mutex<Option<Timeline>>,
-    pub(crate) last_demotion: Mutex<Option<Timeline>>,
-    pub(crate) promoted_from: Mutex<Vec<(String, PromoteReport)>>,
-    pub(crate) lease: Mutex<Option<Lease>>,
-    pub(crate) commands: mpsc::Sender<Command>,
+    /// What the control loop last published.
+    pub(crate) control: watch::Receiver<ControlView>,
 }
 
 impl Core {
+    /// The role the control loop last published.
     pub(crate) fn role(&self) -> Role {
-        self.lock_machine().role()
+        self.control.borrow().role
     }
 
+    /// The epoch the control loop last published.
     pub(crate) fn epoch(&self) -> u64 {
-        self.lock_machine().epoch()
+        self.control.borrow().epoch
     }
 
-    pub(crate) fn lock_machine(&self) -> std::sync::MutexGuard<'_, RoleMachine> {
-        self.machine.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+    /// The context plugins see now.
     pub(crate) fn context(&self) -> NodeContext {
         let (role, epoch) = {
-            let m = self.lock_machine();
-            (m.role(), m.epoch())
+            let v = self.control.borrow();
+            (v.role, v.epoch)
         };
         NodeContext {
             node_id: self.node_id.clone(),
@@ -107,18 +103,5 @@ impl Core {
             epoch,
             now_ms: crate::store::unix_ms(),
         }
-    }
-
-    /// Tell the capabilities, the gateway and the peer what the machine says now.
-    pub(crate) fn publish(&self) {
-        let (role, epoch) = {
-            let m = self.lock_machine();
-            (m.role(), m.epoch())
-        };
-        self.services.set_role(role);
-        if let Some(g) = &self.gateway {
-            g.set_identity(role, epoch);
-        }
-        self.local.send_replace((epoch, role));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::core::{Command, Core};
 use crate::failover::{NodeStatus, PromoteError, Timeline};
@@ -23,12 +23,14 @@ pub(crate) enum CommandError {
 #[derive(Clone)]
 pub(crate) struct NodeHandle {
     core: Arc<Core>,
+    commands: mpsc::Sender<Command>,
 }
 
 impl NodeHandle {
-    /// A handle on the node that shares `core`.
-    pub(crate) fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    /// A handle on the node that shares `core`, whose control loop takes
+    /// `commands`.
+    pub(crate) fn new(core: Arc<Core>, commands: mpsc::Sender<Command>) -> Self {
+        Self { core, commands }
     }
 
     /// The node's status now.
@@ -40,8 +42,7 @@ impl NodeHandle {
     /// witness); the promotion's timeline.
     pub(crate) async fn promote(&self, force: bool) -> Result<Timeline, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.core
-            .commands
+        self.commands
             .send(Command::Promote { force, reply })
             .await
             .map_err(|_| CommandError::Stopping)?;

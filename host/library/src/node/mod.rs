@@ -9,9 +9,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use self::core::{Command, Core};
+use crate::failover::state::ControlState;
 
 use crate::config::{flatten_settings, ConfigError, LoadedProfile};
 use crate::failover::{control, delivery, promotion};
@@ -190,8 +191,15 @@ pub struct Node {
     core: Arc<Core>,
     incoming: mpsc::Receiver<Incoming>,
     commands: mpsc::Receiver<Command>,
+    /// The control loop's state, handed to the loop when the node runs.
+    control: ControlState,
     admin: Option<crate::api::AdminServer>,
 }
+
+/// How long a stopping node waits for its control loop to finish what it is
+/// doing and hand its lease back before it stops the loop outright (the
+/// lease then expires on its own).
+const CONTROL_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Node {
     /// Start building a node of `profile`.
@@ -255,6 +263,7 @@ impl Node {
             core,
             incoming,
             commands,
+            control,
             admin,
         } = self;
         tracing::info!(
@@ -273,12 +282,21 @@ impl Node {
             tasks.spawn(delivery::tick_loop(core.clone(), strategy));
         }
         tasks.spawn(delivery::deliver(core.clone(), incoming));
-        let control_task = tokio::spawn(control::run(core.clone(), commands));
+        let (stop, stopped) = oneshot::channel();
+        let mut control_task = tokio::spawn(control::run(core.clone(), control, commands, stopped));
         shutdown.await;
-        control_task.abort();
-        let _ = control_task.await;
+        // Stop acknowledging at once, whatever the control loop is doing.
+        core.gate.close();
+        let _ = stop.send(());
+        if tokio::time::timeout(CONTROL_STOP_WAIT, &mut control_task)
+            .await
+            .is_err()
+        {
+            control_task.abort();
+            let _ = control_task.await;
+        }
         tasks.abort_all();
-        promotion::shut_down(&core).await;
+        promotion::close_gateway(&core).await;
         while tasks.join_next().await.is_some() {}
         drop(admin);
         tracing::info!(node = %core.node_id, "node stopped");
