@@ -302,3 +302,15 @@ fn check_config_reads_only_standby_variables_that_name_a_profile_section() {
     assert!(!ok, "an unknown store key was accepted: {out}");
     assert!(out.contains("no_such_key"), "{out}");
 }
+
+#[test]
+fn an_error_names_its_cause_once() {
+    let (ok, out, err) = run(&["check-config", "/nonexistent/standby-profile.toml"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("cannot read the profile"), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause is repeated: {err}"
+    );
+}

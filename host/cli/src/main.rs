@@ -164,7 +164,7 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_format, &cli.log) {
-        eprintln!("standby: {e:#}");
+        eprintln!("standby: {}", report(&e));
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -180,10 +180,25 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("standby: {e:#}");
+            eprintln!("standby: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: the library's
+/// errors name their cause in their own message and also keep it as their
+/// source, so a cause whose text is already there is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn dispatch(command: Command) -> Result<()> {
@@ -376,5 +391,40 @@ async fn plugin(command: PluginCommand) -> Result<()> {
                 .with_context(|| format!("cannot write {}", output.display()))?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    /// An error like the library's: its cause in its message and as its source.
+    #[derive(Debug)]
+    struct Unreadable {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Unreadable {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read the profile: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Unreadable {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_said_once_and_a_cause_not_yet_said_is_added() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Unreadable { source: io }).context("checking p.toml");
+        assert_eq!(
+            super::report(&e),
+            "checking p.toml: cannot read the profile: no such file"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("opening the store");
+        assert_eq!(super::report(&e), "opening the store: no such file");
     }
 }

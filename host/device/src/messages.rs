@@ -5,12 +5,13 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// A payload that could not be decoded.
 #[derive(Debug, thiserror::Error)]
-#[error("bad {what} payload: {reason}")]
+#[error("bad {what} payload: {source}")]
 pub struct PayloadError {
     /// Which message.
     pub what: &'static str,
-    /// Decoder's message.
-    pub reason: String,
+    /// What the decoder found.
+    #[source]
+    pub source: rmp_serde::decode::Error,
 }
 
 /// Encode a payload.
@@ -21,10 +22,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decode a payload; `what` names it in the error.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, PayloadError> {
-    rmp_serde::from_slice(bytes).map_err(|e| PayloadError {
-        what,
-        reason: e.to_string(),
-    })
+    rmp_serde::from_slice(bytes).map_err(|source| PayloadError { what, source })
 }
 
 /// A server's role as the device sees it.

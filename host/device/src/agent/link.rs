@@ -18,10 +18,11 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::endpoint::{Endpoint, Host};
 use super::error::LinkError;
 use super::reconnect::{LinkState, Reconnect, Step};
+use super::resolver::ResolveError;
 use super::{Ask, FailBack, LinkPhase, ServerInfo, Shared};
 use crate::codec::{DeviceCodec, Message};
 use crate::frame::{command, event_code, status};
-use crate::messages::{self as msg, ServerRole};
+use crate::messages::{self as msg, PayloadError, ServerRole};
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -40,28 +41,57 @@ enum End {
 }
 
 /// Why dialling failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum DialError {
-    Unreachable(String),
-    LowerEpoch { server: u64, seen: u64 },
-    Inactive(ServerRole),
+    /// The endpoint's name did not resolve in time.
+    #[error("unreachable: resolving {0} timed out")]
+    ResolveTimeout(String),
+    /// The endpoint's name did not resolve.
+    #[error("unreachable: {0}")]
+    Resolve(#[from] ResolveError),
+    /// The name resolved to no address.
+    #[error("unreachable: no address")]
+    NoAddress,
+    /// The last address tried refused or failed the connection.
+    #[error("unreachable: {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The last address tried did not accept in time.
+    #[error("unreachable: {0}: connect timed out")]
+    ConnectTimeout(SocketAddr),
+    /// The endpoint asks for TLS and the device has no trust configured.
+    #[error("refused: no TLS trust configured")]
+    NoTlsTrust,
+    /// The endpoint's name is not a valid TLS server name.
+    #[error("refused: {0}")]
+    ServerName(#[source] rustls::pki_types::InvalidDnsNameError),
+    /// The TLS handshake did not finish in time.
+    #[error("unreachable: TLS handshake timed out")]
+    TlsTimeout,
+    /// The TLS handshake failed (e.g. the certificate is not trusted).
+    #[error("refused: TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The server did not answer the handshake in time.
+    #[error("unreachable: no handshake reply in time")]
+    HandshakeTimeout,
+    /// The link failed during the handshake.
+    #[error("unreachable: {0}")]
+    Link(#[source] LinkError),
+    /// The server refused the handshake, saying why.
+    #[error("refused: {0}")]
     Refused(String),
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DialError::Unreachable(s) => write!(f, "unreachable: {s}"),
-            DialError::LowerEpoch { server, seen } => {
-                write!(
-                    f,
-                    "server presents epoch {server}, lower than {seen} already seen"
-                )
-            }
-            DialError::Inactive(r) => write!(f, "server is {r:?}, not active"),
-            DialError::Refused(s) => write!(f, "refused: {s}"),
-        }
-    }
+    /// The server's welcome did not decode.
+    #[error("refused: {0}")]
+    Welcome(#[source] PayloadError),
+    /// The server presents an epoch lower than one already seen.
+    #[error("server presents epoch {server}, lower than {seen} already seen")]
+    LowerEpoch { server: u64, seen: u64 },
+    /// The server is not active.
+    #[error("server is {0:?}, not active")]
+    Inactive(ServerRole),
 }
 
 struct Conn {
@@ -277,11 +307,10 @@ async fn dial(
         Host::Ip(ip) => vec![*ip],
         Host::Name(name) => tokio::time::timeout_at(deadline, cfg.resolver.resolve(name))
             .await
-            .map_err(|_| DialError::Unreachable(format!("resolving {name} timed out")))?
-            .map_err(|e| DialError::Unreachable(e.to_string()))?,
+            .map_err(|_| DialError::ResolveTimeout(name.clone()))??,
     };
     let mut tcp = None;
-    let mut last = String::from("no address");
+    let mut last = DialError::NoAddress;
     for ip in addrs {
         match tokio::time::timeout_at(
             deadline,
@@ -293,30 +322,30 @@ async fn dial(
                 tcp = Some(s);
                 break;
             }
-            Ok(Err(e)) => last = format!("{ip}: {e}"),
-            Err(_) => last = format!("{ip}: connect timed out"),
+            Ok(Err(source)) => {
+                last = DialError::Connect {
+                    addr: SocketAddr::new(ip, endpoint.port),
+                    source,
+                }
+            }
+            Err(_) => last = DialError::ConnectTimeout(SocketAddr::new(ip, endpoint.port)),
         }
     }
-    let tcp = tcp.ok_or(DialError::Unreachable(last))?;
+    let Some(tcp) = tcp else { return Err(last) };
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Stream> = if endpoint.tls {
-        let tls = cfg
-            .tls
-            .clone()
-            .ok_or_else(|| DialError::Refused("no TLS trust configured".into()))?;
+        let tls = cfg.tls.clone().ok_or(DialError::NoTlsTrust)?;
         let name = match &endpoint.host {
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
-            Host::Name(n) => {
-                ServerName::try_from(n.clone()).map_err(|e| DialError::Refused(e.to_string()))?
-            }
+            Host::Name(n) => ServerName::try_from(n.clone()).map_err(DialError::ServerName)?,
         };
         let s = tokio::time::timeout_at(
             deadline,
             tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
         )
         .await
-        .map_err(|_| DialError::Unreachable("TLS handshake timed out".into()))?
-        .map_err(|e| DialError::Refused(format!("TLS: {e}")))?;
+        .map_err(|_| DialError::TlsTimeout)?
+        .map_err(DialError::Tls)?;
         Box::new(s)
     } else {
         Box::new(tcp)
@@ -356,8 +385,8 @@ async fn dial(
     };
     let reply = tokio::time::timeout_at(deadline, handshake)
         .await
-        .map_err(|_| DialError::Unreachable("no handshake reply in time".into()))?
-        .map_err(|e| DialError::Unreachable(e.to_string()))?;
+        .map_err(|_| DialError::HandshakeTimeout)?
+        .map_err(DialError::Link)?;
     if reply.code != status::OK {
         let reason = msg::decode::<msg::Refusal>("refusal", &reply.payload)
             .map(|r| r.reason)
@@ -365,7 +394,7 @@ async fn dial(
         return Err(DialError::Refused(reason));
     }
     let welcome: msg::Welcome =
-        msg::decode("welcome", &reply.payload).map_err(|e| DialError::Refused(e.to_string()))?;
+        msg::decode("welcome", &reply.payload).map_err(DialError::Welcome)?;
     let seen = shared.max_epoch();
     if welcome.epoch < seen {
         return Err(DialError::LowerEpoch {

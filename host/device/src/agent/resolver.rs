@@ -2,7 +2,8 @@
 //! Neither resolver keeps an answer beyond its record's TTL: the system one
 //! keeps nothing, the DNS one (feature `resolver`) honours TTLs.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -13,12 +14,25 @@ pub use dns::DnsResolver;
 
 /// A name could not be resolved.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot resolve {name}: {reason}")]
-pub struct ResolveError {
-    /// The name.
-    pub name: String,
-    /// Why.
-    pub reason: String,
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The lookup failed.
+    #[error("cannot resolve {name}{}: {source}", server.map(|s| format!(" (server {s})")).unwrap_or_default())]
+    Lookup {
+        /// The name.
+        name: String,
+        /// The DNS server asked, when one was named.
+        server: Option<SocketAddr>,
+        /// What the resolver found.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The lookup was abandoned before it answered (the runtime is stopping).
+    #[error("cannot resolve {name}: the lookup was abandoned")]
+    Abandoned {
+        /// The name.
+        name: String,
+    },
 }
 
 /// Resolves domain names to addresses.
@@ -37,9 +51,10 @@ impl Resolve for SystemResolver {
     async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
         let addrs = tokio::net::lookup_host((name, 0))
             .await
-            .map_err(|e| ResolveError {
+            .map_err(|e| ResolveError::Lookup {
                 name: name.to_string(),
-                reason: e.to_string(),
+                server: None,
+                source: Arc::new(e),
             })?;
         Ok(addrs.map(|a| a.ip()).collect())
     }

@@ -53,12 +53,13 @@ fn is_profile_key(key: &str) -> bool {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The profile file does not exist or cannot be read.
-    #[error("{file}: cannot read the profile: {reason}")]
+    #[error("{file}: cannot read the profile: {source}")]
     Unreadable {
         /// The profile file.
         file: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A key is unknown, has the wrong type, or is missing.
     #[error("{0}")]
@@ -131,10 +132,10 @@ pub fn load(
     file: &Path,
     overrides: &[(String, toml::Value)],
 ) -> Result<LoadedProfile, ConfigError> {
-    if let Err(e) = std::fs::metadata(file) {
+    if let Err(source) = std::fs::metadata(file) {
         return Err(ConfigError::Unreadable {
             file: file.to_path_buf(),
-            reason: e.to_string(),
+            source,
         });
     }
     let mut figment = Figment::new().merge(Toml::file_exact(file)).merge(

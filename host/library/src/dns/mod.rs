@@ -58,7 +58,7 @@ pub enum DnsError {
     /// The server answered, but the answer's TSIG signature is missing or
     /// does not verify with the key (the update may or may not have applied).
     #[error(
-        "the answer of DNS server {server} to the {subject} fails TSIG verification: {reason}"
+        "the answer of DNS server {server} to the {subject} fails TSIG verification: {source}"
     )]
     BadResponseSignature {
         /// The server asked.
@@ -66,7 +66,8 @@ pub enum DnsError {
         /// What was asked.
         subject: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: hickory_proto::ProtoError,
     },
     /// The server answered with another error code (SERVFAIL, NOTZONE, ...).
     #[error("DNS server {server} answered {rcode} to the {subject}")]
@@ -79,14 +80,24 @@ pub enum DnsError {
         rcode: String,
     },
     /// The answer could not be understood.
-    #[error("DNS server {server} sent a malformed answer to the {subject}: {reason}")]
+    #[error("DNS server {server} sent a malformed answer to the {subject}: {source}")]
     Protocol {
         /// The server asked.
         server: SocketAddr,
         /// What was asked.
         subject: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: hickory_proto::ProtoError,
+    },
+    /// A message could not be encoded.
+    #[error("cannot encode the {subject}: {source}")]
+    Encode {
+        /// What was to be asked.
+        subject: String,
+        /// Why.
+        #[source]
+        source: hickory_proto::ProtoError,
     },
     /// A name, address, zone or TTL given by the caller is not acceptable.
     #[error("{0}")]

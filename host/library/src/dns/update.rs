@@ -310,10 +310,10 @@ impl DnsClient {
             return Err(rcode_error(self.server, &subject, &response));
         }
         if let Some(mut verify) = verifier {
-            verify(&raw).map_err(|e| DnsError::BadResponseSignature {
+            verify(&raw).map_err(|source| DnsError::BadResponseSignature {
                 server: self.server,
                 subject: subject.clone(),
-                reason: e.to_string(),
+                source,
             })?;
         }
         Ok(())
@@ -353,14 +353,15 @@ impl DnsClient {
         message: &Message,
         subject: &str,
     ) -> Result<(Vec<u8>, Message), DnsError> {
-        let request = message
-            .to_vec()
-            .map_err(|e| DnsError::InvalidArgument(format!("cannot encode the {subject}: {e}")))?;
+        let request = message.to_vec().map_err(|source| DnsError::Encode {
+            subject: subject.to_string(),
+            source,
+        })?;
         let raw = self.exchange(&request, message.id(), subject).await?;
-        let response = Message::from_vec(&raw).map_err(|e| DnsError::Protocol {
+        let response = Message::from_vec(&raw).map_err(|source| DnsError::Protocol {
             server: self.server,
             subject: subject.to_string(),
-            reason: e.to_string(),
+            source,
         })?;
         Ok((raw, response))
     }

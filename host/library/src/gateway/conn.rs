@@ -18,7 +18,7 @@ use crate::role::Role;
 use crate::store::{unix_ms, AccessEvent, Write, Written};
 use standby_device::codec::{CodecError, DeviceCodec, Message};
 use standby_device::frame::{command, status};
-use standby_device::messages::{self as msg, Direction};
+use standby_device::messages::{self as msg, Direction, PayloadError};
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -28,8 +28,28 @@ enum End {
     DeadLink,
     Closing,
     Replaced,
-    Protocol(String),
+    Protocol(Violation),
     Write(std::io::Error),
+}
+
+/// A device that broke the protocol (its connection is closed).
+#[derive(Debug, thiserror::Error)]
+enum Violation {
+    /// The first message was not a handshake.
+    #[error("first message was {0:#06x}")]
+    NotHandshake(u16),
+    /// A payload did not decode.
+    #[error(transparent)]
+    BadPayload(#[from] PayloadError),
+    /// A frame named another device than the link's.
+    #[error("frame for device {frame} on the link of device {link}")]
+    WrongDevice { frame: u32, link: u32 },
+    /// A command a device may not send.
+    #[error("command {0:#06x} is not a device request")]
+    NotARequest(u16),
+    /// A reply could not be encoded (it exceeds the frame limits).
+    #[error("cannot encode a reply: {0}")]
+    Encode(#[source] CodecError),
 }
 
 struct Link<R, W> {
@@ -66,7 +86,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
         self.outbuf.clear();
         self.codec
             .encode(m, &mut self.outbuf)
-            .map_err(|e| End::Protocol(e.to_string()))?;
+            .map_err(|e| End::Protocol(Violation::Encode(e)))?;
         self.wr.write_all(&self.outbuf).await.map_err(End::Write)?;
         if self.outbuf.capacity() > 64 << 10 {
             self.outbuf = BytesMut::new();
@@ -110,7 +130,7 @@ where
             &shared,
             peer,
             None,
-            End::Protocol(format!("first message was {:#06x}", hello.command)),
+            End::Protocol(Violation::NotHandshake(hello.command)),
         );
     }
     let device_id = hello.device_id;
@@ -120,7 +140,7 @@ where
             let _ = link
                 .send(hello.reply(status::BAD_REQUEST, refusal(e.to_string())))
                 .await;
-            return log_end(&shared, peer, Some(device_id), End::Protocol(e.to_string()));
+            return log_end(&shared, peer, Some(device_id), End::Protocol(e.into()));
         }
     };
     if !shared.config.accept.accepts(device_id) {
@@ -256,7 +276,7 @@ where
                 deadline = Instant::now() + dead_link;
                 last_seen.store(unix_ms(), Ordering::Relaxed);
                 if m.device_id != device_id {
-                    return End::Protocol(format!("frame for device {} on the link of device {device_id}", m.device_id));
+                    return End::Protocol(Violation::WrongDevice { frame: m.device_id, link: device_id });
                 }
                 if m.response {
                     if let Some(waiter) = pending.remove(&m.sequence) {
@@ -380,9 +400,7 @@ async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<M
                 _ => Ok(m.reply(status::SERVER_ERROR, refusal("database unavailable"))),
             }
         }
-        other => Err(End::Protocol(format!(
-            "command {other:#06x} is not a device request"
-        ))),
+        other => Err(End::Protocol(Violation::NotARequest(other))),
     }
 }
 

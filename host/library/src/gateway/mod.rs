@@ -173,6 +173,7 @@ pub(crate) enum GatewayError {
         /// The address.
         addr: SocketAddr,
         /// The OS error.
+        #[source]
         error: std::io::Error,
     },
     /// Plain TCP on a non-loopback address without explicit permission.

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 pub use crate::caps::Capability;
 pub use health::{FaultCause, Health, HealthState};
-pub use runtime::{LoadError, PluginRuntime, RuntimeOptions};
+pub use runtime::{EngineFault, LoadError, PluginRuntime, RuntimeOptions};
 pub use types::*;
 
 /// Why a plugin call failed.
@@ -33,6 +33,7 @@ pub enum PluginError {
         /// Plugin instance name.
         plugin: String,
         /// What it returned.
+        #[source]
         error: CallError,
     },
     /// The call trapped, ran past its deadline or hit the memory cap; the

@@ -18,7 +18,8 @@ use crate::wit::{action as action_world, strategy as strategy_world};
 
 pub use super::shape::{classify_import, shape, ComponentShape, ImportKind, WorldKind};
 pub use super::spec::{
-    LoadError, PluginSource, PluginSpec, RuntimeOptions, EPOCH_TICK, WIT_PACKAGE, WIT_VERSION,
+    EngineFault, LoadError, PluginSource, PluginSpec, RuntimeOptions, EPOCH_TICK, WIT_PACKAGE,
+    WIT_VERSION,
 };
 
 /// Stops the epoch ticker thread when dropped.
@@ -57,7 +58,7 @@ impl PluginRuntime {
     /// linkers and the epoch ticker.
     pub fn new(options: RuntimeOptions) -> Result<Self, LoadError> {
         options.restart_backoff()?;
-        let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(e.into());
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -85,7 +86,7 @@ impl PluginRuntime {
                     ticker_engine.increment_epoch();
                 }
             })
-            .map_err(|e| LoadError::Engine(format!("starting the epoch thread: {e}")))?;
+            .map_err(LoadError::EpochThread)?;
 
         Ok(Self {
             engine,
@@ -150,7 +151,7 @@ impl PluginRuntime {
         Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
             plugin: plugin.to_string(),
             source_name: source_name.to_string(),
-            reason: format!("{e:#}"),
+            fault: e.into(),
         })
     }
 
@@ -237,12 +238,12 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate {
                 plugin: spec.name.clone(),
-                reason: format!("{e:#}"),
+                fault: e.into(),
             })?;
         let pre = strategy_world::ReplicationStrategyPre::new(pre).map_err(|e| {
             LoadError::Instantiate {
                 plugin: spec.name.clone(),
-                reason: format!("{e:#}"),
+                fault: e.into(),
             }
         })?;
         let slot =
@@ -271,12 +272,12 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate {
                 plugin: spec.name.clone(),
-                reason: format!("{e:#}"),
+                fault: e.into(),
             })?;
         let pre =
             action_world::FailoverActionPre::new(pre).map_err(|e| LoadError::Instantiate {
                 plugin: spec.name.clone(),
-                reason: format!("{e:#}"),
+                fault: e.into(),
             })?;
         let slot =
             Slot::<ActionWorld>::start(&self.engine, &self.options, spec, services, pre).await?;
@@ -298,8 +299,10 @@ impl PluginRuntime {
         let component = self.compile(plugin, source)?;
         let shape = shape(&self.engine, &component);
         let staging = std::env::temp_dir().join(format!("standby-probe-{}", std::process::id()));
-        let services =
-            Services::new(None, staging).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let services = Services::new(None, &staging).map_err(|source| LoadError::Directory {
+            path: staging.clone(),
+            source,
+        })?;
         let state = HostState::new(
             Arc::from(plugin),
             Arc::new(ResolvedGrants::default()),
@@ -310,7 +313,7 @@ impl PluginRuntime {
         store.set_epoch_deadline(u64::from(u32::MAX));
         let fail = |e: wasmtime::Error| LoadError::Instantiate {
             plugin: plugin.to_string(),
-            reason: format!("{e:#}"),
+            fault: e.into(),
         };
         let settings: Option<Vec<_>> =
             settings.map(|s| s.iter().map(super::convert::setting).collect());

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use standby_device::backoff::{Backoff, BackoffError};
 
+use super::health::FaultCause;
 use super::types::{CallError, Setting};
 use super::Capability;
 use crate::caps::ResolvedGrants;
@@ -95,13 +96,55 @@ impl std::fmt::Display for PluginSource {
     }
 }
 
+/// A fault of the WebAssembly engine (setting it up, compiling, linking,
+/// instantiating). Its message carries every cause; the causes are also its
+/// source chain.
+#[derive(Debug)]
+pub struct EngineFault(Box<dyn std::error::Error + Send + Sync>);
+
+impl From<wasmtime::Error> for EngineFault {
+    fn from(e: wasmtime::Error) -> Self {
+        Self(e.into())
+    }
+}
+
+impl std::fmt::Display for EngineFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for EngineFault {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
     /// The engine could not be set up.
     #[error("plugin runtime: {0}")]
-    Engine(String),
+    Engine(#[source] EngineFault),
+    /// The thread that enforces call deadlines could not be started.
+    #[error("plugin runtime: starting the epoch thread: {0}")]
+    EpochThread(#[source] std::io::Error),
+    /// A directory the runtime needs could not be made.
+    #[error("plugin runtime: cannot create {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The re-instantiation backoff is not sane.
     #[error("plugin runtime: {0}")]
     Backoff(#[source] BackoffError),
@@ -123,6 +166,7 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         error: std::io::Error,
     },
     /// The bytes are not a WebAssembly component.
@@ -136,14 +180,15 @@ pub enum LoadError {
         reason: String,
     },
     /// Compilation failed.
-    #[error("plugin {plugin}: {source_name} does not compile: {reason}")]
+    #[error("plugin {plugin}: {source_name} does not compile: {fault}")]
     Compile {
         /// Instance name.
         plugin: String,
         /// Where the bytes came from.
         source_name: String,
-        /// Compiler message.
-        reason: String,
+        /// What the compiler found.
+        #[source]
+        fault: EngineFault,
     },
     /// The component targets another world.
     #[error("plugin {plugin}: {source_name} is built for world `{found}`, but it is configured as a {expected} (it must export {wanted})")]
@@ -198,13 +243,23 @@ pub enum LoadError {
         /// The export expected.
         wanted: String,
     },
-    /// Instantiation failed.
-    #[error("plugin {plugin}: cannot instantiate: {reason}")]
+    /// The component could not be linked or instantiated.
+    #[error("plugin {plugin}: cannot instantiate: {fault}")]
     Instantiate {
         /// Instance name.
         plugin: String,
-        /// Why.
-        reason: String,
+        /// What the engine found.
+        #[source]
+        fault: EngineFault,
+    },
+    /// The component trapped while starting (instantiation or `configure`).
+    #[error("plugin {plugin}: cannot instantiate: {cause}")]
+    StartupFault {
+        /// Instance name.
+        plugin: String,
+        /// The fault.
+        #[source]
+        cause: FaultCause,
     },
     /// The plugin refused its settings.
     #[error("plugin {plugin}: rejected its settings: {error}")]
@@ -212,6 +267,7 @@ pub enum LoadError {
         /// Instance name.
         plugin: String,
         /// What it said.
+        #[source]
         error: CallError,
     },
 }

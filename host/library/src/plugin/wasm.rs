@@ -132,9 +132,9 @@ impl<W: World> Slot<W> {
                 plugin: spec.name,
                 error,
             }),
-            Err(Startup::Fault(cause)) => Err(LoadError::Instantiate {
+            Err(Startup::Fault(cause)) => Err(LoadError::StartupFault {
                 plugin: spec.name,
-                reason: cause.to_string(),
+                cause,
             }),
         }
     }

@@ -74,6 +74,7 @@ pub enum StoreError {
         /// The file involved.
         path: PathBuf,
         /// The OS error.
+        #[source]
         error: std::io::Error,
     },
     /// The file is not a database this version understands.

@@ -158,9 +158,10 @@ async fn lookup(inner: &TokioResolver, server: SocketAddr, name: &str) -> Answer
     let lookup = inner
         .lookup_ip(fqdn.as_str())
         .await
-        .map_err(|e| ResolveError {
+        .map_err(|e| ResolveError::Lookup {
             name: name.to_string(),
-            reason: format!("{e} (server {server})"),
+            server: Some(server),
+            source: Arc::new(e),
         })?;
     Ok(lookup.iter().collect())
 }
@@ -180,9 +181,8 @@ impl Resolve for DnsResolver {
             Err(_) => None,
         };
         answer.unwrap_or_else(|| {
-            Err(ResolveError {
+            Err(ResolveError::Abandoned {
                 name: name.to_string(),
-                reason: "the lookup was abandoned".into(),
             })
         })
     }

@@ -30,7 +30,7 @@ fn wit_error(e: DnsError) -> WitError {
         DnsError::Refused { .. } | DnsError::BadResponseSignature { .. } => {
             WitError::AccessDenied(text)
         }
-        DnsError::InvalidArgument(_) => WitError::InvalidArgument(text),
+        DnsError::InvalidArgument(_) | DnsError::Encode { .. } => WitError::InvalidArgument(text),
         DnsError::Rcode { .. }
         | DnsError::Protocol { .. }
         | DnsError::KeyFile { .. }
