@@ -4,6 +4,7 @@
 //! links; loss is judged by the independent checker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod cli;
 mod config_golden;
 mod device_link;

@@ -1,5 +1,5 @@
 //! `standby status` and `standby promote`: ask a running node over its admin
-//! endpoint (loopback HTTP).
+//! endpoint (its owner-only Unix socket).
 
 use std::path::Path;
 

@@ -49,6 +49,8 @@ pub struct Cluster {
     pub device_port: u16,
     /// The peer ports of A and B.
     pub peer_ports: (u16, u16),
+    /// The read-only TCP admin ports of A and B.
+    pub admin_ports: (u16, u16),
     /// The witness's address, when it has one.
     pub witness_addr: Option<String>,
     standby: Standby,
@@ -93,6 +95,7 @@ impl Cluster {
             profile,
             device_port,
             peer_ports,
+            admin_ports: admin,
             witness_addr,
             standby: standby.clone(),
             witness: None,
@@ -153,6 +156,11 @@ impl Cluster {
 
     fn log_path(&self, which: Which) -> PathBuf {
         self.dir.join(format!("{}.log", which.site()))
+    }
+
+    /// A running node's process id.
+    pub fn pid(&self, which: Which) -> Option<u32> {
+        self.nodes[which as usize].as_ref().map(|p| p.pid())
     }
 
     /// What a node logged.

@@ -2,6 +2,7 @@
 //! the demo and the tests use to ask a running node.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,11 +33,21 @@ pub enum AdminError {
         #[source]
         source: Box<ureq::Error>,
     },
+    /// The admin socket could not be used: the node is not running, or this
+    /// user is not the node's.
+    #[error("asking the node at {} ({}): {source}", path.display(), socket_hint(source))]
+    SocketUnreachable {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The node answered with something that is not the JSON it should be.
-    #[error("reading the answer of the node at {addr}: {source}")]
+    #[error("reading the answer of the node at {at}: {source}")]
     BadAnswer {
         /// Where it was asked.
-        addr: SocketAddr,
+        at: String,
         /// Why the answer did not parse.
         #[source]
         source: std::io::Error,
@@ -46,78 +57,186 @@ pub enum AdminError {
     Refused(String),
 }
 
+/// What an admin socket error most likely means.
+fn socket_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "only the node's own user (or root) may use its admin socket"
+        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            "is the node running?"
+        }
+        _ => "is the node running?",
+    }
+}
+
+/// Where a client asks.
+#[derive(Debug, Clone)]
+enum Target {
+    /// The node's owner-only admin socket: every call.
+    Socket(PathBuf),
+    /// The read-only TCP listener.
+    Tcp(SocketAddr, ureq::Agent),
+}
+
 /// A client of one node's admin endpoint.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
-    addr: SocketAddr,
-    agent: ureq::Agent,
+    target: Target,
 }
 
+/// How long a status may take to come back.
+const STATUS_WAIT: Duration = Duration::from_secs(10);
+/// How long a promotion may take to come back (it may run the fencing
+/// command and every plugin's on-promote).
+const PROMOTE_WAIT: Duration = Duration::from_secs(600);
+
 impl AdminClient {
-    /// A client of the endpoint at `addr`.
+    /// A client of the read-only TCP endpoint at `addr` (status only).
     pub fn new(addr: SocketAddr) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build();
-        Self { addr, agent }
+        let agent = ureq::AgentBuilder::new().timeout(STATUS_WAIT).build();
+        Self {
+            target: Target::Tcp(addr, agent),
+        }
     }
 
-    /// A client of `site`'s endpoint, as `profile` names it.
+    /// A client of the node's admin socket at `path` (every call).
+    pub fn socket(path: impl Into<PathBuf>) -> Self {
+        Self {
+            target: Target::Socket(path.into()),
+        }
+    }
+
+    /// A client of `site`'s admin socket, as `profile` places it.
     pub fn for_site(profile: &LoadedProfile, site: &str) -> Result<Self, AdminError> {
         let s = profile.site(site)?;
-        let addr = s.admin_listen.ok_or_else(|| AdminError::NoAdminAddress {
-            site: site.to_string(),
-            profile: profile.file.display().to_string(),
-        })?;
-        Ok(Self::new(addr))
-    }
-
-    /// Where it asks.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        Ok(Self::socket(profile.admin_socket(s)))
     }
 
     /// `GET /status`: the node's status as JSON (blocking).
     pub fn status(&self) -> Result<Value, AdminError> {
-        let url = format!("http://{}/status", self.addr);
-        let answer = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| self.unreachable(e))?;
-        self.json(answer)
+        match &self.target {
+            Target::Socket(path) => {
+                let (code, body) = socket_call(path, "GET", "/status", STATUS_WAIT)?;
+                self.answer(code, &body)
+            }
+            Target::Tcp(addr, agent) => {
+                let answer = agent
+                    .get(&format!("http://{addr}/status"))
+                    .call()
+                    .map_err(|e| AdminError::Unreachable {
+                        addr: *addr,
+                        source: Box::new(e),
+                    })?;
+                self.json(answer.into_json())
+            }
+        }
     }
 
     /// `POST /promote`: the promotion's timeline as JSON, or why the node
     /// refused (blocking).
     pub fn promote(&self, force: bool) -> Result<Value, AdminError> {
-        let url = format!("http://{}/promote?force={force}", self.addr);
-        match self.agent.post(&url).call() {
-            Ok(answer) => self.json(answer),
-            Err(ureq::Error::Status(_, answer)) => {
-                let body: Value = answer.into_json().unwrap_or(Value::Null);
-                Err(AdminError::Refused(
-                    body["error"]
-                        .as_str()
-                        .unwrap_or("no reason given")
-                        .to_string(),
-                ))
+        let target = format!("/promote?force={force}");
+        match &self.target {
+            Target::Socket(path) => {
+                let (code, body) = socket_call(path, "POST", &target, PROMOTE_WAIT)?;
+                self.answer(code, &body)
             }
-            Err(e) => Err(self.unreachable(e)),
+            Target::Tcp(addr, agent) => {
+                match agent.post(&format!("http://{addr}{target}")).call() {
+                    Ok(answer) => self.json(answer.into_json()),
+                    Err(ureq::Error::Status(_, answer)) => {
+                        Err(refusal(&answer.into_json().unwrap_or(Value::Null)))
+                    }
+                    Err(e) => Err(AdminError::Unreachable {
+                        addr: *addr,
+                        source: Box::new(e),
+                    }),
+                }
+            }
         }
     }
 
-    fn unreachable(&self, e: ureq::Error) -> AdminError {
-        AdminError::Unreachable {
-            addr: self.addr,
-            source: Box::new(e),
+    fn at(&self) -> String {
+        match &self.target {
+            Target::Socket(p) => p.display().to_string(),
+            Target::Tcp(a, _) => a.to_string(),
         }
     }
 
-    fn json(&self, answer: ureq::Response) -> Result<Value, AdminError> {
-        answer.into_json().map_err(|source| AdminError::BadAnswer {
-            addr: self.addr,
+    fn json(&self, parsed: std::io::Result<Value>) -> Result<Value, AdminError> {
+        parsed.map_err(|source| AdminError::BadAnswer {
+            at: self.at(),
             source,
         })
+    }
+
+    /// A status code and body: the JSON on 200, the refusal otherwise.
+    fn answer(&self, code: u16, body: &[u8]) -> Result<Value, AdminError> {
+        let value = self.json(serde_json::from_slice(body).map_err(std::io::Error::from))?;
+        if code == 200 {
+            Ok(value)
+        } else {
+            Err(refusal(&value))
+        }
+    }
+}
+
+fn refusal(body: &Value) -> AdminError {
+    AdminError::Refused(
+        body["error"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string(),
+    )
+}
+
+/// One HTTP/1.1 request over the admin socket: its status code and body.
+fn socket_call(
+    path: &Path,
+    method: &str,
+    target: &str,
+    wait: Duration,
+) -> Result<(u16, Vec<u8>), AdminError> {
+    use std::io::{Read, Write};
+    let io = |source| AdminError::SocketUnreachable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    stream.set_read_timeout(Some(wait)).map_err(io)?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: standby\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(io)?;
+    let bad = |what: &str| AdminError::BadAnswer {
+        at: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(bad("the answer ended inside its head")),
+        Err(e) => return Err(bad(&format!("not an HTTP answer: {e}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let body = &raw[head..];
+    match length {
+        Some(n) if body.len() >= n => Ok((code, body[..n].to_vec())),
+        Some(_) => Err(bad("the answer is shorter than its Content-Length")),
+        None => Err(bad("the answer has no Content-Length")),
     }
 }

@@ -1,50 +1,230 @@
-//! The admin endpoint's server side (see the module above for its routes).
+//! The admin endpoint's server side (see the module above for its routes):
+//! a Unix socket only the node's user can reach, which takes every call, and
+//! an optional read-only TCP listener on loopback.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
+use super::caller::Caller;
 use crate::node::handle::{CommandError, NodeHandle};
 
-/// A running admin endpoint; it stops when dropped.
+/// Connections served at once, per listener; more are closed at once, so
+/// admin traffic cannot take the file descriptors the gateway needs.
+pub(crate) const MAX_CONNECTIONS: usize = 16;
+/// How long a client may take to send its request's head.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection may stay open (a promotion may run the fencing
+/// command and every plugin's on-promote).
+pub(crate) const CONNECTION_LIMIT: Duration = Duration::from_secs(600);
+/// The largest request head or body accepted.
+pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminServeError {
+    /// The socket's folder could not be made owner-only.
+    #[error("admin socket folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process answers on the socket already.
+    #[error("admin socket {0} is in use: is another node of this site running?")]
+    InUse(PathBuf),
+    /// The socket could not be bound or made owner-only.
+    #[error("admin socket {path}: {source}")]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP listener could not be bound.
+    #[error("admin endpoint on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running admin endpoint; it stops (and removes its socket) when dropped.
 #[derive(Debug)]
 pub struct AdminServer {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    socket: PathBuf,
+    tcp: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl AdminServer {
-    /// Where it listens.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    /// The Unix socket it listens on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Where its read-only TCP listener is, if it has one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
     }
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
-/// Serve the admin endpoint of the node behind `node` on `addr` (loopback).
-pub(crate) async fn serve(addr: SocketAddr, node: NodeHandle) -> std::io::Result<AdminServer> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
+/// Serve the admin endpoint of the node behind `node` on the Unix socket
+/// `socket` (every call) and, when given, on `tcp` (loopback, read-only).
+pub(crate) async fn serve(
+    socket: &Path,
+    tcp: Option<SocketAddr>,
+    node: NodeHandle,
+) -> Result<AdminServer, AdminServeError> {
     let app = Router::new()
         .route("/status", get(status))
         .route("/promote", post(promote))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(node);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "admin endpoint stopped");
+    let unix = bind_socket(socket).await?;
+    let mut tasks = vec![tokio::spawn(accept_unix(unix, app.clone()))];
+    tracing::info!(socket = %socket.display(), "admin endpoint listening (owner only)");
+    let tcp = match tcp {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AdminServeError::Listen { addr, source })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| AdminServeError::Listen { addr, source })?;
+            tasks.push(tokio::spawn(accept_tcp(listener, app)));
+            tracing::info!(%addr, "read-only admin endpoint listening");
+            Some(addr)
         }
+        None => None,
+    };
+    Ok(AdminServer {
+        socket: socket.to_path_buf(),
+        tcp,
+        tasks,
+    })
+}
+
+/// Make the socket's folder owner-only, clear a stale socket, bind, and make
+/// the socket owner-only. The folder's mode is what keeps other users out
+/// from the first instant; the socket's is a second lock.
+async fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, AdminServeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        let folder = |source| AdminServeError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(folder)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(folder)?;
+    }
+    let socket_err = |source| AdminServeError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(AdminServeError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(socket_err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(socket_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(socket_err)?;
+    Ok(listener)
+}
+
+async fn accept_unix(listener: tokio::net::UnixListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let caller = match stream.peer_cred() {
+            Ok(c) => Caller::Local {
+                uid: c.uid(),
+                pid: c.pid(),
+            },
+            Err(_) => Caller::Unknown,
+        };
+        serve_one(stream, caller, &slots, &app);
+    }
+}
+
+async fn accept_tcp(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        serve_one(stream, Caller::Tcp(peer), &slots, &app);
+    }
+}
+
+/// Serve one connection's one request, if a slot is free.
+fn serve_one<S>(stream: S, caller: Caller, slots: &Arc<Semaphore>, app: &Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        tracing::debug!(%caller, "admin endpoint: every connection slot is taken; closing");
+        return;
+    };
+    let app = app.clone();
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(caller.clone());
+        app.clone().oneshot(request)
     });
-    tracing::info!(%addr, "admin endpoint listening");
-    Ok(AdminServer { addr, task })
+    tokio::spawn(async move {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(false)
+            .max_buf_size(MAX_REQUEST_BYTES)
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+        drop(slot);
+    });
 }
 
 async fn status(State(node): State<NodeHandle>) -> Response {
@@ -58,10 +238,28 @@ struct PromoteQuery {
     force: bool,
 }
 
-async fn promote(State(node): State<NodeHandle>, Query(q): Query<PromoteQuery>) -> Response {
+async fn promote(
+    State(node): State<NodeHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<PromoteQuery>,
+) -> Response {
+    if !caller.may_change_state() {
+        tracing::warn!(%caller, force = q.force, "admin: promote refused (not through the admin socket)");
+        return error(
+            StatusCode::FORBIDDEN,
+            String::from("this endpoint is read-only: state-changing calls go through the node's admin socket (standby promote PROFILE --site NAME, as the node's user)"),
+        );
+    }
+    tracing::warn!(%caller, force = q.force, "admin: promote requested");
     match node.promote(q.force).await {
-        Ok(timeline) => Json(timeline).into_response(),
-        Err(e @ CommandError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Ok(timeline) => {
+            tracing::warn!(%caller, completed = timeline.completed, "admin: promote answered");
+            Json(timeline).into_response()
+        }
+        Err(e @ CommandError::Refused(_)) => {
+            tracing::warn!(%caller, error = %e, "admin: promote refused");
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         Err(e @ CommandError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -1,7 +1,7 @@
 //! The profile's structure.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -163,10 +163,25 @@ pub struct Site {
     /// Where this node accepts the peer link (the other site dials it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_listen: Option<std::net::SocketAddr>,
-    /// The admin HTTP endpoint (`standby status`, `standby promote`); loopback only.
+    /// A read-only admin endpoint over TCP (`GET /status`); loopback only.
+    /// State-changing calls (`standby promote`) go through `admin_socket`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// The admin endpoint's Unix socket, relative to `data_dir` (default
+    /// `admin/admin.sock`). Its folder is made owner-only (0700) and the
+    /// socket 0600: only the node's own user (and root) can connect, and
+    /// every call is logged with the caller's uid and pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<PathBuf>,
 }
+
+/// The longest path a Unix socket may have on Linux (`sun_path` less its
+/// terminating zero).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The admin socket's path under a site's data directory when the profile
+/// names none.
+pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "admin/admin.sock";
 
 /// A site's device listeners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,11 +378,22 @@ impl LoadedProfile {
             }
         }
         for (name, site) in &p.sites {
+            let socket = self.admin_socket(site);
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                return Err(self.invalid(
+                    format!("sites.{name}.admin_socket"),
+                    format!(
+                        "{} is {} bytes long; a Unix socket's path may have at most {MAX_SOCKET_PATH}: set a shorter admin_socket (relative to data_dir) or data_dir",
+                        socket.display(),
+                        socket.as_os_str().len()
+                    ),
+                ));
+            }
             if let Some(addr) = site.admin_listen {
                 if !addr.ip().is_loopback() {
                     return Err(self.invalid(
                         format!("sites.{name}.admin_listen"),
-                        format!("the admin endpoint has no authentication and must be on loopback, not {addr}"),
+                        format!("the TCP admin endpoint is read-only and unauthenticated and must be on loopback, not {addr}"),
                     ));
                 }
             }
@@ -517,6 +543,15 @@ impl LoadedProfile {
     /// A site's data directory, absolute.
     pub fn data_dir(&self, site: &Site) -> PathBuf {
         self.base_dir.join(&site.data_dir)
+    }
+
+    /// A site's admin socket, absolute.
+    pub fn admin_socket(&self, site: &Site) -> PathBuf {
+        self.data_dir(site).join(
+            site.admin_socket
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_ADMIN_SOCKET)),
+        )
     }
 
     /// A site's database file, absolute.

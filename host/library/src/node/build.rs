@@ -146,18 +146,12 @@ pub(super) async fn assemble(
         inboxes,
         control: control_view,
     });
-    let admin = match site.admin_listen {
-        Some(addr) => Some(
-            crate::api::serve(addr, NodeHandle::new(core.clone(), commands_tx))
-                .await
-                .map_err(|source| NodeError::Listen {
-                    what: "admin endpoint",
-                    addr,
-                    source,
-                })?,
-        ),
-        None => None,
-    };
+    let admin = crate::api::serve(
+        &loaded.admin_socket(&site),
+        site.admin_listen,
+        NodeHandle::new(core.clone(), commands_tx),
+    )
+    .await?;
     Ok(Node {
         core,
         incoming: incoming_rx,

@@ -54,10 +54,13 @@ pub enum NodeError {
         /// The other site.
         other: String,
     },
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::api::AdminServeError),
     /// A listener could not start.
     #[error("{what} {addr}: {source}")]
     Listen {
-        /// Which listener (`peer link on`, `admin endpoint`).
+        /// Which listener (`peer link on`).
         what: &'static str,
         /// Its address.
         addr: std::net::SocketAddr,
@@ -193,7 +196,7 @@ pub struct Node {
     commands: mpsc::Receiver<Command>,
     /// The control loop's state, handed to the loop when the node runs.
     control: ControlState,
-    admin: Option<crate::api::AdminServer>,
+    admin: crate::api::AdminServer,
 }
 
 /// How long a stopping node waits for its control loop to finish what it is
@@ -241,9 +244,14 @@ impl Node {
         &self.core.actions
     }
 
-    /// Where the admin endpoint listens, if the site has one.
+    /// Where the read-only TCP admin endpoint listens, if the site has one.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin.as_ref().map(|a| a.local_addr())
+        self.admin.tcp_addr()
+    }
+
+    /// The admin socket (every admin call; owner only).
+    pub fn admin_socket(&self) -> &std::path::Path {
+        self.admin.socket()
     }
 
     /// Health of every plugin instance.
