@@ -254,7 +254,12 @@ fn witness_with_an_unreadable_state_file_exits_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     std::fs::write(dir.path().join("data/witness.json"), b"{ not json").unwrap();
-    std::fs::write(dir.path().join("psk"), "witness-test-key-0123456789").unwrap();
+    standby_host::secret_file::write_secret(
+        &dir.path().join("psk"),
+        &standby_host::peer::Psk::generate(),
+        true,
+    )
+    .unwrap();
     let listen = format!("127.0.0.1:{}", standby_lab::ports::free_port());
     let data = dir.path().join("data").display().to_string();
     let psk = dir.path().join("psk").display().to_string();
@@ -312,5 +317,72 @@ fn an_error_names_its_cause_once() {
         err.matches("No such file or directory").count(),
         1,
         "the cause is repeated: {err}"
+    );
+}
+
+#[test]
+fn keygen_writes_an_owner_only_32_byte_key_and_short_or_exposed_keys_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let key_arg = key.to_str().unwrap();
+    let (ok, _, err) = run(&["keygen", key_arg]);
+    assert!(ok, "{err}");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 44);
+    let (ok, _, err) = run(&["keygen", key_arg]);
+    assert!(
+        !ok && err.contains("--force"),
+        "an existing key was replaced: {err}"
+    );
+
+    let listen = format!("127.0.0.1:{}", standby_lab::ports::free_port());
+    let data = dir.path().join("witness").display().to_string();
+    let witness = |psk: &str| {
+        run(&[
+            "witness",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &data,
+            "--psk-file",
+            psk,
+        ])
+    };
+    // A key of 16 bytes.
+    let short = dir.path().join("short.key");
+    standby_host::secret_file::write_secret(&short, "MDEyMzQ1Njc4OWFiY2RlZg==", true).unwrap();
+    let (ok, _, err) = witness(short.to_str().unwrap());
+    assert!(!ok, "the witness started with a 16-byte key");
+    assert!(
+        err.contains("has 16 bytes") && err.contains("at least 32"),
+        "{err}"
+    );
+    // A key others can read.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, _, err) = witness(key_arg);
+    assert!(!ok, "the witness started with a world-readable key");
+    assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+
+    // A node refuses the short key too.
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "version = 1\nname = \"short-key\"\n\
+             [sites.a]\nnode_id = \"a-1\"\ndata_dir = \"a\"\nrole = \"active\"\npeer_listen = \"127.0.0.1:{}\"\n\
+             [sites.b]\nnode_id = \"b-1\"\ndata_dir = \"b\"\npeer_listen = \"127.0.0.2:{}\"\n\
+             [cluster]\npsk_file = \"short.key\"\n",
+            standby_lab::ports::free_port(),
+            standby_lab::ports::free_port()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["run", profile.to_str().unwrap(), "--site", "a"]);
+    assert!(!ok, "the node started with a 16-byte key");
+    assert!(
+        err.contains("has 16 bytes") && err.contains("short.key"),
+        "{err}"
     );
 }

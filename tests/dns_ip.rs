@@ -73,9 +73,10 @@ fn plugin_health(status: &serde_json::Value, name: &str) -> serde_json::Value {
 /// A key file in `dir` with BIND's key name and a wrong secret.
 fn wrong_key_file(dir: &Path, bind: &Bind) -> PathBuf {
     let key_file = dir.join("tsig.key");
-    std::fs::write(
+    standby_host::secret_file::write_secret(
         &key_file,
-        bind.key_clause_with_secret(b"not the secret BIND was given!!!"),
+        &bind.key_clause_with_secret(b"not the secret BIND was given!!!"),
+        true,
     )
     .unwrap();
     key_file

@@ -105,13 +105,24 @@ enum Command {
         /// Where it keeps its epoch (witness.json, fsynced before every grant).
         #[arg(long)]
         data_dir: PathBuf,
-        /// The pre-shared key file the nodes use too (at least 16 bytes).
+        /// The pre-shared key file the nodes use too: base64 of at least 32
+        /// bytes, owner-only (`standby keygen FILE` makes one).
         #[arg(long)]
         psk_file: PathBuf,
         /// Longest lease granted, ms; after a restart a recorded lease is
         /// honoured this long.
         #[arg(long, default_value_t = 10_000)]
         max_ttl_ms: u64,
+    },
+    /// Make a cluster key: 32 random bytes, base64, in a new owner-only
+    /// (0600) file, for `[cluster] psk_file` and `standby witness --psk-file`.
+    Keygen {
+        /// The key file to write.
+        file: PathBuf,
+        /// Replace the file if it exists (the nodes and the witness must
+        /// then all be given the new key).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -230,7 +241,33 @@ async fn dispatch(command: Command) -> Result<()> {
             force,
         } => tokio::task::spawn_blocking(move || admin::promote(&profile, &site, force)).await?,
         Command::Demo(args) => demo(args).await,
+        Command::Keygen { file, force } => keygen(&file, force),
     }
+}
+
+/// `standby keygen FILE [--force]`.
+fn keygen(file: &std::path::Path, force: bool) -> Result<()> {
+    standby_host::secret_file::write_secret(
+        file,
+        &format!("{}\n", standby_host::peer::Psk::generate()),
+        force,
+    )
+    .with_context(|| {
+        if file.exists() && !force {
+            format!(
+                "{} exists; keep it, or replace it with --force",
+                file.display()
+            )
+        } else {
+            format!("writing {}", file.display())
+        }
+    })?;
+    eprintln!(
+        "wrote a {}-byte key to {} (owner only); give the same file to both nodes and the witness",
+        standby_host::peer::MIN_KEY_LEN,
+        file.display()
+    );
+    Ok(())
 }
 
 async fn run(profile: PathBuf, site: String, overrides: Vec<(String, toml::Value)>) -> Result<()> {

@@ -56,7 +56,12 @@ impl Bind {
             .output()
             .unwrap();
         assert!(out.status.success(), "tsig-keygen failed");
-        std::fs::write(&key_file, &out.stdout).unwrap();
+        standby_host::secret_file::write_secret(
+            &key_file,
+            &String::from_utf8_lossy(&out.stdout),
+            true,
+        )
+        .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let key_secret = text
             .split("secret \"")

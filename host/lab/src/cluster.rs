@@ -63,7 +63,12 @@ impl Cluster {
     /// a copy holding their events is installed at B, short device timeouts.
     pub fn new(standby: &Standby, dir: &Path, with_witness: bool) -> Self {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("cluster.key"), "0123456789abcdef0123456789abcdef").unwrap();
+        standby_host::secret_file::write_secret(
+            &dir.join("cluster.key"),
+            &standby_host::peer::Psk::generate(),
+            true,
+        )
+        .unwrap();
         let device_port = free_port_on(&["127.0.0.1", "127.0.0.2"]);
         let peer_ports = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.2"]));
         let admin = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.2"]));

@@ -29,6 +29,7 @@ pub mod node;
 pub mod peer;
 pub mod plugin;
 pub(crate) mod role;
+pub mod secret_file;
 pub mod store;
 pub(crate) mod wit;
 

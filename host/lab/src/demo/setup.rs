@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use standby_host::peer::Psk;
+use standby_host::secret_file::write_secret;
 use toml::Value;
 
 /// The case 1 profile, as shipped in examples/.
@@ -82,15 +84,16 @@ impl Ports {
 
 /// Write a fresh cluster key and TSIG key into `dir`; return the TSIG secret.
 pub(super) fn write_keys(dir: &Path) -> Result<Vec<u8>> {
-    let psk: [u8; 32] = rand::random();
-    std::fs::write(dir.join("cluster.key"), hex::encode(psk)).context("writing the cluster key")?;
+    write_secret(&dir.join("cluster.key"), &Psk::generate(), true)
+        .context("writing the cluster key")?;
     let secret: [u8; 32] = rand::random();
     let b64 = data_encoding::BASE64.encode(&secret);
-    std::fs::write(
-        dir.join("tsig.key"),
-        format!(
+    write_secret(
+        &dir.join("tsig.key"),
+        &format!(
             "key \"{TSIG_KEY_NAME}\" {{\n    algorithm hmac-sha256;\n    secret \"{b64}\";\n}};\n"
         ),
+        true,
     )
     .context("writing the TSIG key")?;
     Ok(secret.to_vec())

@@ -12,7 +12,7 @@ use standby_testkit::proxy::Proxy;
 use super::{LeaseError, Witness, WitnessClient, WitnessConfig, WitnessState};
 use crate::peer::Psk;
 
-const KEY: &str = "witness-test-key-0123456789";
+const KEY: &str = "witness-test-key-0123456789abcdef0123";
 
 /// A witness serving on a fresh loopback port, its state in `dir/data`.
 struct WitnessProc {
@@ -130,7 +130,7 @@ async fn a_node_with_the_wrong_key_gets_nothing() {
     let w = WitnessProc::start(dir.path(), 5_000).await;
     let stranger = WitnessClient::new(
         w.addr,
-        Psk::new(b"another-key-0123456789".to_vec()).unwrap(),
+        Psk::new(b"another-key-0123456789abcdef0123456789".to_vec()).unwrap(),
         "a",
         Duration::from_secs(2),
     );

@@ -63,7 +63,8 @@ impl TsigKey {
             path: path.to_path_buf(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| in_file(KeyFileError::Read(e)))?;
+        let text =
+            crate::secret_file::read_secret(path).map_err(|e| in_file(KeyFileError::Read(e)))?;
         let secret = parse_key_file(&text, key_name, algorithm)
             .map_err(|e| in_file(KeyFileError::Key(e)))?;
         Self::new(key_name, algorithm, secret).map_err(|e| match e {
@@ -92,9 +93,9 @@ impl TsigKey {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyFileError {
-    /// It could not be read.
-    #[error("cannot read it: {0}")]
-    Read(#[source] std::io::Error),
+    /// It could not be read, or others can read it.
+    #[error("{0}")]
+    Read(#[source] crate::secret_file::SecretFileError),
     /// Its text does not give a secret, or the key is unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -465,6 +466,10 @@ mod tests {
         let e = TsigKey::load(&path, "k", "hmac-sha256").unwrap_err();
         assert!(e.to_string().contains("k.key"), "{e}");
         std::fs::write(&path, SECRET_B64).unwrap();
+        let e = TsigKey::load(&path, "k", "hmac-sha256").unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let key = TsigKey::load(&path, "k", "HMAC-SHA256.").unwrap();
         assert_eq!(key.algorithm, "hmac-sha256");
         assert!(!format!("{key:?}").contains(SECRET_B64));

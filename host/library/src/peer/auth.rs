@@ -23,7 +23,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// Length of nonces, keys and tags.
 pub(crate) const TAG_LEN: usize = 32;
 
-/// A pre-shared key (at least 16 bytes).
+/// The shortest pre-shared key accepted, in bytes (after decoding).
+pub const MIN_KEY_LEN: usize = 32;
+
+/// A pre-shared key (at least [`MIN_KEY_LEN`] bytes).
 #[derive(Clone)]
 pub struct Psk(Vec<u8>);
 
@@ -38,23 +41,28 @@ impl std::fmt::Debug for Psk {
 #[non_exhaustive]
 pub enum AuthError {
     /// The key is too short.
-    #[error("peer authentication: the pre-shared key has {0} bytes; at least 16 are needed")]
+    #[error(
+        "peer authentication: the pre-shared key has {0} bytes; at least {MIN_KEY_LEN} are needed"
+    )]
     ShortKey(usize),
-    /// The key file could not be read.
-    #[error("peer authentication: {}: {source}", path.display())]
-    ReadKey {
+    /// The key file could not be read, or others can read it.
+    #[error("peer authentication: the key file {0}")]
+    KeyFile(#[source] crate::secret_file::SecretFileError),
+    /// The key file does not hold base64.
+    #[error("peer authentication: {}: the key is not base64 ({source}); make one with `standby keygen FILE`", path.display())]
+    NotBase64 {
         /// The file.
         path: std::path::PathBuf,
-        /// Why.
+        /// What the decoder found.
         #[source]
-        source: std::io::Error,
+        source: data_encoding::DecodeError,
     },
     /// The key file holds too short a key.
-    #[error("peer authentication: {}: the pre-shared key has {len} bytes; at least 16 are needed", path.display())]
+    #[error("peer authentication: {}: the pre-shared key has {len} bytes; at least {MIN_KEY_LEN} are needed (make one with `standby keygen FILE`)", path.display())]
     ShortKeyFile {
         /// The file.
         path: std::path::PathBuf,
-        /// Its key's length.
+        /// Its key's length, decoded.
         len: usize,
     },
     /// The listener's proof does not match: it does not know the key.
@@ -79,24 +87,37 @@ pub enum AuthError {
 impl Psk {
     /// A key from raw bytes.
     pub fn new(bytes: Vec<u8>) -> Result<Self, AuthError> {
-        if bytes.len() < 16 {
+        if bytes.len() < MIN_KEY_LEN {
             return Err(AuthError::ShortKey(bytes.len()));
         }
         Ok(Self(bytes))
     }
 
-    /// A key from a file: its trimmed text content (e.g. a base64 or hex string).
+    /// A key from a file that only its owner can read: base64 of at least
+    /// [`MIN_KEY_LEN`] bytes (what `standby keygen` writes).
     pub fn from_file(path: &std::path::Path) -> Result<Self, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::ReadKey {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let bytes = text.trim().as_bytes().to_vec();
+        let text = crate::secret_file::read_secret(path).map_err(AuthError::KeyFile)?;
+        let text = text.trim();
+        let bytes = data_encoding::BASE64
+            .decode(text.as_bytes())
+            .or_else(|_| data_encoding::BASE64_NOPAD.decode(text.as_bytes()))
+            .map_err(|source| AuthError::NotBase64 {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let len = bytes.len();
         Self::new(bytes).map_err(|_| AuthError::ShortKeyFile {
             path: path.to_path_buf(),
             len,
         })
+    }
+
+    /// A fresh random key of [`MIN_KEY_LEN`] bytes, as the base64 text a key
+    /// file holds.
+    pub fn generate() -> String {
+        let mut bytes = [0u8; MIN_KEY_LEN];
+        rand::rng().fill_bytes(&mut bytes);
+        data_encoding::BASE64.encode(&bytes)
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
@@ -271,8 +292,8 @@ mod tests {
 
     #[test]
     fn proofs_and_frames_check_out_only_with_the_same_key() {
-        let k = Psk::new(b"0123456789abcdef-shared".to_vec()).unwrap();
-        let wrong = Psk::new(b"0123456789abcdef-other!".to_vec()).unwrap();
+        let k = Psk::new(b"0123456789abcdef0123456789abcdef-shared".to_vec()).unwrap();
+        let wrong = Psk::new(b"0123456789abcdef0123456789abcdef-other!".to_vec()).unwrap();
         let (nd, nl) = (nonce(), nonce());
         let hello = Hello {
             node_id: "a".into(),
@@ -291,5 +312,27 @@ mod tests {
         l_in.verify(b"two", &t2).unwrap();
         assert!(l_in.verify(b"two", &t2).is_err());
         assert!(Psk::new(b"short".to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_key_file_is_base64_of_32_bytes_readable_by_its_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&Psk::generate(), 0o600);
+        Psk::from_file(&path).unwrap();
+        write(&Psk::generate(), 0o644);
+        let e = Psk::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("0644"), "{e}");
+        write(&data_encoding::BASE64.encode(&[7u8; 31]), 0o600);
+        let e = Psk::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("has 31 bytes") && e.contains("32"), "{e}");
+        write("a passphrase, not base64!", 0o600);
+        let e = Psk::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("not base64"), "{e}");
     }
 }

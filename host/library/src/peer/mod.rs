@@ -14,7 +14,7 @@ mod redial;
 pub(crate) mod session;
 pub(crate) mod state;
 
-pub use auth::{AuthError, Psk};
+pub use auth::{AuthError, Psk, MIN_KEY_LEN};
 pub(crate) use link::PeerLink;
 pub(crate) use state::{Incoming, PeerConfig, PeerError, PeerState, DEFAULT_TRANSFER_STALL};
 

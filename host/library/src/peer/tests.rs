@@ -89,8 +89,8 @@ async fn nodes_with_the_same_key_authenticate_and_exchange_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(
         dir.path(),
-        "0123456789abcdef-key",
-        "0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
         free_port(),
         None,
     )
@@ -124,8 +124,8 @@ async fn a_peer_with_another_key_is_never_connected() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(
         dir.path(),
-        "0123456789abcdef-key",
-        "fedcba9876543210-key",
+        "0123456789abcdef0123456789abcdef-key",
+        "fedcba9876543210fedcba9876543210-key",
         free_port(),
         None,
     )
@@ -147,8 +147,8 @@ async fn a_stranger_speaking_garbage_is_dropped_and_the_link_still_works() {
     let pb = free_port();
     let (a, mut b) = pair(
         dir.path(),
-        "0123456789abcdef-key",
-        "0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
         pb,
         None,
     )
@@ -178,8 +178,8 @@ async fn files_arrive_whole_and_checked_and_messages_are_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let (a, mut b) = pair(
         dir.path(),
-        "0123456789abcdef-key",
-        "0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
         free_port(),
         None,
     )
@@ -281,7 +281,7 @@ async fn a_transfer_cut_midway_resumes_where_the_peer_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let pb = free_port();
     let (proxy, cut) = cutting_proxy(addr(pb), 6 * 1024 * 1024).await;
-    let key = "0123456789abcdef-key";
+    let key = "0123456789abcdef0123456789abcdef-key";
     let (a, mut b) = pair(dir.path(), key, key, pb, Some(proxy)).await;
     assert!(connected(&a).await);
     let src = dir.path().join("big.db");
@@ -308,8 +308,8 @@ async fn data_from_a_lower_epoch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (a, mut b) = pair(
         dir.path(),
-        "0123456789abcdef-key",
-        "0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
+        "0123456789abcdef0123456789abcdef-key",
         free_port(),
         None,
     )
@@ -358,7 +358,7 @@ async fn two_hundred_ms_of_heartbeat_jitter_never_trips_the_detector_but_a_cut_l
     let pb = free_port();
     let link = Proxy::start_with_jitter(addr(pb), Duration::from_millis(200)).await;
     let pa = free_port();
-    let key = "0123456789abcdef-key";
+    let key = "0123456789abcdef0123456789abcdef-key";
     let mut ca = PeerConfig::new(
         "a",
         addr(pa),
@@ -417,7 +417,7 @@ async fn slow_pair(
     let pb = free_port();
     let proxy = Proxy::start_throttled(addr(pb), bytes_per_sec).await;
     let pa = free_port();
-    let key = "0123456789abcdef-key";
+    let key = "0123456789abcdef0123456789abcdef-key";
     let mut ca = PeerConfig::new(
         "a",
         addr(pa),
@@ -452,7 +452,7 @@ async fn a_transfer_slower_than_the_stall_bound_but_moving_finishes() {
             addr(1),
             "b",
             addr(2),
-            psk("0123456789abcdef-key"),
+            psk("0123456789abcdef0123456789abcdef-key"),
             "x".into()
         )
         .transfer_stall,
