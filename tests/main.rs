@@ -14,6 +14,7 @@ mod durable_marks;
 mod failover;
 mod fencing;
 mod file_copy;
+mod flood;
 mod plugin_runtime;
 mod plugin_sdk;
 

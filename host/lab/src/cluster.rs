@@ -163,6 +163,11 @@ impl Cluster {
         self.dir.join(format!("{}.log", which.site()))
     }
 
+    /// The witness's process id, when it runs.
+    pub fn witness_pid(&self) -> Option<u32> {
+        self.witness.as_ref().map(|p| p.pid())
+    }
+
     /// A running node's process id.
     pub fn pid(&self, which: Which) -> Option<u32> {
         self.nodes[which as usize].as_ref().map(|p| p.pid())

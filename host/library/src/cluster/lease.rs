@@ -188,11 +188,31 @@ impl WitnessClient {
     }
 
     async fn call(&self, request: Request) -> Result<Reply, LeaseError> {
+        let mut slot = self.conn.lock().await;
+        let reused = slot.is_some();
+        match self.call_once(&mut slot, request.clone()).await {
+            // The witness closes sessions idle for long, and a cut link
+            // leaves a dead one: a call that fails on a kept connection is
+            // tried once more on a fresh one (not one that timed out: that
+            // would only double the wait on a slow witness).
+            Err(LeaseError::Unreachable { source, .. })
+                if reused && !matches!(source, CallError::Timeout(_)) =>
+            {
+                self.call_once(&mut slot, request).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn call_once(
+        &self,
+        slot: &mut tokio::sync::MutexGuard<'_, Option<Conn>>,
+        request: Request,
+    ) -> Result<Reply, LeaseError> {
         let unreachable = |source: CallError| LeaseError::Unreachable {
             addr: self.addr,
             source,
         };
-        let mut slot = self.conn.lock().await;
         let run = async {
             let c = match slot.as_mut() {
                 Some(c) => c,
@@ -223,11 +243,11 @@ impl WitnessClient {
         match tokio::time::timeout(self.timeout, run).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(reason)) => {
-                *slot = None;
+                **slot = None;
                 Err(unreachable(reason))
             }
             Err(_) => {
-                *slot = None;
+                **slot = None;
                 Err(unreachable(CallError::Timeout(self.timeout)))
             }
         }

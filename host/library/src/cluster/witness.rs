@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::proto::{Reply, Request};
+use crate::peer::admission::{Admission, HandshakeSlot, WITNESS_LIMITS};
 use crate::peer::proto::{read_frame, write_frame, FrameError};
 use crate::peer::{session, Psk};
 
@@ -215,7 +216,13 @@ async fn record(file: &Path, state: &WitnessState) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
+/// How long an authenticated session may stay silent before the witness
+/// closes it (a node whose link was cut leaves a half-open connection; the
+/// node's client opens a new one when it next asks).
+const SESSION_IDLE: Duration = Duration::from_secs(120);
+
 async fn accept_loop(listener: TcpListener, config: Arc<WitnessConfig>, live: Arc<Mutex<Live>>) {
+    let admission = Arc::new(Admission::new(WITNESS_LIMITS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -225,9 +232,14 @@ async fn accept_loop(listener: TcpListener, config: Arc<WitnessConfig>, live: Ar
                 continue;
             }
         };
-        let (config, live) = (config.clone(), live.clone());
+        // Over a bound the connection is closed at once.
+        let Some(handshake) = admission.handshake(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections proving themselves; closed");
+            continue;
+        };
+        let (config, live, admission) = (config.clone(), live.clone(), admission.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, &config, &live).await {
+            if let Err(e) = serve(stream, handshake, &admission, &config, &live).await {
                 tracing::info!(%peer, error = %e, "node connection ended");
             }
         });
@@ -236,15 +248,26 @@ async fn accept_loop(listener: TcpListener, config: Arc<WitnessConfig>, live: Ar
 
 async fn serve(
     mut stream: TcpStream,
+    handshake: HandshakeSlot,
+    admission: &Admission,
     config: &WitnessConfig,
     live: &Mutex<Live>,
 ) -> Result<(), FrameError> {
     let (node, (mut out_mac, mut in_mac)) =
         session::accept(&mut stream, &config.psk, &config.node_id, None).await?;
+    drop(handshake);
+    let Some(_session) = admission.session() else {
+        tracing::warn!(%node, "too many node sessions; closing this one");
+        return Ok(());
+    };
     tracing::debug!(%node, "node authenticated");
     let (mut rd, mut wr) = stream.into_split();
     loop {
-        let request: Request = read_frame(&mut rd, &mut in_mac).await?;
+        let request: Request =
+            match tokio::time::timeout(SESSION_IDLE, read_frame(&mut rd, &mut in_mac)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            };
         let received = Instant::now();
         let reply = handle(&node, request, received, config, live).await;
         write_frame(&mut wr, &mut out_mac, &reply).await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::admission::{Admission, PEER_LIMITS};
 use super::proto::{self, Frame, FrameError, PeerMsg};
 use super::receive::{Offer, Receiving};
 use super::redial::{peer_backoff, Redial};
@@ -20,15 +21,29 @@ use super::Incoming;
 
 /// Accept connections from the peer for as long as the link runs.
 pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let admission = Arc::new(Admission::new(PEER_LIMITS));
     loop {
         let Ok((stream, addr)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let inner = inner.clone();
+        // Over a bound the connection is closed at once.
+        let Some(handshake) = admission.handshake(addr.ip()) else {
+            tracing::debug!(%addr, "too many peer connections proving themselves; closed");
+            continue;
+        };
+        let (inner, admission) = (inner.clone(), admission.clone());
         tokio::spawn(async move {
-            match accept_handshake(&inner, stream).await {
-                Ok((stream, peer_id, macs)) => run_connection(inner, stream, peer_id, macs).await,
+            let accepted = accept_handshake(&inner, stream).await;
+            drop(handshake);
+            match accepted {
+                Ok((stream, peer_id, macs)) => {
+                    let Some(_session) = admission.session() else {
+                        tracing::warn!(%addr, "too many peer sessions; closing this one");
+                        return;
+                    };
+                    run_connection(inner, stream, peer_id, macs).await
+                }
                 Err(e) => tracing::warn!(%addr, error = %e, "peer connection refused"),
             }
         });

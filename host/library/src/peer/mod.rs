@@ -5,6 +5,7 @@
 //! refused (a returning old active can never install an old snapshot over the
 //! live database).
 
+pub(crate) mod admission;
 pub(crate) mod auth;
 mod connection;
 pub(crate) mod link;
