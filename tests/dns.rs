@@ -445,3 +445,37 @@ async fn the_device_resolver_follows_a_record_changed_on_the_builtin_server() {
 fn data_encoding_base64(bytes: &[u8]) -> String {
     data_encoding::BASE64.encode(bytes)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tcp_connections_do_not_hold_the_builtin_servers_tcp_slots() {
+    let server = builtin(&[("service", v4("127.0.0.2"))]).await;
+    let addr = server.local_addr();
+    // 100 silent connections from one address, and 60 more from another.
+    let mut held = Vec::new();
+    for (source, n) in [("127.0.0.3", 100), ("127.0.0.4", 60)] {
+        for _ in 0..n {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::new(source.parse().unwrap(), 0))
+                .unwrap();
+            if let Ok(s) = socket.connect(addr).await {
+                held.push(s);
+            }
+        }
+    }
+    // A client elsewhere is answered over TCP at once.
+    let fqdn = format!("service.{ZONE}");
+    assert_eq!(dig(addr, &fqdn, true), vec!["127.0.0.2"]);
+    // Every silent connection is closed within the message deadline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut open = 0;
+    for s in &held {
+        let mut buf = [0u8; 1];
+        match s.try_read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(open, 0, "{open} silent connections still open after 3 s");
+}

@@ -8,8 +8,12 @@
 //! signed with another key or a bad MAC with NOTAUTH (TSIG BADKEY / BADSIG /
 //! BADTIME). Responses to signed requests are signed. Malformed packets get
 //! FORMERR (or nothing, when not even the header is readable) and a warning;
-//! nothing a client sends stops the server.
+//! nothing a client sends stops the server. A signed request seen again
+//! inside its time window is a replay and is refused (NOTAUTH). TCP
+//! connections are bounded (64, 8 per address) and must send each message
+//! within 2 s, so silent connections cannot hold the slots.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +30,13 @@ use standby_host::dns::{DnsError, TsigKey};
 
 /// Concurrent TCP connections served; more are closed at once.
 const MAX_TCP_CONNECTIONS: usize = 64;
-/// A TCP connection idle this long is closed.
+/// Concurrent TCP connections served from one address; more are closed at
+/// once, so one client cannot take every slot.
+const MAX_TCP_PER_ADDRESS: usize = 8;
+/// How long a TCP client has to send a whole message: its first one after
+/// connecting, or the rest of one it has begun.
+const TCP_MESSAGE: Duration = Duration::from_secs(2);
+/// A TCP connection idle this long between messages is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Room left in a UDP answer for the TSIG record.
 const TSIG_ROOM: usize = 128;
@@ -195,15 +205,26 @@ async fn serve_udp(socket: UdpSocket, state: Arc<State>) {
 async fn serve_tcp(listener: TcpListener, state: Arc<State>) {
     // Dropping the set (when this task is aborted) ends every connection.
     let mut connections = JoinSet::new();
+    let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
     loop {
-        while connections.try_join_next().is_some() {}
+        while let Some(done) = connections.try_join_next() {
+            if let Ok(ip) = done {
+                release(&mut per_address, ip);
+            }
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if connections.len() >= MAX_TCP_CONNECTIONS {
+                let from_peer = per_address.get(&peer.ip()).copied().unwrap_or(0);
+                if connections.len() >= MAX_TCP_CONNECTIONS || from_peer >= MAX_TCP_PER_ADDRESS {
                     tracing::warn!(%peer, "built-in DNS server: too many TCP connections, closing");
                     continue;
                 }
-                connections.spawn(serve_connection(stream, peer, state.clone()));
+                *per_address.entry(peer.ip()).or_insert(0) += 1;
+                let state = state.clone();
+                connections.spawn(async move {
+                    serve_connection(stream, peer, state).await;
+                    peer.ip()
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "built-in DNS server: TCP accept failed");
@@ -213,14 +234,25 @@ async fn serve_tcp(listener: TcpListener, state: Arc<State>) {
     }
 }
 
+fn release(per_address: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_address.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_address.remove(&ip);
+        }
+    }
+}
+
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
+    let mut wait = TCP_MESSAGE;
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+        let len = match tokio::time::timeout(wait, stream.read_u16()).await {
             Ok(Ok(len)) => len as usize,
             _ => return,
         };
+        wait = TCP_IDLE;
         let mut packet = vec![0u8; len];
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
+        match tokio::time::timeout(TCP_MESSAGE, stream.read_exact(&mut packet)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }

@@ -71,7 +71,14 @@ pub(super) struct State {
     pub(super) signer: TSigner,
     pub(super) ttl: u32,
     pub(super) data: Mutex<Data>,
+    /// The MACs of signed requests accepted, until their time window ends:
+    /// the same request sent again inside the window is a replay.
+    pub(super) seen: Mutex<HashMap<Vec<u8>, u64>>,
 }
+
+/// Signed requests remembered at most (only a key holder can add one; past
+/// this, signed requests are refused until older ones leave their window).
+const MAX_SEEN: usize = 100_000;
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -218,6 +225,7 @@ impl State {
             signer,
             ttl,
             data: Mutex::new(Data { serial: 1, names }),
+            seen: Mutex::new(HashMap::new()),
             zone,
         })
     }
@@ -389,8 +397,26 @@ impl State {
                 body.and_then(|b| self.sign(b, &mac, BADTIME, other))
                     .map_or(Auth::Rejected(Vec::new()), Auth::Rejected)
             }
-            Ok(mac) => Auth::Signed(mac),
+            Ok(mac) => match self.first_time(&mac, tsig.time() + fudge, now) {
+                Ok(()) => Auth::Signed(mac),
+                Err(why) => reject(BADSIG, why),
+            },
         }
+    }
+
+    /// Remember an accepted request's MAC until `until` (unix seconds);
+    /// refuse one already seen (a replay) or one over the bound.
+    fn first_time(&self, mac: &[u8], until: u64, now: u64) -> Result<(), &'static str> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(|_, until| *until >= now);
+        if seen.contains_key(mac) {
+            return Err("replayed request: the same signed message was accepted already inside its time window");
+        }
+        if seen.len() >= MAX_SEEN {
+            return Err("too many signed requests inside their time window");
+        }
+        seen.insert(mac.to_vec(), until);
+        Ok(())
     }
 
     fn soa(&self, serial: u32) -> Record {

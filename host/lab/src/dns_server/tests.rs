@@ -51,3 +51,40 @@ fn request_signed_near_the_epoch_is_badtime() {
         Some(BADTIME)
     );
 }
+
+#[test]
+fn a_signed_request_sent_again_inside_its_window_is_refused_as_a_replay() {
+    use hickory_proto::op::Query;
+
+    let key = TsigKey::new("k", "hmac-sha256", b"0123456789abcdef".to_vec()).unwrap();
+    let records = [("w", Ipv4Addr::new(192, 0, 2, 1))];
+    let state = State::new("z.", &key, &records, 60).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let signed = |id: u16| {
+        let mut request = Message::new();
+        request
+            .set_id(id)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(parse_name("w.z").unwrap(), RecordType::A));
+        request.finalize(&key.signer().unwrap(), now).unwrap();
+        request.to_vec().unwrap()
+    };
+    let peer = SocketAddr::from(([192, 0, 2, 53], 53));
+    let code = |packet: &[u8]| {
+        Message::from_vec(&state.handle(packet, peer, true).unwrap())
+            .unwrap()
+            .response_code()
+    };
+    let first = signed(7);
+    assert_eq!(code(&first), ResponseCode::NoError);
+    assert_eq!(
+        code(&first),
+        ResponseCode::NotAuth,
+        "the replay was answered"
+    );
+    // Another request, signed afresh, is fine.
+    assert_eq!(code(&signed(8)), ResponseCode::NoError);
+}
