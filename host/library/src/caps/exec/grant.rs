@@ -26,6 +26,33 @@ pub(crate) enum ExecProblem {
     /// A command names no program.
     #[error("must name a program")]
     NoProgram,
+    /// A command runs a shell on a command string: the plugin's extra
+    /// arguments (or anything else) would become shell code.
+    #[error(
+        "runs the shell `{0}` with -c; name the program itself (and its fixed arguments) instead"
+    )]
+    ShellCommand(String),
+}
+
+/// Shells, by file name.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "ash", "busybox",
+];
+
+/// Whether `command` runs a shell on a command string (`sh -c ...`,
+/// `bash -ec ...`).
+fn is_shell_command(command: &[String]) -> bool {
+    let Some((program, args)) = command.split_first() else {
+        return false;
+    };
+    let name = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    SHELLS.contains(&name)
+        && args
+            .iter()
+            .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'))
 }
 
 /// Whether the profile grants `exec` at all.
@@ -33,13 +60,20 @@ pub(crate) fn granted(grant: &BTreeMap<String, ExecGrant>) -> bool {
     !grant.is_empty()
 }
 
-/// Every command names a program.
+/// Every command names a program, and none runs a shell on a command
+/// string.
 pub(crate) fn validate(grant: &BTreeMap<String, ExecGrant>) -> Result<(), GrantError> {
     for (name, cmd) in grant {
         if cmd.command.is_empty() {
             return Err(GrantError::new(
                 format!("exec.{name}.command"),
                 ExecProblem::NoProgram,
+            ));
+        }
+        if is_shell_command(&cmd.command) {
+            return Err(GrantError::new(
+                format!("exec.{name}.command"),
+                ExecProblem::ShellCommand(cmd.command[0].clone()),
             ));
         }
     }
@@ -103,5 +137,26 @@ mod tests {
             },
         );
         assert_eq!(validate(&g).unwrap_err().key, "exec.empty.command");
+    }
+
+    #[test]
+    fn a_shell_running_a_command_string_is_refused() {
+        let grant = |command: &[&str]| {
+            let mut g = BTreeMap::new();
+            g.insert(
+                "x".to_string(),
+                ExecGrant {
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    extra_args: true,
+                },
+            );
+            validate(&g)
+        };
+        for shell in [&["/bin/sh", "-c"][..], &["bash", "-ec", "echo"]] {
+            let e = grant(shell).unwrap_err();
+            assert!(e.to_string().contains("with -c"), "{shell:?}: {e}");
+        }
+        assert!(grant(&["/bin/sh", "/usr/local/bin/freeze.sh"]).is_ok());
+        assert!(grant(&["/sbin/fsfreeze", "-f", "/mnt"]).is_ok());
     }
 }

@@ -25,6 +25,18 @@ pub(crate) enum FilesProblem {
     /// A root names no directory.
     #[error("needs a directory")]
     NoDirectory,
+    /// A root is `/` or a system directory.
+    #[error("{} is a system directory; grant a directory of its own (e.g. under the site's data_dir)", path.display())]
+    SystemDirectory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A root outside the site's data directory does not exist.
+    #[error("{} does not exist; create it first (only roots under the site's data_dir are created)", path.display())]
+    Missing {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A root's directory cannot be opened (or created).
     #[error("cannot open {}: {source}", path.display())]
     Open {
@@ -45,10 +57,65 @@ pub struct Root {
     pub dir: Arc<Dir>,
 }
 
+/// Directories no plugin is granted, nor anything under those marked so:
+/// the system's own.
+const SYSTEM_DIRECTORIES: &[(&str, bool)] = &[
+    ("/", false),
+    ("/bin", true),
+    ("/boot", true),
+    ("/dev", true),
+    ("/etc", true),
+    ("/home", false),
+    ("/lib", true),
+    ("/lib32", true),
+    ("/lib64", true),
+    ("/libx32", true),
+    ("/opt", false),
+    ("/proc", true),
+    ("/root", false),
+    ("/run", false),
+    ("/sbin", true),
+    ("/srv", false),
+    ("/sys", true),
+    ("/tmp", false),
+    ("/usr", true),
+    ("/var", false),
+    ("/var/lib", false),
+    ("/var/log", false),
+];
+
+/// Whether `path` (absolute) is `/` or a system directory.
+fn is_system_directory(path: &Path) -> bool {
+    SYSTEM_DIRECTORIES.iter().any(|(dir, subtree)| {
+        let dir = Path::new(dir);
+        path == dir || (*subtree && path.starts_with(dir))
+    })
+}
+
+/// `path` with `.` and `..` taken out lexically (for a check before it exists).
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 impl Root {
     /// Open (creating if missing) the directory at `path`.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(path)?;
+        Self::open_existing(path)
+    }
+
+    /// Open the directory at `path`, which must exist.
+    pub fn open_existing(path: &Path) -> std::io::Result<Self> {
         let path = path.canonicalize()?;
         let dir = Dir::open_ambient_dir(&path, ambient_authority())?;
         Ok(Self {
@@ -73,25 +140,53 @@ pub(crate) fn validate(grant: &FilesGrant) -> Result<(), GrantError> {
         if path.as_os_str().is_empty() {
             return Err(GrantError::new(key, FilesProblem::NoDirectory));
         }
+        if path.is_absolute() && is_system_directory(&lexically_normal(path)) {
+            return Err(GrantError::new(
+                key,
+                FilesProblem::SystemDirectory { path: path.clone() },
+            ));
+        }
     }
     Ok(())
 }
 
-/// Open every granted directory (relative ones under `data_dir`), creating
-/// missing ones.
+/// Open every granted directory (relative ones under `data_dir`): one under
+/// `data_dir` is created if missing, one elsewhere must exist, and none may
+/// be `/` or a system directory (checked again once symbolic links are
+/// followed).
 pub(crate) fn resolve(
     grant: &FilesGrant,
     data_dir: &Path,
 ) -> Result<BTreeMap<String, Root>, GrantError> {
     let mut roots = BTreeMap::new();
     for (name, path) in grant {
-        let full = data_dir.join(path);
-        let root = Root::open(&full).map_err(|source| {
+        let key = format!("files.{name}");
+        let full = lexically_normal(&data_dir.join(path));
+        let under_data_dir = full.starts_with(lexically_normal(data_dir));
+        if !under_data_dir && !full.exists() {
+            return Err(GrantError::new(key, FilesProblem::Missing { path: full }));
+        }
+        let opened = if under_data_dir {
+            Root::open(&full)
+        } else {
+            Root::open_existing(&full)
+        };
+        let root = opened.map_err(|source| {
             GrantError::new(
-                format!("files.{name}"),
-                FilesProblem::Open { path: full, source },
+                key.clone(),
+                FilesProblem::Open {
+                    path: full.clone(),
+                    source,
+                },
             )
         })?;
+        // The real place, symbolic links followed.
+        if is_system_directory(&root.path) {
+            return Err(GrantError::new(
+                key,
+                FilesProblem::SystemDirectory { path: root.path },
+            ));
+        }
         roots.insert(name.clone(), root);
     }
     Ok(roots)
@@ -164,5 +259,47 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn system_directories_are_refused_and_only_roots_under_data_dir_are_created() {
+        for system in [
+            "/",
+            "/etc",
+            "/etc/ssl",
+            "/usr/lib",
+            "/var",
+            "/tmp",
+            "/proc/1",
+            "/x/../etc",
+        ] {
+            let mut g = FilesGrant::new();
+            g.insert("r".into(), system.into());
+            let e = validate(&g).unwrap_err();
+            assert!(e.to_string().contains("system directory"), "{system}: {e}");
+        }
+        let data = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        // Missing and outside data_dir: an error naming it, nothing created.
+        let missing = elsewhere.path().join("not-there");
+        let mut g = FilesGrant::new();
+        g.insert("r".into(), missing.clone());
+        assert!(validate(&g).is_ok());
+        let e = resolve(&g, data.path()).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!missing.exists());
+        // Existing and outside: opened.
+        std::fs::create_dir(&missing).unwrap();
+        assert!(resolve(&g, data.path()).is_ok());
+        // A relative root climbing out of data_dir is outside too.
+        let mut g = FilesGrant::new();
+        g.insert("r".into(), "../climbed".into());
+        assert!(resolve(&g, data.path()).is_err());
+        // A symbolic link to a system directory is refused once followed.
+        std::os::unix::fs::symlink("/etc", data.path().join("etc-link")).unwrap();
+        let mut g = FilesGrant::new();
+        g.insert("r".into(), "etc-link".into());
+        let e = resolve(&g, data.path()).unwrap_err();
+        assert!(e.to_string().contains("system directory"), "{e}");
     }
 }
