@@ -358,6 +358,29 @@ async fn path_escapes_through_the_files_capability_are_refused() {
         report.did
     );
     assert!(!report.did.contains("SECRET"));
+    let health = rt.health();
+    let h = health.iter().find(|h| h.plugin == "escaper").unwrap();
+    assert_eq!(h.denials, 4, "every denied call is counted: {h:?}");
+}
+
+#[tokio::test]
+async fn a_plugin_flooding_the_log_and_returning_huge_strings_is_cut_to_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(5_000, 64 << 20);
+    let plugin = misbehave(&rt, dir.path(), "flooder", "flood").await;
+    let report = plugin.tick(&ctx(Role::Active)).await.unwrap();
+    assert!(
+        report.did.len() < 4096 + 64 && report.did.ends_with("more bytes]"),
+        "a 1 MiB report reached the host as {} bytes",
+        report.did.len()
+    );
+    let health = rt.health();
+    let h = health.iter().find(|h| h.plugin == "flooder").unwrap();
+    // 40 MB of lines against a burst of 256 KiB: nearly all are dropped.
+    assert!(h.log_lines_dropped >= 9_000, "{h:?}");
+    assert_eq!(h.strings_truncated, 1, "{h:?}");
+    // The instance still works.
+    assert!(plugin.status(&ctx(Role::Active)).await.is_ok());
 }
 
 #[tokio::test]

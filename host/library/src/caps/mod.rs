@@ -21,6 +21,7 @@ mod grant_error;
 pub(crate) mod grants;
 mod log;
 mod net;
+pub(crate) mod output;
 mod peer;
 pub(crate) mod registry;
 
@@ -156,6 +157,8 @@ pub(crate) struct HostState {
     pub(crate) grants: Arc<ResolvedGrants>,
     pub(crate) services: Arc<Services>,
     pub(crate) limits: CallLimits,
+    /// What the instance may put into the host's log, and its counts.
+    pub(crate) output: Arc<output::InstanceOutput>,
 }
 
 impl HostState {
@@ -165,11 +168,13 @@ impl HostState {
         grants: Arc<ResolvedGrants>,
         services: Arc<Services>,
         memory_cap: u64,
+        output: Arc<output::InstanceOutput>,
     ) -> Self {
         Self {
             plugin,
             grants,
             services,
+            output,
             limits: CallLimits {
                 memory_cap,
                 memory_cap_hit: false,
@@ -182,12 +187,25 @@ impl HostState {
     /// The root named by `file.root`, or access-denied.
     fn root(&self, root: &str) -> Result<&Root, WitError> {
         files::grant::root(&self.grants.roots, root, &self.plugin)
+            .map_err(|e| self.denied("files", e))
+    }
+
+    /// Pass `e` on to the plugin; when it is a denial, count it and log it
+    /// (plugin, capability, what was asked), within the instance's budget
+    /// of such lines.
+    pub(crate) fn denied(&self, capability: &str, e: WitError) -> WitError {
+        if let WitError::AccessDenied(what) = &e {
+            if self.output.denied() {
+                tracing::warn!(plugin = %self.plugin, capability, "capability call denied: {what}");
+            }
+        }
+        e
     }
 
     /// Resolve a file reference to its root and a checked relative path.
     fn file(&self, file: &FileRef) -> Result<(Root, PathBuf), WitError> {
         let root = self.root(&file.root)?.clone();
-        let rel = relative_path(&file.path)?;
+        let rel = relative_path(&file.path).map_err(|e| self.denied("files", e))?;
         Ok((root, rel))
     }
 }
@@ -238,6 +256,18 @@ pub(crate) fn io_error(what: &str, e: std::io::Error) -> WitError {
         PermissionDenied => WitError::AccessDenied(format!("{what}: {e}")),
         InvalidInput => WitError::InvalidArgument(format!("{what}: {e}")),
         _ => WitError::Other(format!("{what}: {e}")),
+    }
+}
+
+impl HostState {
+    /// [`blocking`] file work for this instance; a denial it ends in (a
+    /// path the OS refused, e.g. a symbolic link leading out of a root) is
+    /// counted and logged like a grant's.
+    pub(crate) async fn blocking_files<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, WitError> + Send + 'static,
+    ) -> Result<T, WitError> {
+        blocking(f).await.map_err(|e| self.denied("files", e))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Conversions between the host's plugin types and the generated WIT bindings.
 
 use super::types::*;
+use crate::caps::output::InstanceOutput;
 use crate::wit::action::exports::standby::plugin::action as wit_action;
 use crate::wit::strategy::exports::standby::plugin::strategy as wit_strategy;
 use crate::wit::strategy::standby::plugin::types as wit;
@@ -33,22 +34,23 @@ pub(crate) fn setting(s: &Setting) -> wit::Setting {
     }
 }
 
-pub(crate) fn error(e: wit::Error) -> CallError {
+/// An error a plugin returned, its message bounded.
+pub(crate) fn error(e: wit::Error, out: &InstanceOutput) -> CallError {
     match e {
-        wit::Error::AccessDenied(s) => CallError::AccessDenied(s),
-        wit::Error::NotFound(s) => CallError::NotFound(s),
-        wit::Error::InvalidArgument(s) => CallError::InvalidArgument(s),
-        wit::Error::Unavailable(s) => CallError::Unavailable(s),
-        wit::Error::Conflict(s) => CallError::Conflict(s),
-        wit::Error::Other(s) => CallError::Other(s),
+        wit::Error::AccessDenied(s) => CallError::AccessDenied(out.bound(s)),
+        wit::Error::NotFound(s) => CallError::NotFound(out.bound(s)),
+        wit::Error::InvalidArgument(s) => CallError::InvalidArgument(out.bound(s)),
+        wit::Error::Unavailable(s) => CallError::Unavailable(out.bound(s)),
+        wit::Error::Conflict(s) => CallError::Conflict(out.bound(s)),
+        wit::Error::Other(s) => CallError::Other(out.bound(s)),
     }
 }
 
-pub(crate) fn descriptor(d: wit::Descriptor) -> Descriptor {
+pub(crate) fn descriptor(d: wit::Descriptor, out: &InstanceOutput) -> Descriptor {
     Descriptor {
-        name: d.name,
-        version: d.version,
-        summary: d.summary,
+        name: out.bound(d.name),
+        version: out.bound(d.version),
+        summary: out.bound(d.summary),
     }
 }
 
@@ -85,35 +87,35 @@ pub(crate) fn received(r: &Received) -> wit_strategy::Received {
     }
 }
 
-pub(crate) fn tick(t: wit_strategy::TickReport) -> TickReport {
+pub(crate) fn tick(t: wit_strategy::TickReport, out: &InstanceOutput) -> TickReport {
     TickReport {
         next_tick_ms: t.next_tick_ms,
-        did: t.did,
+        did: out.bound(t.did),
     }
 }
 
-pub(crate) fn promote(p: wit_strategy::PromoteReport) -> PromoteReport {
+pub(crate) fn promote(p: wit_strategy::PromoteReport, out: &InstanceOutput) -> PromoteReport {
     PromoteReport {
-        restored_from: p.restored_from,
+        restored_from: out.bound(p.restored_from),
         restored_at_ms: p.restored_at,
-        note: p.note,
+        note: out.bound(p.note),
     }
 }
 
-pub(crate) fn status(s: wit_strategy::StrategyStatus) -> StrategyStatus {
+pub(crate) fn status(s: wit_strategy::StrategyStatus, out: &InstanceOutput) -> StrategyStatus {
     StrategyStatus {
         healthy: s.healthy,
         last_success_ms: s.last_success,
         last_size: s.last_size,
         lag_ms: s.lag_ms,
-        summary: s.summary,
-        details: s.details,
+        summary: out.bound(s.summary),
+        details: out.bound_details(s.details),
     }
 }
 
-pub(crate) fn action(a: wit_action::ActionReport) -> ActionReport {
+pub(crate) fn action(a: wit_action::ActionReport, out: &InstanceOutput) -> ActionReport {
     ActionReport {
-        summary: a.summary,
-        details: a.details,
+        summary: out.bound(a.summary),
+        details: out.bound_details(a.details),
     }
 }

@@ -4,6 +4,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::caps::output::InstanceOutput;
+
 /// What disabled an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
@@ -50,6 +52,13 @@ pub struct Health {
     pub restarts: u32,
     /// Calls completed (successfully or with an error value).
     pub calls: u64,
+    /// Log lines the instance wrote over its budget (dropped).
+    pub log_lines_dropped: u64,
+    /// Capability calls the instance was denied.
+    pub denials: u64,
+    /// Strings and detail lists the instance returned that were cut to
+    /// their bound (4 KiB a string, 64 details).
+    pub strings_truncated: u64,
 }
 
 impl Health {
@@ -62,6 +71,9 @@ impl Health {
             consecutive_faults: 0,
             restarts: 0,
             calls: 0,
+            log_lines_dropped: 0,
+            denials: 0,
+            strings_truncated: 0,
         }
     }
 
@@ -85,6 +97,8 @@ pub(crate) struct HealthCell {
     inner: std::sync::Mutex<Health>,
     calls: std::sync::atomic::AtomicU64,
     degraded: std::sync::atomic::AtomicBool,
+    /// The instance's output budgets and counts, shared by its stores.
+    output: std::sync::Arc<InstanceOutput>,
 }
 
 impl HealthCell {
@@ -93,7 +107,13 @@ impl HealthCell {
             inner: std::sync::Mutex::new(Health::new(plugin)),
             calls: std::sync::atomic::AtomicU64::new(0),
             degraded: std::sync::atomic::AtomicBool::new(false),
+            output: std::sync::Arc::default(),
         }
+    }
+
+    /// The instance's output budgets, for each of its stores.
+    pub(crate) fn output(&self) -> std::sync::Arc<InstanceOutput> {
+        self.output.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -104,6 +124,9 @@ impl HealthCell {
     pub(crate) fn snapshot(&self) -> Health {
         let mut h = self.lock().clone();
         h.calls = self.calls.load(std::sync::atomic::Ordering::Relaxed);
+        h.log_lines_dropped = self.output.log_lines_dropped();
+        h.denials = self.output.denials();
+        h.strings_truncated = self.output.truncated();
         h
     }
 

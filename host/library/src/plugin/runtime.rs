@@ -12,6 +12,7 @@ use super::builtin;
 use super::health::{Health, HealthCell};
 use super::types::Setting;
 use super::wasm::{ActionWorld, Slot, StrategyWorld, WasmAction, WasmStrategy};
+use crate::caps::output::InstanceOutput;
 use crate::caps::GrantCheck;
 use crate::caps::{HostState, ResolvedGrants, Services};
 use crate::wit::{action as action_world, strategy as strategy_world};
@@ -308,6 +309,7 @@ impl PluginRuntime {
             Arc::new(ResolvedGrants::default()),
             services,
             self.options.memory_cap,
+            Arc::default(),
         );
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.set_epoch_deadline(u64::from(u32::MAX));
@@ -366,8 +368,11 @@ impl PluginRuntime {
         };
         configured.map_err(|e| LoadError::Configure {
             plugin: plugin.to_string(),
-            error: super::convert::error(e),
+            error: super::convert::error(e, &InstanceOutput::default()),
         })?;
-        Ok((super::convert::descriptor(d), shape))
+        Ok((
+            super::convert::descriptor(d, &InstanceOutput::default()),
+            shape,
+        ))
     }
 }

@@ -15,6 +15,7 @@ use super::health::{FaultCause, Health, HealthCell};
 use super::spec::{LoadError, PluginSpec, RuntimeOptions, EPOCH_TICK};
 use super::types::*;
 use super::{FailoverAction, PluginError, Strategy};
+use crate::caps::output::InstanceOutput;
 use crate::caps::{HostState, ResolvedGrants, Services};
 use crate::wit::action::FailoverAction as ActionBindings;
 use crate::wit::action::FailoverActionPre;
@@ -162,6 +163,7 @@ impl<W: World> Slot<W> {
             self.grants.clone(),
             self.services.clone(),
             self.options.memory_cap,
+            self.health.output(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -216,7 +218,7 @@ impl<W: World> Slot<W> {
         self.arm(&mut store);
         match W::configure(&bindings, &mut store, &self.settings).await {
             Ok(Ok(())) => Ok((store, bindings)),
-            Ok(Err(e)) => Err(Startup::Refused(convert::error(e))),
+            Ok(Err(e)) => Err(Startup::Refused(convert::error(e, &self.health.output()))),
             Err(e) => Err(Startup::Fault(self.classify(&store, e))),
         }
     }
@@ -316,15 +318,25 @@ impl<W: World> Slot<W> {
     }
 
     /// Map a WIT-level result to the host's.
+    /// What a call returned, converted with the instance's output bounds.
     fn returned<T, U>(
         &self,
         r: Result<T, wit::Error>,
-        f: impl FnOnce(T) -> U,
+        f: impl FnOnce(T, &InstanceOutput) -> U,
     ) -> Result<U, PluginError> {
-        r.map(f).map_err(|e| PluginError::Returned {
-            plugin: self.name.to_string(),
-            error: convert::error(e),
-        })
+        let out = self.health.output();
+        match r {
+            Ok(v) => Ok(f(v, &out)),
+            Err(e) => Err(PluginError::Returned {
+                plugin: self.name.to_string(),
+                error: convert::error(e, &out),
+            }),
+        }
+    }
+
+    /// The instance's output bounds.
+    fn output(&self) -> std::sync::Arc<InstanceOutput> {
+        self.health.output()
     }
 }
 
@@ -363,7 +375,7 @@ impl Strategy for WasmStrategy {
                 Box::pin(b.standby_plugin_lifecycle().call_describe(s))
             })
             .await?;
-        Ok(convert::descriptor(d))
+        Ok(convert::descriptor(d, &self.slot.output()))
     }
 
     async fn tick(&self, ctx: &NodeContext) -> Result<TickReport, PluginError> {
@@ -390,7 +402,7 @@ impl Strategy for WasmStrategy {
                 })
             })
             .await?;
-        self.slot.returned(r, |()| ())
+        self.slot.returned(r, |(), _| ())
     }
 
     async fn on_promote(&self, ctx: &NodeContext) -> Result<PromoteReport, PluginError> {
@@ -412,7 +424,7 @@ impl Strategy for WasmStrategy {
                 Box::pin(async move { b.standby_plugin_strategy().call_on_demote(s, &c).await })
             })
             .await?;
-        self.slot.returned(r, |()| ())
+        self.slot.returned(r, |(), _| ())
     }
 
     async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError> {
@@ -423,7 +435,7 @@ impl Strategy for WasmStrategy {
                 Box::pin(async move { b.standby_plugin_strategy().call_status(s, &c).await })
             })
             .await?;
-        Ok(convert::status(r))
+        Ok(convert::status(r, &self.slot.output()))
     }
 }
 
@@ -455,7 +467,7 @@ impl FailoverAction for WasmAction {
                 Box::pin(b.standby_plugin_lifecycle().call_describe(s))
             })
             .await?;
-        Ok(convert::descriptor(d))
+        Ok(convert::descriptor(d, &self.slot.output()))
     }
 
     async fn activate(&self, ctx: &NodeContext) -> Result<ActionReport, PluginError> {

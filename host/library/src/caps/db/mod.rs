@@ -54,7 +54,8 @@ pub(crate) fn confined_real_path(
 
 impl HostState {
     fn db_grant(&self, switch: Option<DbSwitch>) -> Result<Arc<Store>, WitError> {
-        grant::check(self.grants.granted.db.as_ref(), switch, &self.plugin)?;
+        grant::check(self.grants.granted.db.as_ref(), switch, &self.plugin)
+            .map_err(|e| self.denied("db", e))?;
         self.services
             .store()
             .cloned()

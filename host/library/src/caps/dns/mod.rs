@@ -44,6 +44,7 @@ impl HostState {
     /// specific one), or access-denied.
     fn dns_server(&self, server: &str, name: &str) -> Result<(&DnsServerGrant, String), WitError> {
         grant::server(&self.grants.granted.dns, server, name, &self.plugin)
+            .map_err(|e| self.denied("dns", e))
     }
 }
 

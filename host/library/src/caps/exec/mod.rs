@@ -34,7 +34,8 @@ impl Host for HostState {
         timeout_ms: u32,
     ) -> Result<Output, WitError> {
         let (program, fixed) =
-            grant::command(&self.grants.granted.exec, &name, &args, &self.plugin)?;
+            grant::command(&self.grants.granted.exec, &name, &args, &self.plugin)
+                .map_err(|e| self.denied("exec", e))?;
         let started = Instant::now();
         let child = tokio::process::Command::new(program)
             .args(fixed)

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::wit::strategy::standby::plugin::files::{Entry, Host};
 use crate::wit::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
-use super::{blocking, io_error, HostState};
+use super::{io_error, HostState};
 
 pub(crate) mod grant;
 
@@ -67,7 +67,7 @@ impl Host for HostState {
     async fn list_dir(&mut self, dir: FileRef) -> Result<Vec<Entry>, WitError> {
         let (root, rel) = self.file(&dir)?;
         let what = display(&dir);
-        blocking(move || {
+        self.blocking_files(move || {
             let read = if rel.as_os_str().is_empty() {
                 root.dir.entries()
             } else {
@@ -91,7 +91,7 @@ impl Host for HostState {
     async fn stat(&mut self, file: FileRef) -> Result<Entry, WitError> {
         let (root, rel) = self.file(&file)?;
         let what = display(&file);
-        blocking(move || {
+        self.blocking_files(move || {
             let meta = root
                 .dir
                 .symlink_metadata(&rel)
@@ -108,14 +108,15 @@ impl Host for HostState {
     async fn sha256(&mut self, file: FileRef) -> Result<String, WitError> {
         let (root, rel) = self.file(&file)?;
         let what = display(&file);
-        blocking(move || sha256_of(&root.dir, &rel).map_err(|e| io_error(&what, e))).await
+        self.blocking_files(move || sha256_of(&root.dir, &rel).map_err(|e| io_error(&what, e)))
+            .await
     }
 
     async fn read_small(&mut self, file: FileRef, max_bytes: u32) -> Result<Vec<u8>, WitError> {
         let (root, rel) = self.file(&file)?;
         let what = display(&file);
         let max = (max_bytes as usize).min(SMALL_MAX);
-        blocking(move || {
+        self.blocking_files(move || {
             let f = root.dir.open(&rel).map_err(|e| io_error(&what, e))?;
             let mut data = Vec::new();
             f.take(max as u64 + 1)
@@ -140,7 +141,7 @@ impl Host for HostState {
                 data.len()
             )));
         }
-        blocking(move || {
+        self.blocking_files(move || {
             let name = rel
                 .file_name()
                 .ok_or_else(|| WitError::InvalidArgument(format!("{what} names no file")))?;
@@ -165,7 +166,7 @@ impl Host for HostState {
     async fn create_dir(&mut self, dir: FileRef) -> Result<(), WitError> {
         let (root, rel) = self.file(&dir)?;
         let what = display(&dir);
-        blocking(move || {
+        self.blocking_files(move || {
             root.dir
                 .create_dir_all(&rel)
                 .map_err(|e| io_error(&what, e))
@@ -177,7 +178,7 @@ impl Host for HostState {
         let (sroot, srel) = self.file(&src)?;
         let (droot, drel) = self.file(&dest)?;
         let (swhat, dwhat) = (display(&src), display(&dest));
-        blocking(move || {
+        self.blocking_files(move || {
             let mut from = sroot.dir.open(&srel).map_err(|e| io_error(&swhat, e))?;
             let mut to = droot
                 .dir
@@ -194,7 +195,7 @@ impl Host for HostState {
         let (sroot, srel) = self.file(&src)?;
         let (droot, drel) = self.file(&dest)?;
         let what = format!("{} -> {}", display(&src), display(&dest));
-        blocking(move || {
+        self.blocking_files(move || {
             sroot
                 .dir
                 .rename(&srel, &droot.dir, &drel)
@@ -211,7 +212,7 @@ impl Host for HostState {
                 "{what}: a root itself cannot be removed"
             )));
         }
-        blocking(move || {
+        self.blocking_files(move || {
             let meta = root
                 .dir
                 .symlink_metadata(&rel)

@@ -1,7 +1,10 @@
-//! `log`: plugin log lines go to the host's tracing output, tagged with the plugin.
+//! `log`: plugin log lines go to the host's tracing output, tagged with the
+//! plugin: each line cut at 4 KiB, and the instance's lines within its byte
+//! budget (see [`super::output`]); what goes over is counted in its health.
 
 use crate::wit::strategy::standby::plugin::log::{Host, Level};
 
+use super::output::LogAdmit;
 use super::HostState;
 
 const MAX_LINE: usize = 4096;
@@ -26,6 +29,15 @@ impl Host for HostState {
             message.push_str(" [truncated]");
         }
         let plugin = &*self.plugin;
+        match self.output.admit_log(message.len()) {
+            LogAdmit::Drop => return,
+            LogAdmit::WriteAfterDropping(n) => tracing::warn!(
+                target: "plugin",
+                plugin,
+                "{n} log lines dropped: over the instance's budget of 64 KiB/s (256 KiB in a burst)"
+            ),
+            LogAdmit::Write => {}
+        }
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),

@@ -15,7 +15,8 @@ impl HostState {
             interface,
             address,
             &self.plugin,
-        )?;
+        )
+        .map_err(|e| self.denied("net", e))?;
         Err(WitError::Unavailable(
             "address moves are not available in this host version (they come with the case 0 address mode)".into(),
         ))

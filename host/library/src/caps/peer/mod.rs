@@ -12,7 +12,8 @@ pub(crate) mod grant;
 
 impl HostState {
     fn peer_link(&self) -> Result<PeerLink, WitError> {
-        grant::check(self.grants.granted.peer.as_ref(), &self.plugin)?;
+        grant::check(self.grants.granted.peer.as_ref(), &self.plugin)
+            .map_err(|e| self.denied("peer", e))?;
         self.services
             .peer()
             .cloned()
