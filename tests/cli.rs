@@ -386,3 +386,34 @@ fn keygen_writes_an_owner_only_32_byte_key_and_short_or_exposed_keys_are_refused
         "{err}"
     );
 }
+
+#[test]
+fn check_config_passes_with_absent_key_files_and_run_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "version = 1\nname = \"keys-elsewhere\"\n\
+             [sites.a]\nnode_id = \"a-1\"\ndata_dir = \"a\"\nrole = \"active\"\npeer_listen = \"127.0.0.1:{}\"\n\
+             [sites.b]\nnode_id = \"b-1\"\ndata_dir = \"b\"\npeer_listen = \"127.0.0.2:{}\"\n\
+             [cluster]\npsk_file = \"absent.key\"\n\
+             [[failover]]\nplugin = \"builtin:dns-ip\"\n\
+             [failover.settings]\nmode = \"dns\"\nserver = \"primary\"\nname = \"www.site.test\"\n\
+             address = {{ a = \"192.0.2.1\", b = \"192.0.2.2\" }}\n\
+             [failover.grants.dns.primary]\nserver = \"127.0.0.1:5353\"\nkey_name = \"k\"\n\
+             key_file = \"absent-tsig.key\"\nalgorithm = \"hmac-sha256\"\nzones = [\"site.test\"]\n",
+            standby_lab::ports::free_port(),
+            standby_lab::ports::free_port()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["check-config", profile.to_str().unwrap()]);
+    assert!(
+        ok,
+        "check-config failed on key files it does not read: {err}"
+    );
+    let (ok, _, err) = run(&["run", profile.to_str().unwrap(), "--site", "a"]);
+    assert!(!ok, "the node started without its key");
+    assert!(err.contains("absent.key"), "{err}");
+}
