@@ -427,3 +427,57 @@ async fn a_plugin_importing_functions_not_implemented_yet_is_refused_at_load_nam
         assert_eq!(shape["lifecycle"], true, "{shape}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_call_blocked_inside_a_capability_stops_at_its_wall_clock_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let fifo = data.join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // Guest time would allow 60 s; the failover-path limit is 1 s.
+    let rt = PluginRuntime::new(RuntimeOptions {
+        call_deadline_ms: 60_000,
+        failover_call_limit_ms: 1_000,
+        cache: false,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let plugin = misbehave(&rt, dir.path(), "staller", "stall").await;
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        plugin.on_promote(&ctx(Role::Active)),
+    )
+    .await
+    .expect("on-promote was not stopped within 10 s")
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            PluginError::TimedOut {
+                op: "on-promote",
+                limit_ms: 1_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_millis(1_500),
+        "on-promote returned after {took:?}"
+    );
+    // Not a fault: the instance is healthy, made afresh, and answers at once.
+    let health = rt.health();
+    let h = health.iter().find(|h| h.plugin == "staller").unwrap();
+    assert_eq!(h.state, HealthState::Healthy, "{h:?}");
+    assert!(h.last_fault.is_none(), "{h:?}");
+    assert!(plugin.status(&ctx(Role::Active)).await.is_ok());
+    // Release the host thread still waiting on the FIFO.
+    let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+}

@@ -414,6 +414,9 @@ impl LoadedProfile {
         if p.plugins.memory_cap < (1 << 20) {
             return Err(self.invalid("plugins.memory_cap", "must be at least 1 MiB (1048576)"));
         }
+        if p.plugins.failover_call_limit_ms < 100 {
+            return Err(self.invalid("plugins.failover_call_limit_ms", "must be at least 100 ms"));
+        }
         if p.plugins.call_deadline_ms < 10 {
             return Err(self.invalid("plugins.call_deadline_ms", "must be at least 10 ms"));
         }

@@ -45,6 +45,17 @@ pub enum PluginError {
         /// What happened.
         cause: FaultCause,
     },
+    /// The call ran out of its wall-clock limit and was stopped; the
+    /// instance is made afresh for its next call (this is not a fault).
+    #[error("plugin {plugin}: {op} did not finish within {limit_ms} ms and was stopped")]
+    TimedOut {
+        /// Plugin instance name.
+        plugin: String,
+        /// The call.
+        op: &'static str,
+        /// The limit.
+        limit_ms: u64,
+    },
     /// The instance is disabled after an earlier fault and its backoff has not
     /// elapsed (or re-instantiation failed).
     #[error("plugin {plugin} is disabled ({cause}); next attempt in {retry_in_ms} ms")]
@@ -64,6 +75,7 @@ impl PluginError {
         match self {
             PluginError::Returned { plugin, .. }
             | PluginError::Faulted { plugin, .. }
+            | PluginError::TimedOut { plugin, .. }
             | PluginError::Disabled { plugin, .. } => plugin,
         }
     }

@@ -39,6 +39,12 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// Turn the compilation cache off.
     pub cache: bool,
+    /// Wall-clock limit of each plugin call on the promotion and demotion
+    /// path (on-promote, on-demote, activate, deactivate, verify), in
+    /// milliseconds: waiting for the instance and time spent inside host
+    /// capabilities count. A call that runs out fails its step; the
+    /// instance is made afresh for its next call (not a fault).
+    pub failover_call_limit_ms: u64,
 }
 
 impl RuntimeOptions {
@@ -64,6 +70,7 @@ impl Default for RuntimeOptions {
             backoff_max_ms: 60_000,
             cache_dir: None,
             cache: true,
+            failover_call_limit_ms: 5_000,
         }
     }
 }

@@ -255,7 +255,49 @@ impl<W: World> Slot<W> {
             &'a mut Store<HostState>,
         ) -> BoxFuture<'a, wasmtime::Result<R>>,
     ) -> Result<R, PluginError> {
-        let mut live = self.live.lock().await;
+        self.call_within(op, None, f).await
+    }
+
+    /// [`Slot::call`] on the promotion and demotion path: within the
+    /// runtime's wall-clock limit for such calls.
+    pub(crate) async fn call_on_failover_path<R>(
+        &self,
+        op: &'static str,
+        f: impl for<'a> FnOnce(
+            &'a W::Bindings,
+            &'a mut Store<HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R, PluginError> {
+        let limit = Duration::from_millis(self.options.failover_call_limit_ms);
+        self.call_within(op, Some(limit), f).await
+    }
+
+    /// Run one call, within `limit` of wall-clock time when given (waiting
+    /// for the instance, re-instantiating it and time inside host
+    /// capabilities all count). A call stopped at its limit leaves an
+    /// instance in an unknown state: it is dropped and made afresh at the
+    /// next call, without a fault or a backoff.
+    async fn call_within<R>(
+        &self,
+        op: &'static str,
+        limit: Option<Duration>,
+        f: impl for<'a> FnOnce(
+            &'a W::Bindings,
+            &'a mut Store<HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R, PluginError> {
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let timed_out = || PluginError::TimedOut {
+            plugin: self.name.to_string(),
+            op,
+            limit_ms: limit.map(|l| l.as_millis() as u64).unwrap_or(0),
+        };
+        let mut live = match deadline {
+            Some(at) => tokio::time::timeout_at(at, self.live.lock())
+                .await
+                .map_err(|_| timed_out())?,
+            None => self.live.lock().await,
+        };
         if live.instance.is_none() {
             let cause = live
                 .cause
@@ -300,7 +342,22 @@ impl<W: World> Slot<W> {
             });
         };
         self.arm(store);
-        let outcome = f(bindings, store).await;
+        let outcome = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, f(bindings, store)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    live.instance = None;
+                    live.retry_at = None;
+                    tracing::warn!(
+                        plugin = &*self.name,
+                        op,
+                        "plugin call stopped at its time limit; the instance will be made afresh"
+                    );
+                    return Err(timed_out());
+                }
+            },
+            None => f(bindings, store).await,
+        };
         match outcome {
             Ok(r) => {
                 self.health.call_ok();
@@ -317,7 +374,6 @@ impl<W: World> Slot<W> {
         }
     }
 
-    /// Map a WIT-level result to the host's.
     /// What a call returned, converted with the instance's output bounds.
     fn returned<T, U>(
         &self,
@@ -409,7 +465,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("on-promote", move |b, s| {
+            .call_on_failover_path("on-promote", move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_on_promote(s, &c).await })
             })
             .await?;
@@ -420,7 +476,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("on-demote", move |b, s| {
+            .call_on_failover_path("on-demote", move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_on_demote(s, &c).await })
             })
             .await?;
@@ -474,7 +530,7 @@ impl FailoverAction for WasmAction {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("activate", move |b, s| {
+            .call_on_failover_path("activate", move |b, s| {
                 Box::pin(async move { b.standby_plugin_action().call_activate(s, &c).await })
             })
             .await?;
@@ -485,7 +541,7 @@ impl FailoverAction for WasmAction {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("deactivate", move |b, s| {
+            .call_on_failover_path("deactivate", move |b, s| {
                 Box::pin(async move { b.standby_plugin_action().call_deactivate(s, &c).await })
             })
             .await?;
@@ -496,7 +552,7 @@ impl FailoverAction for WasmAction {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("verify", move |b, s| {
+            .call_on_failover_path("verify", move |b, s| {
                 Box::pin(async move { b.standby_plugin_action().call_verify(s, &c).await })
             })
             .await?;
