@@ -481,3 +481,52 @@ async fn a_failover_call_blocked_inside_a_capability_stops_at_its_wall_clock_lim
     // Release the host thread still waiting on the FIFO.
     let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_preempts_a_tick_blocked_inside_a_capability_within_100_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let fifo = data.join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let rt = runtime(60_000, 32 << 20);
+    let plugin = Arc::new(misbehave(&rt, dir.path(), "ticker", "stall-tick").await);
+    let ticking = {
+        let plugin = plugin.clone();
+        tokio::spawn(async move { plugin.tick(&ctx(Role::Standby)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ticking.is_finished(),
+        "the tick should be blocked on the FIFO"
+    );
+
+    let started = Instant::now();
+    plugin.preempt();
+    let tick = tokio::time::timeout(Duration::from_secs(5), ticking)
+        .await
+        .expect("the tick was not stopped")
+        .unwrap();
+    let stopped_after = started.elapsed();
+    assert!(
+        matches!(tick, Err(PluginError::Preempted { op: "tick", .. })),
+        "{tick:?}"
+    );
+    let report = plugin.on_promote(&ctx(Role::Active)).await.unwrap();
+    let promoted_after = started.elapsed();
+    assert!(
+        stopped_after < Duration::from_millis(100) && promoted_after < Duration::from_millis(500),
+        "tick stopped after {stopped_after:?}, on-promote done after {promoted_after:?}"
+    );
+    assert_eq!(report.restored_from, "nothing");
+    // Not a fault.
+    let health = rt.health();
+    let h = health.iter().find(|h| h.plugin == "ticker").unwrap();
+    assert_eq!(h.state, HealthState::Healthy, "{h:?}");
+    assert!(h.last_fault.is_none(), "{h:?}");
+    let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+}

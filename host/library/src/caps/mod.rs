@@ -159,6 +159,9 @@ pub(crate) struct HostState {
     pub(crate) limits: CallLimits,
     /// What the instance may put into the host's log, and its counts.
     pub(crate) output: Arc<output::InstanceOutput>,
+    /// Set when the call in progress was stopped (time limit, promotion):
+    /// host work it began must not take effect afterwards.
+    pub(crate) abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HostState {
@@ -175,6 +178,7 @@ impl HostState {
             grants,
             services,
             output,
+            abandoned: Arc::default(),
             limits: CallLimits {
                 memory_cap,
                 memory_cap_hit: false,
@@ -182,6 +186,12 @@ impl HostState {
                 deadline_hit: false,
             },
         }
+    }
+
+    /// Mark host work of the call in progress abandoned (see `abandoned`).
+    pub(crate) fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The root named by `file.root`, or access-denied.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::caps::DurableMark;
 use crate::node::core::Core;
 use crate::peer::Incoming;
-use crate::plugin::{FileRef, Received, ReceivedFile, Strategy};
+use crate::plugin::{FileRef, PluginError, Received, ReceivedFile, Strategy};
 
 /// Tick one strategy whenever it asks to be ticked.
 pub(crate) async fn tick_loop(core: Arc<Core>, strategy: Arc<dyn Strategy>) {
@@ -23,6 +23,10 @@ pub(crate) async fn tick_loop(core: Arc<Core>, strategy: Arc<dyn Strategy>) {
                     tracing::info!(plugin = strategy.name(), "{}", report.did);
                 }
                 Duration::from_millis(u64::from(report.next_tick_ms).clamp(10, 60_000))
+            }
+            Err(e @ PluginError::Preempted { .. }) => {
+                tracing::info!(plugin = strategy.name(), "{e}");
+                Duration::from_millis(100)
             }
             Err(e) => {
                 tracing::warn!(plugin = strategy.name(), error = %e, "tick failed");

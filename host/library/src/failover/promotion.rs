@@ -98,6 +98,8 @@ pub(crate) async fn complete_promotion(
     reason: &str,
 ) -> Result<Timeline, Timeline> {
     tl.epoch(epoch);
+    // A running tick or on-receive gives way to the promotion.
+    preempt_strategies(core);
     if let Some(settings) = &core.settings {
         if !settings.fence_command.is_empty() {
             let (ok, note) = run_fence(core, settings, epoch).await;
@@ -127,6 +129,7 @@ pub(crate) async fn complete_promotion(
     }
     let ctx = core.context();
     let mut reports = Vec::new();
+    preempt_strategies(core);
     for s in &core.strategies {
         match s.on_promote(&ctx).await {
             Ok(report) => {
@@ -158,6 +161,13 @@ pub(crate) async fn complete_promotion(
         }
     }
     Ok(finish(state, tl, true))
+}
+
+/// Stop every strategy's running tick or on-receive.
+fn preempt_strategies(core: &Core) {
+    for s in &core.strategies {
+        s.preempt();
+    }
 }
 
 /// A candidate gives up its promotion: the gate stays closed and the node

@@ -45,6 +45,15 @@ pub enum PluginError {
         /// What happened.
         cause: FaultCause,
     },
+    /// The call was stopped because the node is being promoted (a running
+    /// tick or on-receive gives way to on-promote); not a fault.
+    #[error("plugin {plugin}: {op} was stopped for a promotion")]
+    Preempted {
+        /// Plugin instance name.
+        plugin: String,
+        /// The call.
+        op: &'static str,
+    },
     /// The call ran out of its wall-clock limit and was stopped; the
     /// instance is made afresh for its next call (this is not a fault).
     #[error("plugin {plugin}: {op} did not finish within {limit_ms} ms and was stopped")]
@@ -76,6 +85,7 @@ impl PluginError {
             PluginError::Returned { plugin, .. }
             | PluginError::Faulted { plugin, .. }
             | PluginError::TimedOut { plugin, .. }
+            | PluginError::Preempted { plugin, .. }
             | PluginError::Disabled { plugin, .. } => plugin,
         }
     }
@@ -100,6 +110,9 @@ pub trait Strategy: Send + Sync {
     async fn on_demote(&self, ctx: &NodeContext) -> Result<(), PluginError>;
     /// Health and progress.
     async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError>;
+    /// Stop a running `tick` or `on-receive` now, because the node is being
+    /// promoted; what it had begun is dropped. The default does nothing.
+    fn preempt(&self) {}
 }
 
 /// A failover action, as the host sees it.

@@ -98,6 +98,8 @@ pub(crate) struct Slot<W: World> {
     options: RuntimeOptions,
     live: tokio::sync::Mutex<Live<W>>,
     health: Arc<HealthCell>,
+    /// Wakes a running preemptible call (tick, on-receive) to stop it.
+    preempt: tokio::sync::Notify,
 }
 
 impl<W: World> Slot<W> {
@@ -123,6 +125,7 @@ impl<W: World> Slot<W> {
                 cause: None,
             }),
             health: Arc::new(HealthCell::new(&spec.name)),
+            preempt: tokio::sync::Notify::new(),
         };
         match slot.instantiate().await {
             Ok(instance) => {
@@ -255,7 +258,25 @@ impl<W: World> Slot<W> {
             &'a mut Store<HostState>,
         ) -> BoxFuture<'a, wasmtime::Result<R>>,
     ) -> Result<R, PluginError> {
-        self.call_within(op, None, f).await
+        self.call_within(op, None, false, f).await
+    }
+
+    /// [`Slot::call`] for work a promotion may stop (tick, on-receive).
+    pub(crate) async fn call_preemptible<R>(
+        &self,
+        op: &'static str,
+        f: impl for<'a> FnOnce(
+            &'a W::Bindings,
+            &'a mut Store<HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R, PluginError> {
+        self.call_within(op, None, true, f).await
+    }
+
+    /// Stop a running preemptible call now (it returns
+    /// [`PluginError::Preempted`]); the instance is made afresh.
+    pub(crate) fn preempt(&self) {
+        self.preempt.notify_waiters();
     }
 
     /// [`Slot::call`] on the promotion and demotion path: within the
@@ -269,7 +290,7 @@ impl<W: World> Slot<W> {
         ) -> BoxFuture<'a, wasmtime::Result<R>>,
     ) -> Result<R, PluginError> {
         let limit = Duration::from_millis(self.options.failover_call_limit_ms);
-        self.call_within(op, Some(limit), f).await
+        self.call_within(op, Some(limit), false, f).await
     }
 
     /// Run one call, within `limit` of wall-clock time when given (waiting
@@ -281,6 +302,7 @@ impl<W: World> Slot<W> {
         &self,
         op: &'static str,
         limit: Option<Duration>,
+        preemptible: bool,
         f: impl for<'a> FnOnce(
             &'a W::Bindings,
             &'a mut Store<HostState>,
@@ -342,21 +364,45 @@ impl<W: World> Slot<W> {
             });
         };
         self.arm(store);
-        let outcome = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, f(bindings, store)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    live.instance = None;
-                    live.retry_at = None;
-                    tracing::warn!(
-                        plugin = &*self.name,
-                        op,
-                        "plugin call stopped at its time limit; the instance will be made afresh"
-                    );
-                    return Err(timed_out());
+        let never = std::future::pending::<()>();
+        let stop_at = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => never.await,
+            }
+        };
+        let preempted = async {
+            if preemptible {
+                self.preempt.notified().await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
+        let stopped = tokio::select! {
+            outcome = f(bindings, store) => Ok(outcome),
+            () = stop_at => Err(timed_out()),
+            () = preempted => Err(PluginError::Preempted {
+                plugin: self.name.to_string(),
+                op,
+            }),
+        };
+        let outcome = match stopped {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                // The call was dropped mid-way: its instance is in an unknown
+                // state, and host work it began is told it is abandoned.
+                if let Some((store, _)) = &live.instance {
+                    store.data().abandon();
                 }
-            },
-            None => f(bindings, store).await,
+                live.instance = None;
+                live.retry_at = None;
+                tracing::warn!(
+                    plugin = &*self.name,
+                    op,
+                    "{why}; the instance will be made afresh"
+                );
+                return Err(why);
+            }
         };
         match outcome {
             Ok(r) => {
@@ -438,7 +484,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("tick", move |b, s| {
+            .call_preemptible("tick", move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_tick(s, &c).await })
             })
             .await?;
@@ -450,7 +496,7 @@ impl Strategy for WasmStrategy {
         let item = convert::received(&item);
         let r = self
             .slot
-            .call("on-receive", move |b, s| {
+            .call_preemptible("on-receive", move |b, s| {
                 Box::pin(async move {
                     b.standby_plugin_strategy()
                         .call_on_receive(s, &c, &item)
@@ -481,6 +527,10 @@ impl Strategy for WasmStrategy {
             })
             .await?;
         self.slot.returned(r, |(), _| ())
+    }
+
+    fn preempt(&self) {
+        self.slot.preempt();
     }
 
     async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError> {

@@ -58,6 +58,10 @@ impl Default for StoreOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// An install was abandoned before it replaced the live database (the
+    /// call that asked for it was stopped).
+    #[error("database {0}: the install was abandoned before it replaced the live database")]
+    Abandoned(PathBuf),
     /// SQLite reported an error.
     #[error("database {path}: {error}")]
     Sqlite {
@@ -517,6 +521,17 @@ impl Store {
     /// is checked, copied next to the live file, synced, and renamed over it,
     /// so the database is never a half-written file. `src` is left in place.
     pub fn install_from(&self, src: &Path) -> Result<(), StoreError> {
+        self.install_from_unless(src, || false)
+    }
+
+    /// [`Store::install_from`], given up (the live database untouched) when
+    /// `abandoned` says so at the last moment before the live database is
+    /// replaced.
+    pub fn install_from_unless(
+        &self,
+        src: &Path,
+        abandoned: impl Fn() -> bool,
+    ) -> Result<(), StoreError> {
         let report = integrity_check(src)?;
         if !report.ok {
             return Err(StoreError::Corrupt {
@@ -527,6 +542,11 @@ impl Store {
         let staged = sibling(&self.path, ".installing");
         copy_synced(src, &staged)?;
         let mut guard = self.lock();
+        if abandoned() {
+            drop(guard);
+            let _ = std::fs::remove_file(&staged);
+            return Err(StoreError::Abandoned(self.path.clone()));
+        }
         // Close the live connection so no WAL or journal is left behind.
         if let Some(conn) = guard.take() {
             conn.close().map_err(|(_, e)| self.sqlite(e))?;

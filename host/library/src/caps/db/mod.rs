@@ -155,9 +155,16 @@ impl Host for HostState {
         let (root, rel) = self.file(&file)?;
         let what = format!("{}:{}", file.root, file.path);
         let plugin = self.plugin.clone();
+        let abandoned = self.abandoned.clone();
         blocking(move || {
             let (_pin, real) = confined_real_path(&root, &rel, &what)?;
-            store.install_from(&real).map_err(store_error)?;
+            // A call stopped for a promotion or its time limit must not
+            // replace the live database afterwards.
+            store
+                .install_from_unless(&real, || {
+                    abandoned.load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .map_err(store_error)?;
             tracing::info!(plugin = &*plugin, file = %what, "installed a copy as the live database");
             Ok(())
         })
