@@ -76,6 +76,19 @@ pub(super) struct State {
     pub(super) seen: Mutex<HashMap<Vec<u8>, u64>>,
 }
 
+/// Why a correctly signed request is refused all the same.
+#[derive(Debug, thiserror::Error)]
+enum NotFirst {
+    /// The same signed message was accepted already inside its window.
+    #[error(
+        "replayed request: the same signed message was accepted already inside its time window"
+    )]
+    Replayed,
+    /// The remembered requests are at their bound.
+    #[error("too many signed requests inside their time window")]
+    TooMany,
+}
+
 /// Signed requests remembered at most (only a key holder can add one; past
 /// this, signed requests are refused until older ones leave their window).
 const MAX_SEEN: usize = 100_000;
@@ -399,21 +412,21 @@ impl State {
             }
             Ok(mac) => match self.first_time(&mac, tsig.time() + fudge, now) {
                 Ok(()) => Auth::Signed(mac),
-                Err(why) => reject(BADSIG, why),
+                Err(refused) => reject(BADSIG, &refused.to_string()),
             },
         }
     }
 
     /// Remember an accepted request's MAC until `until` (unix seconds);
     /// refuse one already seen (a replay) or one over the bound.
-    fn first_time(&self, mac: &[u8], until: u64, now: u64) -> Result<(), &'static str> {
+    fn first_time(&self, mac: &[u8], until: u64, now: u64) -> Result<(), NotFirst> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.retain(|_, until| *until >= now);
         if seen.contains_key(mac) {
-            return Err("replayed request: the same signed message was accepted already inside its time window");
+            return Err(NotFirst::Replayed);
         }
         if seen.len() >= MAX_SEEN {
-            return Err("too many signed requests inside their time window");
+            return Err(NotFirst::TooMany);
         }
         seen.insert(mac.to_vec(), until);
         Ok(())
