@@ -248,66 +248,30 @@ impl<W: World> Slot<W> {
         wait
     }
 
-    /// Run one call against the instance, re-instantiating it first if it was
-    /// disabled and its backoff has elapsed.
-    pub(crate) async fn call<R>(
-        &self,
-        op: &'static str,
-        f: impl for<'a> FnOnce(
-            &'a W::Bindings,
-            &'a mut Store<HostState>,
-        ) -> BoxFuture<'a, wasmtime::Result<R>>,
-    ) -> Result<R, PluginError> {
-        self.call_within(op, None, false, f).await
-    }
-
-    /// [`Slot::call`] for work a promotion may stop (tick, on-receive).
-    pub(crate) async fn call_preemptible<R>(
-        &self,
-        op: &'static str,
-        f: impl for<'a> FnOnce(
-            &'a W::Bindings,
-            &'a mut Store<HostState>,
-        ) -> BoxFuture<'a, wasmtime::Result<R>>,
-    ) -> Result<R, PluginError> {
-        self.call_within(op, None, true, f).await
-    }
-
     /// Stop a running preemptible call now (it returns
     /// [`PluginError::Preempted`]); the instance is made afresh.
     pub(crate) fn preempt(&self) {
         self.preempt.notify_waiters();
     }
 
-    /// [`Slot::call`] on the promotion and demotion path: within the
-    /// runtime's wall-clock limit for such calls.
-    pub(crate) async fn call_on_failover_path<R>(
+    /// Run one call against the instance, re-instantiating it first if it
+    /// was disabled and its backoff has elapsed, with the bounds of its
+    /// [`CallKind`] (a failover-path call's wall-clock limit counts waiting
+    /// for the instance, re-instantiating it and time in host capabilities).
+    /// A call stopped at its limit or preempted leaves its instance in an
+    /// unknown state: it is dropped and made afresh at the next call, without
+    /// a fault or a backoff.
+    pub(crate) async fn call<R>(
         &self,
         op: &'static str,
+        kind: CallKind,
         f: impl for<'a> FnOnce(
             &'a W::Bindings,
             &'a mut Store<HostState>,
         ) -> BoxFuture<'a, wasmtime::Result<R>>,
     ) -> Result<R, PluginError> {
-        let limit = Duration::from_millis(self.options.failover_call_limit_ms);
-        self.call_within(op, Some(limit), false, f).await
-    }
-
-    /// Run one call, within `limit` of wall-clock time when given (waiting
-    /// for the instance, re-instantiating it and time inside host
-    /// capabilities all count). A call stopped at its limit leaves an
-    /// instance in an unknown state: it is dropped and made afresh at the
-    /// next call, without a fault or a backoff.
-    async fn call_within<R>(
-        &self,
-        op: &'static str,
-        limit: Option<Duration>,
-        preemptible: bool,
-        f: impl for<'a> FnOnce(
-            &'a W::Bindings,
-            &'a mut Store<HostState>,
-        ) -> BoxFuture<'a, wasmtime::Result<R>>,
-    ) -> Result<R, PluginError> {
+        let limit = (kind == CallKind::FailoverPath)
+            .then(|| Duration::from_millis(self.options.failover_call_limit_ms));
         let deadline = limit.map(|l| tokio::time::Instant::now() + l);
         let timed_out = || PluginError::TimedOut {
             plugin: self.name.to_string(),
@@ -364,18 +328,16 @@ impl<W: World> Slot<W> {
             });
         };
         self.arm(store);
-        let never = std::future::pending::<()>();
         let stop_at = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
-                None => never.await,
+                None => std::future::pending().await,
             }
         };
         let preempted = async {
-            if preemptible {
-                self.preempt.notified().await
-            } else {
-                std::future::pending::<()>().await
+            match kind {
+                CallKind::Preemptible => self.preempt.notified().await,
+                _ => std::future::pending().await,
             }
         };
         let stopped = tokio::select! {
@@ -442,6 +404,18 @@ impl<W: World> Slot<W> {
     }
 }
 
+/// What bounds a call beyond its guest-time deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    /// Nothing more.
+    Plain,
+    /// A promotion may stop it ([`Slot::preempt`]): tick, on-receive.
+    Preemptible,
+    /// On the promotion and demotion path: the runtime's wall-clock limit
+    /// for such calls.
+    FailoverPath,
+}
+
 enum Startup {
     /// The plugin refused its settings.
     Refused(CallError),
@@ -473,7 +447,7 @@ impl Strategy for WasmStrategy {
     async fn describe(&self) -> Result<Descriptor, PluginError> {
         let d = self
             .slot
-            .call("describe", |b, s| {
+            .call("describe", CallKind::Plain, |b, s| {
                 Box::pin(b.standby_plugin_lifecycle().call_describe(s))
             })
             .await?;
@@ -484,7 +458,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call_preemptible("tick", move |b, s| {
+            .call("tick", CallKind::Preemptible, move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_tick(s, &c).await })
             })
             .await?;
@@ -496,7 +470,7 @@ impl Strategy for WasmStrategy {
         let item = convert::received(&item);
         let r = self
             .slot
-            .call_preemptible("on-receive", move |b, s| {
+            .call("on-receive", CallKind::Preemptible, move |b, s| {
                 Box::pin(async move {
                     b.standby_plugin_strategy()
                         .call_on_receive(s, &c, &item)
@@ -511,7 +485,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call_on_failover_path("on-promote", move |b, s| {
+            .call("on-promote", CallKind::FailoverPath, move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_on_promote(s, &c).await })
             })
             .await?;
@@ -522,7 +496,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call_on_failover_path("on-demote", move |b, s| {
+            .call("on-demote", CallKind::FailoverPath, move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_on_demote(s, &c).await })
             })
             .await?;
@@ -537,7 +511,7 @@ impl Strategy for WasmStrategy {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call("status", move |b, s| {
+            .call("status", CallKind::Plain, move |b, s| {
                 Box::pin(async move { b.standby_plugin_strategy().call_status(s, &c).await })
             })
             .await?;
@@ -569,7 +543,7 @@ impl FailoverAction for WasmAction {
     async fn describe(&self) -> Result<Descriptor, PluginError> {
         let d = self
             .slot
-            .call("describe", |b, s| {
+            .call("describe", CallKind::Plain, |b, s| {
                 Box::pin(b.standby_plugin_lifecycle().call_describe(s))
             })
             .await?;
@@ -580,7 +554,7 @@ impl FailoverAction for WasmAction {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call_on_failover_path("activate", move |b, s| {
+            .call("activate", CallKind::FailoverPath, move |b, s| {
                 Box::pin(async move { b.standby_plugin_action().call_activate(s, &c).await })
             })
             .await?;
@@ -591,7 +565,7 @@ impl FailoverAction for WasmAction {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call_on_failover_path("deactivate", move |b, s| {
+            .call("deactivate", CallKind::FailoverPath, move |b, s| {
                 Box::pin(async move { b.standby_plugin_action().call_deactivate(s, &c).await })
             })
             .await?;
@@ -602,7 +576,7 @@ impl FailoverAction for WasmAction {
         let c = convert::ctx(ctx);
         let r = self
             .slot
-            .call_on_failover_path("verify", move |b, s| {
+            .call("verify", CallKind::FailoverPath, move |b, s| {
                 Box::pin(async move { b.standby_plugin_action().call_verify(s, &c).await })
             })
             .await?;
