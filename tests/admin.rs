@@ -10,17 +10,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use standby_lab::cluster::{Cluster, Which};
+use standby_lab::process::open_files;
 
 /// A cluster in manual mode (no witness) with A active and B standby: a
 /// forced promotion of B would succeed for anyone who may make it.
 fn manual_cluster(dir: &Path) -> Cluster {
     let mut c = Cluster::new(&crate::standby(), dir, false);
-    c.start(Which::A, &[]);
-    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
-    c.start(Which::B, &[]);
-    c.wait_status(Which::B, Duration::from_secs(30), |s| {
-        s["role"] == "standby" && s["peer"]["connected"] == true
-    });
+    c.start_active_then_standby();
     c
 }
 
@@ -112,13 +108,6 @@ async fn another_local_user_cannot_promote_and_the_tcp_port_is_read_only() {
         "the accepted call is logged"
     );
     assert_eq!(c.status(Which::B).unwrap()["role"], "active");
-}
-
-/// Open file descriptors of process `pid`.
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

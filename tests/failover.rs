@@ -293,12 +293,8 @@ async fn an_isolated_active_stops_acknowledging_before_the_standby_is_granted_th
 async fn without_a_witness_promotion_is_manual_and_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::new(&crate::standby(), dir.path(), false);
-    c.start(Which::A, &[]);
-    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
-    c.start(Which::B, &[]);
-    c.wait_status(Which::B, Duration::from_secs(30), |s| {
-        s["role"] == "standby" && s["peer"]["connected"] == true && s["mode"] == "manual"
-    });
+    let b = c.start_active_then_standby();
+    assert_eq!(b["mode"], "manual", "{b}");
     c.kill(Which::A);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let b = c.status(Which::B).unwrap();

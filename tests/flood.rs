@@ -6,13 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use standby_lab::cluster::{Cluster, Which};
-
-/// Open file descriptors of process `pid`.
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
+use standby_lab::process::open_files;
 
 /// `n` connections to `addr`, held open and silent.
 fn flood(addr: &str, n: usize) -> Vec<TcpStream> {
@@ -27,12 +21,7 @@ async fn idle_floods_of_the_witness_and_the_peer_port_are_bounded_and_change_not
     let mut c = Cluster::new(&crate::standby(), dir.path(), true);
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
-    c.start(Which::A, &[]);
-    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
-    c.start(Which::B, &[]);
-    c.wait_status(Which::B, Duration::from_secs(30), |s| {
-        s["role"] == "standby" && s["peer"]["connected"] == true
-    });
+    c.start_active_then_standby();
     let a_before = c.status(Which::A).unwrap();
     let witness_pid = c.witness_pid().unwrap();
     let a_pid = c.pid(Which::A).unwrap();

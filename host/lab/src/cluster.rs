@@ -163,6 +163,17 @@ impl Cluster {
         self.dir.join(format!("{}.log", which.site()))
     }
 
+    /// Start A and wait until it is active, then B until it is a standby
+    /// connected to A (the witness, if any, must run already). B's status.
+    pub fn start_active_then_standby(&mut self) -> Value {
+        self.start(Which::A, &[]);
+        self.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
+        self.start(Which::B, &[]);
+        self.wait_status(Which::B, Duration::from_secs(30), |s| {
+            s["role"] == "standby" && s["peer"]["connected"] == true
+        })
+    }
+
     /// The witness's process id, when it runs.
     pub fn witness_pid(&self) -> Option<u32> {
         self.witness.as_ref().map(|p| p.pid())

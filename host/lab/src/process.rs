@@ -282,6 +282,13 @@ impl Drop for Process {
     }
 }
 
+/// How many files process `pid` has open (0 when it cannot be read).
+pub fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
