@@ -366,19 +366,7 @@ fn keygen_writes_an_owner_only_32_byte_key_and_short_or_exposed_keys_are_refused
     assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
 
     // A node refuses the short key too.
-    let profile = dir.path().join("profile.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "version = 1\nname = \"short-key\"\n\
-             [sites.a]\nnode_id = \"a-1\"\ndata_dir = \"a\"\nrole = \"active\"\npeer_listen = \"127.0.0.1:{}\"\n\
-             [sites.b]\nnode_id = \"b-1\"\ndata_dir = \"b\"\npeer_listen = \"127.0.0.2:{}\"\n\
-             [cluster]\npsk_file = \"short.key\"\n",
-            standby_lab::ports::free_port(),
-            standby_lab::ports::free_port()
-        ),
-    )
-    .unwrap();
+    let profile = write_cluster_profile(dir.path(), "short.key", "");
     let (ok, _, err) = run(&["run", profile.to_str().unwrap(), "--site", "a"]);
     assert!(!ok, "the node started with a 16-byte key");
     assert!(
@@ -390,24 +378,15 @@ fn keygen_writes_an_owner_only_32_byte_key_and_short_or_exposed_keys_are_refused
 #[test]
 fn check_config_passes_with_absent_key_files_and_run_names_them() {
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("profile.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "version = 1\nname = \"keys-elsewhere\"\n\
-             [sites.a]\nnode_id = \"a-1\"\ndata_dir = \"a\"\nrole = \"active\"\npeer_listen = \"127.0.0.1:{}\"\n\
-             [sites.b]\nnode_id = \"b-1\"\ndata_dir = \"b\"\npeer_listen = \"127.0.0.2:{}\"\n\
-             [cluster]\npsk_file = \"absent.key\"\n\
-             [[failover]]\nplugin = \"builtin:dns-ip\"\n\
-             [failover.settings]\nmode = \"dns\"\nserver = \"primary\"\nname = \"www.site.test\"\n\
-             address = {{ a = \"192.0.2.1\", b = \"192.0.2.2\" }}\n\
-             [failover.grants.dns.primary]\nserver = \"127.0.0.1:5353\"\nkey_name = \"k\"\n\
-             key_file = \"absent-tsig.key\"\nalgorithm = \"hmac-sha256\"\nzones = [\"site.test\"]\n",
-            standby_lab::ports::free_port(),
-            standby_lab::ports::free_port()
-        ),
-    )
-    .unwrap();
+    let profile = write_cluster_profile(
+        dir.path(),
+        "absent.key",
+        "[[failover]]\nplugin = \"builtin:dns-ip\"\n\
+         [failover.settings]\nmode = \"dns\"\nserver = \"primary\"\nname = \"www.site.test\"\n\
+         address = { a = \"192.0.2.1\", b = \"192.0.2.2\" }\n\
+         [failover.grants.dns.primary]\nserver = \"127.0.0.1:5353\"\nkey_name = \"k\"\n\
+         key_file = \"absent-tsig.key\"\nalgorithm = \"hmac-sha256\"\nzones = [\"site.test\"]\n",
+    );
     let (ok, _, err) = run(&["check-config", profile.to_str().unwrap()]);
     assert!(
         ok,
@@ -416,4 +395,23 @@ fn check_config_passes_with_absent_key_files_and_run_names_them() {
     let (ok, _, err) = run(&["run", profile.to_str().unwrap(), "--site", "a"]);
     assert!(!ok, "the node started without its key");
     assert!(err.contains("absent.key"), "{err}");
+}
+
+/// A profile in `dir` with two sites a and b, a `[cluster]` keyed by
+/// `psk_file`, and `extra` TOML after it.
+fn write_cluster_profile(dir: &Path, psk_file: &str, extra: &str) -> std::path::PathBuf {
+    let profile = dir.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "version = 1\nname = \"two-sites\"\n\
+             [sites.a]\nnode_id = \"a-1\"\ndata_dir = \"a\"\nrole = \"active\"\npeer_listen = \"127.0.0.1:{}\"\n\
+             [sites.b]\nnode_id = \"b-1\"\ndata_dir = \"b\"\npeer_listen = \"127.0.0.2:{}\"\n\
+             [cluster]\npsk_file = \"{psk_file}\"\n{extra}",
+            standby_lab::ports::free_port(),
+            standby_lab::ports::free_port()
+        ),
+    )
+    .unwrap();
+    profile
 }
