@@ -4,8 +4,8 @@
 //! 1. snapshot: a consistent copy of the live database with SQLite's online
 //!    backup (`Store::snapshot_to`, synced);
 //! 2. transfer: the copy streamed to the other node over the real peer link
-//!    (`PeerLink::send_file`, PSK-authenticated TCP on loopback, a MAC on
-//!    every frame; SHA-256 of the file by the sender before the offer and by
+//!    (`PeerLink::send_file`, PSK-authenticated TCP on loopback, every frame
+//!    encrypted with ChaCha20-Poly1305; SHA-256 of the file by the sender before the offer and by
 //!    the receiver after its fsync);
 //! 3. integrity check: `store::integrity_check` on the received file;
 //! 4. install: `Store::install_from` on a second store (which checks the

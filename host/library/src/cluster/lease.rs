@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::proto::{Reply, Request};
-use crate::peer::auth::FrameMac;
+use crate::peer::cipher::FrameCipher;
 use crate::peer::proto::{read_frame, write_frame, FrameError};
 use crate::peer::{session, Psk};
 
@@ -100,8 +100,8 @@ pub(crate) struct WitnessView {
 struct Conn {
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
-    out_mac: FrameMac,
-    in_mac: FrameMac,
+    out_cipher: FrameCipher,
+    in_cipher: FrameCipher,
 }
 
 /// A connection to the witness.
@@ -220,7 +220,7 @@ impl WitnessClient {
                     let mut stream = TcpStream::connect(self.addr)
                         .await
                         .map_err(CallError::Connect)?;
-                    let (_, (out_mac, in_mac)) =
+                    let (_, (out_cipher, in_cipher)) =
                         session::dial(&mut stream, &self.psk, &self.node_id, None)
                             .await
                             .map_err(CallError::Frame)?;
@@ -228,15 +228,15 @@ impl WitnessClient {
                     slot.insert(Conn {
                         rd,
                         wr,
-                        out_mac,
-                        in_mac,
+                        out_cipher,
+                        in_cipher,
                     })
                 }
             };
-            write_frame(&mut c.wr, &mut c.out_mac, &request)
+            write_frame(&mut c.wr, &mut c.out_cipher, &request)
                 .await
                 .map_err(CallError::Frame)?;
-            read_frame::<_, Reply>(&mut c.rd, &mut c.in_mac)
+            read_frame::<_, Reply>(&mut c.rd, &mut c.in_cipher)
                 .await
                 .map_err(CallError::Frame)
         };

@@ -253,7 +253,7 @@ async fn serve(
     config: &WitnessConfig,
     live: &Mutex<Live>,
 ) -> Result<(), FrameError> {
-    let (node, (mut out_mac, mut in_mac)) =
+    let (node, (mut out_cipher, mut in_cipher)) =
         session::accept(&mut stream, &config.psk, &config.node_id, None).await?;
     drop(handshake);
     let Some(_session) = admission.session() else {
@@ -264,13 +264,13 @@ async fn serve(
     let (mut rd, mut wr) = stream.into_split();
     loop {
         let request: Request =
-            match tokio::time::timeout(SESSION_IDLE, read_frame(&mut rd, &mut in_mac)).await {
+            match tokio::time::timeout(SESSION_IDLE, read_frame(&mut rd, &mut in_cipher)).await {
                 Ok(r) => r?,
                 Err(_) => return Ok(()),
             };
         let received = Instant::now();
         let reply = handle(&node, request, received, config, live).await;
-        write_frame(&mut wr, &mut out_mac, &reply).await?;
+        write_frame(&mut wr, &mut out_cipher, &reply).await?;
     }
 }
 

@@ -1,27 +1,43 @@
-//! Mutual authentication with a pre-shared key, and a MAC on every frame.
+//! Mutual authentication with a pre-shared key that no message lets anyone
+//! guess offline, and the keys that encrypt every later frame.
 //!
-//! Handshake (both sides know the key; neither sends it):
+//! Handshake (both sides know the cluster key; neither sends it nor anything
+//! a guess of it could be checked against):
 //!
 //! ```text
-//! dialler  -> listener  Hello     { node_id, nonce_d }
-//! listener -> dialler   Challenge { node_id, nonce_l, proof_l = HMAC(k, "listener" | nonce_d | nonce_l | ids) }
-//! dialler  -> listener  Proof     { proof_d = HMAC(k, "dialler" | nonce_d | nonce_l | ids) }
+//! dialler  -> listener  Hello   { node_id, spake: X* }    SPAKE2 side A
+//! listener -> dialler   Reply   { node_id, spake: Y* }    SPAKE2 side B
+//! dialler  -> listener  Confirm { dialler proof }         the dialler proves itself first
+//! listener -> dialler   Confirm { listener proof }        sent only once that proof checked out
 //! ```
 //!
-//! Both derive a session key `HMAC(k, "session" | nonce_d | nonce_l)`. Every
-//! later frame carries `HMAC(session, direction | counter | body)`, with a
-//! counter per direction, so frames cannot be forged, replayed or reordered.
-//! Anything else (a wrong proof, a bad tag) closes the connection.
+//! A listener that finds the dialler's proof wrong answers an empty Confirm
+//! (so the dialler can say why) and closes.
+//!
+//! SPAKE2 (RFC 9382, over Ed25519) is a password-authenticated key exchange:
+//! `X*` and `Y*` are Diffie-Hellman shares blinded by the key, and reveal
+//! nothing about it. Both sides derive, with HKDF-SHA256 from the SPAKE2
+//! secret and a hash of the transcript (both node ids, both shares), two
+//! proofs and two traffic keys (one per direction). A listener that is
+//! dialled by a stranger never sends its proof (the stranger's proof fails
+//! first); a stranger posing as the listener gets the dialler's proof, which
+//! checks one guess only, the one it made in its own share. So an attacker
+//! gets one guess per connection ([`super::admission`] bounds those), never
+//! an offline search. Every later frame is sealed with ChaCha20-Poly1305
+//! ([`super::cipher`]) under a counter nonce: frames are secret, and cannot
+//! be forged, replayed or reordered. Anything else (a wrong proof, a frame
+//! that does not open) closes the connection.
 
-use hmac::{Hmac, Mac};
+use hkdf::Hkdf;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use spake2::{Ed25519Group, Identity, Password, Spake2};
 
-type HmacSha256 = Hmac<Sha256>;
+use super::cipher::FrameCipher;
 
-/// Length of nonces, keys and tags.
-pub(crate) const TAG_LEN: usize = 32;
+/// Length of proofs and keys.
+const KEY_LEN: usize = 32;
 
 /// The shortest pre-shared key accepted, in bytes (after decoding).
 pub const MIN_KEY_LEN: usize = 32;
@@ -65,12 +81,18 @@ pub enum AuthError {
         /// Its key's length, decoded.
         len: usize,
     },
+    /// The other side's key-exchange share is not a valid one.
+    #[error("peer authentication: the other side's key-exchange message is malformed ({0})")]
+    MalformedShare(String),
     /// The listener's proof does not match: it does not know the key.
     #[error("peer authentication: the other side does not know the shared key")]
     ListenerUnproven,
     /// The dialler's proof does not match: it does not know the key.
     #[error("peer authentication: the dialler does not know the shared key")]
     DiallerUnproven,
+    /// The listener refused this node's proof: the two hold different keys.
+    #[error("peer authentication: the other side refused this node's proof: the two do not hold the same shared key")]
+    ProofRefused,
     /// The other side is not the node expected.
     #[error("peer authentication: expected node {expected}, found {found}")]
     UnexpectedNode {
@@ -79,9 +101,15 @@ pub enum AuthError {
         /// The node found.
         found: String,
     },
-    /// A frame's MAC does not verify.
-    #[error("peer authentication: frame {0} has a bad MAC (forged, replayed or reordered)")]
-    BadMac(u64),
+    /// The session's keys could not be made (HKDF or the cipher refused them).
+    #[error("peer authentication: the session's keys could not be derived")]
+    KeySchedule,
+    /// A frame does not open under the session's key.
+    #[error("peer link: frame {0} does not decrypt (forged, replayed or reordered)")]
+    BadFrame(u64),
+    /// A session sealed as many frames as its nonces allow.
+    #[error("peer link: the session's nonces are used up; reconnect")]
+    NoncesExhausted,
 }
 
 impl Psk {
@@ -119,29 +147,6 @@ impl Psk {
         rand::rng().fill_bytes(&mut bytes);
         data_encoding::BASE64.encode(&bytes)
     }
-
-    fn mac(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
-        mac_with(&self.0, parts)
-    }
-}
-
-fn mac_with(key: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
-    // HMAC takes keys of any length, so this cannot fail; if it ever did, an
-    // all-zero tag fails every check (fail closed).
-    let Ok(mut m) = <HmacSha256 as Mac>::new_from_slice(key) else {
-        return [0; TAG_LEN];
-    };
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
-
-/// A fresh random nonce.
-pub(crate) fn nonce() -> [u8; TAG_LEN] {
-    let mut n = [0u8; TAG_LEN];
-    rand::rng().fill_bytes(&mut n);
-    n
 }
 
 /// First handshake message.
@@ -149,79 +154,143 @@ pub(crate) fn nonce() -> [u8; TAG_LEN] {
 pub(crate) struct Hello {
     /// The dialler's node id.
     pub node_id: String,
-    /// The dialler's nonce.
+    /// The dialler's SPAKE2 share.
     #[serde(with = "serde_bytes")]
-    pub nonce: Vec<u8>,
+    pub spake: Vec<u8>,
 }
 
 /// Second handshake message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Challenge {
+pub(crate) struct Reply {
     /// The listener's node id.
     pub node_id: String,
-    /// The listener's nonce.
+    /// The listener's SPAKE2 share.
     #[serde(with = "serde_bytes")]
-    pub nonce: Vec<u8>,
-    /// The listener's proof of the key.
-    #[serde(with = "serde_bytes")]
-    pub proof: Vec<u8>,
+    pub spake: Vec<u8>,
 }
 
-/// Third handshake message.
+/// Third (dialler's) and fourth (listener's) handshake messages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Proof {
-    /// The dialler's proof of the key.
+pub(crate) struct Confirm {
+    /// The sender's proof of the session's secret (empty: the listener
+    /// refused the dialler's).
     #[serde(with = "serde_bytes")]
     pub proof: Vec<u8>,
 }
 
-fn proof(
-    psk: &Psk,
-    role: &[u8],
-    nonce_d: &[u8],
-    nonce_l: &[u8],
-    id_d: &str,
-    id_l: &str,
-) -> [u8; TAG_LEN] {
-    psk.mac(&[
-        role,
-        nonce_d,
-        nonce_l,
-        id_d.as_bytes(),
-        b"|",
-        id_l.as_bytes(),
-    ])
+/// SPAKE2 identities: the roles, not the nodes (a dialler need not know
+/// whom it reaches); the node ids are bound by the transcript hash.
+const SIDE_DIALLER: &[u8] = b"standby peer link dialler";
+const SIDE_LISTENER: &[u8] = b"standby peer link listener";
+/// HKDF salt: this protocol and its version.
+const SALT: &[u8] = b"standby peer link v2";
+
+/// The dialler's half-finished exchange.
+pub(crate) struct DiallerExchange {
+    spake: Spake2<Ed25519Group>,
+    hello: Hello,
 }
 
-/// The listener's proof for a Hello.
-pub(crate) fn listener_proof(psk: &Psk, hello: &Hello, nonce_l: &[u8], id_l: &str) -> Vec<u8> {
-    proof(
-        psk,
-        b"listener",
-        &hello.nonce,
-        nonce_l,
-        &hello.node_id,
-        id_l,
-    )
-    .to_vec()
+impl DiallerExchange {
+    /// Start as `node_id`: the state to keep, and the hello to send.
+    pub(crate) fn start(psk: &Psk, node_id: &str) -> (Self, Hello) {
+        let (spake, share) = Spake2::<Ed25519Group>::start_a(
+            &Password::new(&psk.0),
+            &Identity::new(SIDE_DIALLER),
+            &Identity::new(SIDE_LISTENER),
+        );
+        let hello = Hello {
+            node_id: node_id.to_string(),
+            spake: share,
+        };
+        (
+            Self {
+                spake,
+                hello: hello.clone(),
+            },
+            hello,
+        )
+    }
+
+    /// The session's keys, from the listener's reply.
+    pub(crate) fn finish(self, reply: &Reply) -> Result<SessionKeys, AuthError> {
+        let secret = self
+            .spake
+            .finish(&reply.spake)
+            .map_err(|e| AuthError::MalformedShare(format!("{e:?}")))?;
+        SessionKeys::derive(&secret, &self.hello, reply)
+    }
 }
 
-/// The dialler's proof.
-pub(crate) fn dialler_proof(
+/// The listener's answer to a hello: the reply to send, and the session's keys.
+pub(crate) fn answer(
     psk: &Psk,
-    nonce_d: &[u8],
-    challenge: &Challenge,
-    id_d: &str,
-) -> Vec<u8> {
-    proof(
-        psk,
-        b"dialler",
-        nonce_d,
-        &challenge.nonce,
-        id_d,
-        &challenge.node_id,
-    )
-    .to_vec()
+    node_id: &str,
+    hello: &Hello,
+) -> Result<(Reply, SessionKeys), AuthError> {
+    let (spake, share) = Spake2::<Ed25519Group>::start_b(
+        &Password::new(&psk.0),
+        &Identity::new(SIDE_DIALLER),
+        &Identity::new(SIDE_LISTENER),
+    );
+    let reply = Reply {
+        node_id: node_id.to_string(),
+        spake: share,
+    };
+    let secret = spake
+        .finish(&hello.spake)
+        .map_err(|e| AuthError::MalformedShare(format!("{e:?}")))?;
+    let keys = SessionKeys::derive(&secret, hello, &reply)?;
+    Ok((reply, keys))
+}
+
+/// What both sides derive from one exchange.
+pub(crate) struct SessionKeys {
+    /// The dialler's proof.
+    pub dialler_proof: [u8; KEY_LEN],
+    /// The listener's proof.
+    pub listener_proof: [u8; KEY_LEN],
+    dialler_to_listener: [u8; KEY_LEN],
+    listener_to_dialler: [u8; KEY_LEN],
+}
+
+impl SessionKeys {
+    fn derive(secret: &[u8], hello: &Hello, reply: &Reply) -> Result<Self, AuthError> {
+        let mut transcript = Sha256::new();
+        for part in [
+            hello.node_id.as_bytes(),
+            &hello.spake,
+            reply.node_id.as_bytes(),
+            &reply.spake,
+        ] {
+            transcript.update((part.len() as u64).to_le_bytes());
+            transcript.update(part);
+        }
+        let transcript = transcript.finalize();
+        let hkdf = Hkdf::<Sha256>::new(Some(SALT), secret);
+        let expand = |label: &[u8]| {
+            let mut out = [0u8; KEY_LEN];
+            hkdf.expand_multi_info(&[label, &transcript], &mut out)
+                .map(|()| out)
+                .map_err(|_| AuthError::KeySchedule)
+        };
+        Ok(Self {
+            dialler_proof: expand(b"dialler proof")?,
+            listener_proof: expand(b"listener proof")?,
+            dialler_to_listener: expand(b"dialler to listener")?,
+            listener_to_dialler: expand(b"listener to dialler")?,
+        })
+    }
+
+    /// This side's ciphers: (what it sends, what it receives).
+    pub(crate) fn ciphers(&self, dialler: bool) -> Result<(FrameCipher, FrameCipher), AuthError> {
+        let (out, inn) = if dialler {
+            (&self.dialler_to_listener, &self.listener_to_dialler)
+        } else {
+            (&self.listener_to_dialler, &self.dialler_to_listener)
+        };
+        Ok((FrameCipher::new(out)?, FrameCipher::new(inn)?))
+    }
 }
 
 /// Constant-time equality.
@@ -229,89 +298,77 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The per-session MAC state of one direction.
-#[derive(Clone)]
-pub(crate) struct FrameMac {
-    key: [u8; TAG_LEN],
-    direction: u8,
-    counter: u64,
-}
-
-impl FrameMac {
-    /// Both directions of a session: (what this side sends, what it receives).
-    pub(crate) fn session(
-        psk: &Psk,
-        nonce_d: &[u8],
-        nonce_l: &[u8],
-        dialler: bool,
-    ) -> (FrameMac, FrameMac) {
-        let key = psk.mac(&[b"session", nonce_d, nonce_l]);
-        let (out, inn) = if dialler { (0, 1) } else { (1, 0) };
-        (
-            FrameMac {
-                key,
-                direction: out,
-                counter: 0,
-            },
-            FrameMac {
-                key,
-                direction: inn,
-                counter: 0,
-            },
-        )
-    }
-
-    /// Tag the next outgoing body.
-    pub(crate) fn sign(&mut self, body: &[u8]) -> [u8; TAG_LEN] {
-        let tag = mac_with(
-            &self.key,
-            &[&[self.direction], &self.counter.to_le_bytes(), body],
-        );
-        self.counter += 1;
-        tag
-    }
-
-    /// Check the next incoming body's tag.
-    pub(crate) fn verify(&mut self, body: &[u8], tag: &[u8]) -> Result<(), AuthError> {
-        let want = mac_with(
-            &self.key,
-            &[&[self.direction], &self.counter.to_le_bytes(), body],
-        );
-        if !same(&want, tag) {
-            return Err(AuthError::BadMac(self.counter));
-        }
-        self.counter += 1;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
+    fn exchange(dialler_key: &Psk, listener_key: &Psk) -> (SessionKeys, SessionKeys) {
+        let (dialler, hello) = DiallerExchange::start(dialler_key, "a");
+        let (reply, listener_keys) = answer(listener_key, "b", &hello).unwrap();
+        (dialler.finish(&reply).unwrap(), listener_keys)
+    }
+
     #[test]
     fn proofs_and_frames_check_out_only_with_the_same_key() {
         let k = Psk::new(b"0123456789abcdef0123456789abcdef-shared".to_vec()).unwrap();
         let wrong = Psk::new(b"0123456789abcdef0123456789abcdef-other!".to_vec()).unwrap();
-        let (nd, nl) = (nonce(), nonce());
+        let (d, l) = exchange(&k, &k);
+        assert!(same(&d.dialler_proof, &l.dialler_proof));
+        assert!(same(&d.listener_proof, &l.listener_proof));
+        let (bad_d, bad_l) = exchange(&k, &wrong);
+        assert!(!same(&bad_d.dialler_proof, &bad_l.dialler_proof));
+        assert!(!same(&bad_d.listener_proof, &bad_l.listener_proof));
+
+        let (mut d_out, _) = d.ciphers(true).unwrap();
+        let (_, mut l_in) = l.ciphers(false).unwrap();
+        let seal = |c: &mut FrameCipher, body: &[u8]| {
+            let mut v = body.to_vec();
+            let tag = c.seal(&mut v).unwrap();
+            v.extend_from_slice(&tag);
+            v
+        };
+        let f1 = seal(&mut d_out, b"one");
+        let f2 = seal(&mut d_out, b"two");
+        // Sealed frames hide their bodies.
+        assert!(!f1.windows(3).any(|w| w == b"one"));
+        // Out of order fails; in order passes; a replay fails; so does a
+        // flipped bit.
+        let mut l_in_copy = FrameCipher::new(&l.dialler_to_listener).unwrap();
+        assert!(l_in_copy.open(&mut f2.clone()).is_err());
+        assert_eq!(l_in.open(&mut f1.clone()).unwrap(), b"one");
+        assert_eq!(l_in.open(&mut f2.clone()).unwrap(), b"two");
+        assert!(l_in.open(&mut f2.clone()).is_err());
+        let (mut d_out, _) = d.ciphers(true).unwrap();
+        let mut tampered = seal(&mut d_out, b"one");
+        tampered[0] ^= 1;
+        let (_, mut l_in) = l.ciphers(false).unwrap();
+        assert!(matches!(
+            l_in.open(&mut tampered),
+            Err(AuthError::BadFrame(0))
+        ));
+        // A key the other side's cipher does not share opens nothing.
+        let (_, mut bad_in) = bad_l.ciphers(false).unwrap();
+        assert!(bad_in.open(&mut f1.clone()).is_err());
+        assert!(Psk::new(b"short".to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_share_that_is_not_a_curve_point_is_refused_by_name() {
+        let k = Psk::new(vec![7; 32]).unwrap();
         let hello = Hello {
             node_id: "a".into(),
-            nonce: nd.to_vec(),
+            spake: vec![0xff; 33],
         };
-        let p = listener_proof(&k, &hello, &nl, "b");
-        assert!(same(&p, &listener_proof(&k, &hello, &nl, "b")));
-        assert!(!same(&p, &listener_proof(&wrong, &hello, &nl, "b")));
-        let (mut d_out, _) = FrameMac::session(&k, &nd, &nl, true);
-        let (_, mut l_in) = FrameMac::session(&k, &nd, &nl, false);
-        let t1 = d_out.sign(b"one");
-        let t2 = d_out.sign(b"two");
-        // Out of order fails; in order passes; a replay fails.
-        assert!(l_in.clone().verify(b"two", &t2).is_err());
-        l_in.verify(b"one", &t1).unwrap();
-        l_in.verify(b"two", &t2).unwrap();
-        assert!(l_in.verify(b"two", &t2).is_err());
-        assert!(Psk::new(b"short".to_vec()).is_err());
+        let e = answer(&k, "b", &hello).err().unwrap().to_string();
+        assert!(e.contains("malformed"), "{e}");
+        // A reflected share (the listener's own side) is refused too.
+        let (dialler, hello) = DiallerExchange::start(&k, "a");
+        let reflected = Reply {
+            node_id: "b".into(),
+            spake: hello.spake.clone(),
+        };
+        assert!(dialler.finish(&reflected).is_err());
     }
 
     #[test]

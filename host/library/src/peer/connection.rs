@@ -15,7 +15,7 @@ use super::admission::{Admission, PEER_LIMITS};
 use super::proto::{self, Frame, FrameError, PeerMsg};
 use super::receive::{Offer, Receiving};
 use super::redial::{peer_backoff, Redial};
-use super::session::{self, Macs};
+use super::session::{self, Ciphers};
 use super::state::{now_ms, Inner, Waiter};
 use super::Incoming;
 
@@ -37,12 +37,12 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             let accepted = accept_handshake(&inner, stream).await;
             drop(handshake);
             match accepted {
-                Ok((stream, peer_id, macs)) => {
+                Ok((stream, peer_id, ciphers)) => {
                     let Some(_session) = admission.session() else {
                         tracing::warn!(%addr, "too many peer sessions; closing this one");
                         return;
                     };
-                    run_connection(inner, stream, peer_id, macs).await
+                    run_connection(inner, stream, peer_id, ciphers).await
                 }
                 Err(e) => tracing::warn!(%addr, error = %e, "peer connection refused"),
             }
@@ -83,9 +83,9 @@ pub(super) async fn dial_loop(inner: Arc<Inner>) {
             }
         };
         match dialled {
-            Ok((stream, peer_id, macs)) => {
+            Ok((stream, peer_id, ciphers)) => {
                 redial.up();
-                run_connection(inner.clone(), stream, peer_id, macs).await;
+                run_connection(inner.clone(), stream, peer_id, ciphers).await;
             }
             Err(()) => redial.failed(tokio::time::Instant::now(), &mut rng),
         }
@@ -95,21 +95,21 @@ pub(super) async fn dial_loop(inner: Arc<Inner>) {
 async fn dial_handshake(
     inner: &Inner,
     mut stream: TcpStream,
-) -> Result<(TcpStream, String, Macs), FrameError> {
+) -> Result<(TcpStream, String, Ciphers), FrameError> {
     let c = &inner.config;
-    let (peer, macs) =
+    let (peer, ciphers) =
         session::dial(&mut stream, &c.psk, &c.node_id, Some(&c.peer_node_id)).await?;
-    Ok((stream, peer, macs))
+    Ok((stream, peer, ciphers))
 }
 
 async fn accept_handshake(
     inner: &Inner,
     mut stream: TcpStream,
-) -> Result<(TcpStream, String, Macs), FrameError> {
+) -> Result<(TcpStream, String, Ciphers), FrameError> {
     let c = &inner.config;
-    let (peer, macs) =
+    let (peer, ciphers) =
         session::accept(&mut stream, &c.psk, &c.node_id, Some(&c.peer_node_id)).await?;
-    Ok((stream, peer, macs))
+    Ok((stream, peer, ciphers))
 }
 
 /// Send a heartbeat every interval while a connection is up.
@@ -154,7 +154,7 @@ async fn run_connection(
     inner: Arc<Inner>,
     stream: TcpStream,
     peer_id: String,
-    (mut out_mac, mut in_mac): Macs,
+    (mut out_cipher, mut in_cipher): Ciphers,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Frame>(inner.config.queue);
@@ -168,7 +168,7 @@ async fn run_connection(
     tracing::info!(peer = %peer_id, "peer link up");
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = proto::write_frame(&mut wr, &mut out_mac, &frame).await {
+            if let Err(e) = proto::write_frame(&mut wr, &mut out_cipher, &frame).await {
                 tracing::debug!(error = %e, "peer write failed");
                 break;
             }
@@ -183,7 +183,7 @@ async fn run_connection(
     loop {
         let read = tokio::time::timeout(
             inner.config.dead_after,
-            proto::read_frame(&mut rd, &mut in_mac),
+            proto::read_frame(&mut rd, &mut in_cipher),
         );
         let frame: Frame = match read.await {
             Ok(Ok(f)) => f,

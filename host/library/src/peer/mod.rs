@@ -1,12 +1,14 @@
-//! The node-to-node link: mutual authentication with a pre-shared key and a
-//! MAC on every frame, heartbeats both ways, bounded queues, files streamed in
-//! chunks (resumable, checksummed), small messages for plugins. Every frame
+//! The node-to-node link: mutual authentication with a pre-shared key (a
+//! password-authenticated key exchange) and every frame encrypted,
+//! heartbeats both ways, bounded queues, files streamed in chunks
+//! (resumable, checksummed), small messages for plugins. Every frame
 //! carries the sender's epoch; data from a lower epoch than this node's is
 //! refused (a returning old active can never install an old snapshot over the
 //! live database).
 
 pub(crate) mod admission;
 pub(crate) mod auth;
+pub(crate) mod cipher;
 mod connection;
 pub(crate) mod link;
 pub(crate) mod proto;

@@ -1,19 +1,20 @@
 //! Frames between the two nodes (and between a node and the witness).
 //!
-//! On the wire: `u32 length | MessagePack body | 32-byte MAC` (see
-//! [`super::auth`]); the handshake messages go before the MAC is set up, as
-//! `u32 length | MessagePack`.
+//! On the wire: `u32 length | MessagePack body sealed with ChaCha20-Poly1305
+//! | 16-byte tag` (see [`super::cipher`]); the handshake messages go before
+//! the keys are set up, as `u32 length | MessagePack`.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::auth::{AuthError, FrameMac, TAG_LEN};
+use super::auth::AuthError;
+use super::cipher::{FrameCipher, TAG_LEN};
 use crate::role::Role;
 
 /// Largest frame accepted (a file chunk plus headroom).
 pub(crate) const MAX_FRAME: usize = 2 << 20;
 
-/// Largest message accepted before authentication (hello, challenge, proof):
+/// Largest message accepted before authentication (hello, reply, confirm):
 /// a stranger cannot make a node allocate more.
 pub(crate) const MAX_PLAIN: usize = 4 << 10;
 
@@ -137,13 +138,13 @@ pub(crate) enum FrameError {
         /// The limit.
         max: usize,
     },
-    /// A frame is shorter than its MAC.
-    #[error("peer link: malformed frame: frame shorter than its MAC")]
+    /// A frame is shorter than its tag.
+    #[error("peer link: malformed frame: frame shorter than its tag")]
     Short,
     /// The handshake did not finish in time.
     #[error("peer link: malformed frame: handshake timed out")]
     HandshakeTimeout,
-    /// The MAC did not check out.
+    /// Authentication failed, or a frame did not decrypt.
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
@@ -180,32 +181,32 @@ pub(crate) async fn read_plain<R: AsyncRead + Unpin, T: serde::de::DeserializeOw
     rmp_serde::from_slice(&body).map_err(FrameError::from)
 }
 
-/// Write an authenticated frame.
+/// Write an encrypted frame.
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
-    mac: &mut FrameMac,
+    cipher: &mut FrameCipher,
     value: &T,
 ) -> Result<(), FrameError> {
-    let body = rmp_serde::to_vec_named(value).map_err(FrameError::from)?;
-    let tag = mac.sign(&body);
-    let mut out = Vec::with_capacity(4 + body.len() + TAG_LEN);
-    out.extend_from_slice(&((body.len() + TAG_LEN) as u32).to_le_bytes());
-    out.extend_from_slice(&body);
+    // One buffer, one write: length, sealed body, tag.
+    let mut out = vec![0u8; 4];
+    rmp_serde::encode::write_named(&mut out, value).map_err(FrameError::from)?;
+    let tag = cipher.seal(&mut out[4..])?;
     out.extend_from_slice(&tag);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
     w.write_all(&out).await?;
     Ok(())
 }
 
-/// Read an authenticated frame.
+/// Read an encrypted frame.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
     r: &mut R,
-    mac: &mut FrameMac,
+    cipher: &mut FrameCipher,
 ) -> Result<T, FrameError> {
-    let body = read_body(r, MAX_FRAME).await?;
+    let mut body = read_body(r, MAX_FRAME + TAG_LEN).await?;
     if body.len() < TAG_LEN {
         return Err(FrameError::Short);
     }
-    let (data, tag) = body.split_at(body.len() - TAG_LEN);
-    mac.verify(data, tag)?;
+    let data = cipher.open(&mut body)?;
     rmp_serde::from_slice(data).map_err(FrameError::from)
 }

@@ -1,22 +1,34 @@
 //! The authentication handshake over a fresh TCP stream, shared by the peer
 //! link and the witness: both ends prove knowledge of the pre-shared key
-//! (see [`super::auth`]) and come out with the session's frame MACs.
+//! without revealing anything a guess could be checked against (see
+//! [`super::auth`]) and come out with the session's frame ciphers.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::auth::{self, AuthError, FrameMac, Psk};
+use super::auth::{self, AuthError, DiallerExchange, Psk};
+use super::cipher::FrameCipher;
 use super::proto::{self, FrameError};
 
-/// The MACs of an authenticated session: (what this side sends, what it receives).
-pub(crate) type Macs = (FrameMac, FrameMac);
+/// The ciphers of an authenticated session: (what this side sends, what it receives).
+pub(crate) type Ciphers = (FrameCipher, FrameCipher);
 
 /// How long a handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn timed_out() -> FrameError {
     FrameError::HandshakeTimeout
+}
+
+fn check_expected(expected: Option<&str>, found: &str) -> Result<(), FrameError> {
+    match expected {
+        Some(expected) if expected != found => Err(FrameError::Auth(AuthError::UnexpectedNode {
+            expected: expected.to_string(),
+            found: found.to_string(),
+        })),
+        _ => Ok(()),
+    }
 }
 
 /// Dial side: authenticate as `my_id` to a listener that must be
@@ -26,34 +38,24 @@ pub(crate) async fn dial(
     psk: &Psk,
     my_id: &str,
     expected: Option<&str>,
-) -> Result<(String, Macs), FrameError> {
+) -> Result<(String, Ciphers), FrameError> {
     let _ = stream.set_nodelay(true);
-    let nonce_d = auth::nonce();
-    let hello = auth::Hello {
-        node_id: my_id.to_string(),
-        nonce: nonce_d.to_vec(),
-    };
     let run = async {
+        let (exchange, hello) = DiallerExchange::start(psk, my_id);
         proto::write_plain(stream, &hello).await?;
-        let challenge: auth::Challenge = proto::read_plain(stream).await?;
-        let want = auth::listener_proof(psk, &hello, &challenge.nonce, &challenge.node_id);
-        if !auth::same(&want, &challenge.proof) {
+        let reply: auth::Reply = proto::read_plain(stream).await?;
+        check_expected(expected, &reply.node_id)?;
+        let keys = exchange.finish(&reply)?;
+        let proof = keys.dialler_proof.to_vec();
+        proto::write_plain(stream, &auth::Confirm { proof }).await?;
+        let theirs: auth::Confirm = proto::read_plain(stream).await?;
+        if theirs.proof.is_empty() {
+            return Err(FrameError::Auth(AuthError::ProofRefused));
+        }
+        if !auth::same(&keys.listener_proof, &theirs.proof) {
             return Err(FrameError::Auth(AuthError::ListenerUnproven));
         }
-        if let Some(expected) = expected {
-            if challenge.node_id != expected {
-                return Err(FrameError::Auth(AuthError::UnexpectedNode {
-                    expected: expected.to_string(),
-                    found: challenge.node_id.clone(),
-                }));
-            }
-        }
-        let proof = auth::dialler_proof(psk, &nonce_d, &challenge, my_id);
-        proto::write_plain(stream, &auth::Proof { proof }).await?;
-        Ok((
-            challenge.node_id.clone(),
-            FrameMac::session(psk, &nonce_d, &challenge.nonce, true),
-        ))
+        Ok((reply.node_id, keys.ciphers(true)?))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
@@ -61,41 +63,30 @@ pub(crate) async fn dial(
 }
 
 /// Listen side: authenticate as `my_id` a dialler that must be `expected`
-/// (any authenticated dialler when None). Returns its node id.
+/// (any authenticated dialler when None). Returns its node id. Nothing this
+/// side sends before the dialler's proof checks out depends on the key
+/// other than through the SPAKE2 share.
 pub(crate) async fn accept(
     stream: &mut TcpStream,
     psk: &Psk,
     my_id: &str,
     expected: Option<&str>,
-) -> Result<(String, Macs), FrameError> {
+) -> Result<(String, Ciphers), FrameError> {
     let _ = stream.set_nodelay(true);
     let run = async {
         let hello: auth::Hello = proto::read_plain(stream).await?;
-        if let Some(expected) = expected {
-            if hello.node_id != expected {
-                return Err(FrameError::Auth(AuthError::UnexpectedNode {
-                    expected: expected.to_string(),
-                    found: hello.node_id.clone(),
-                }));
-            }
-        }
-        let nonce_l = auth::nonce();
-        let proof = auth::listener_proof(psk, &hello, &nonce_l, my_id);
-        let challenge = auth::Challenge {
-            node_id: my_id.to_string(),
-            nonce: nonce_l.to_vec(),
-            proof,
-        };
-        proto::write_plain(stream, &challenge).await?;
-        let answer: auth::Proof = proto::read_plain(stream).await?;
-        let want = auth::dialler_proof(psk, &hello.nonce, &challenge, &hello.node_id);
-        if !auth::same(&want, &answer.proof) {
+        check_expected(expected, &hello.node_id)?;
+        let (reply, keys) = auth::answer(psk, my_id, &hello)?;
+        proto::write_plain(stream, &reply).await?;
+        let theirs: auth::Confirm = proto::read_plain(stream).await?;
+        if !auth::same(&keys.dialler_proof, &theirs.proof) {
+            let refusal = auth::Confirm { proof: Vec::new() };
+            let _ = proto::write_plain(stream, &refusal).await;
             return Err(FrameError::Auth(AuthError::DiallerUnproven));
         }
-        Ok((
-            hello.node_id.clone(),
-            FrameMac::session(psk, &hello.nonce, &nonce_l, false),
-        ))
+        let proof = keys.listener_proof.to_vec();
+        proto::write_plain(stream, &auth::Confirm { proof }).await?;
+        Ok((hello.node_id, keys.ciphers(false)?))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await

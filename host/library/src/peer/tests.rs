@@ -1,5 +1,6 @@
 //! The node-to-node link over real TCP on loopback: authentication with a
-//! pre-shared key, heartbeats, checksummed file transfer resumed across a cut
+//! pre-shared key that gives nobody anything to guess it against, frames
+//! nobody on the path can read, heartbeats, checksummed file transfer resumed across a cut
 //! link, messages, and refusal of data from a lower epoch.
 
 use std::net::SocketAddr;
@@ -223,6 +224,120 @@ async fn files_arrive_whole_and_checked_and_messages_are_delivered() {
         (kind.as_str(), body.as_slice()),
         ("installed", &b"snap-1"[..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_crosses_the_link_is_encrypted() {
+    // A database's rows (users, cards) cross the network between the sites:
+    // an eavesdropper on that network sees none of them.
+    let dir = tempfile::tempdir().unwrap();
+    let pb = free_port();
+    let tap = Proxy::start_recording(addr(pb)).await;
+    let key = "0123456789abcdef0123456789abcdef-key";
+    let (a, mut b) = pair(dir.path(), key, key, pb, Some(tap.addr.port())).await;
+    assert!(connected(&a).await);
+    let marker = b"CARD-4242-USER-Jane-Doe";
+    let src = dir.path().join("snapshot.db");
+    let mut data = Vec::new();
+    while data.len() < 512 * 1024 {
+        data.extend_from_slice(marker);
+        data.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    }
+    std::fs::write(&src, &data).unwrap();
+    a.link
+        .send_file("file-copy", &src, "snap-1.db", "t1")
+        .await
+        .unwrap();
+    let Some(Incoming::File { path, .. }) = b.incoming.recv().await else {
+        panic!()
+    };
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        data,
+        "the file arrives whole"
+    );
+    a.link
+        .send_message("file-copy", "installed", marker.to_vec())
+        .await
+        .unwrap();
+    let Some(Incoming::Message { body, .. }) = b.incoming.recv().await else {
+        panic!()
+    };
+    assert_eq!(body, marker);
+    let seen = tap.recorded();
+    assert!(
+        seen.len() > data.len(),
+        "the tap saw the transfer: {} bytes",
+        seen.len()
+    );
+    let in_clear = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !in_clear(marker),
+        "the file's content crossed the link in clear"
+    );
+    assert!(
+        !in_clear(b"file-copy"),
+        "a plugin's name crossed the link in clear"
+    );
+    assert!(
+        !in_clear(b"snap-1.db"),
+        "a file name crossed the link in clear"
+    );
+}
+
+/// A stranger who guesses the key, dials the listener and runs the
+/// handshake honestly with its guess: what does it get back?
+async fn what_the_listener_answers_a_guess(listener: SocketAddr, guess: &Psk) -> Vec<Vec<u8>> {
+    use super::auth::{Confirm, DiallerExchange, Reply};
+    use super::proto::{read_plain, write_plain};
+    let mut s = TcpStream::connect(listener).await.unwrap();
+    let (exchange, hello) = DiallerExchange::start(guess, "a");
+    write_plain(&mut s, &hello).await.unwrap();
+    let reply: Reply = read_plain(&mut s).await.unwrap();
+    let mut answers = vec![reply.spake.clone()];
+    let keys = exchange.finish(&reply).unwrap();
+    let proof = keys.dialler_proof.to_vec();
+    write_plain(&mut s, &Confirm { proof }).await.unwrap();
+    let confirm: Confirm = read_plain(&mut s).await.unwrap();
+    answers.push(confirm.proof);
+    // After that, the listener either runs the session or closes.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut rest)).await;
+    answers.push(rest);
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_gets_nothing_to_check_a_guess_against_offline() {
+    // The finding: the old handshake sent an HMAC of the key to anyone who
+    // said hello, so a weak key fell to offline guessing. Now the listener
+    // sends a SPAKE2 share (a Diffie-Hellman share blinded by the key, which
+    // says nothing of it) and proves itself only to a dialler that proved
+    // itself first.
+    let dir = tempfile::tempdir().unwrap();
+    let pb = free_port();
+    let key = "0123456789abcdef0123456789abcdef-key";
+    let (a, _b) = pair(dir.path(), key, key, pb, None).await;
+    assert!(connected(&a).await);
+
+    let wrong = psk("fedcba9876543210fedcba9876543210-key");
+    let answers = what_the_listener_answers_a_guess(addr(pb), &wrong).await;
+    assert_eq!(
+        answers[0].len(),
+        33,
+        "a share is one curve point and a side byte"
+    );
+    assert!(
+        answers[1].is_empty(),
+        "a wrong guess gets a refusal, not the listener's proof"
+    );
+    assert!(answers[2].is_empty(), "and then the connection closes");
+
+    // The same stranger with the right key does get the listener's proof:
+    // the check above can fail.
+    let right = psk(key);
+    let answers = what_the_listener_answers_a_guess(addr(pb), &right).await;
+    assert_eq!(answers[1].len(), 32, "the listener's proof");
 }
 
 /// A TCP proxy that cuts its first connection after `cut_after` bytes from
