@@ -17,6 +17,7 @@ mod file_copy;
 mod flood;
 mod plugin_runtime;
 mod plugin_sdk;
+mod promotion_limits;
 
 use standby_lab::process::Standby;
 

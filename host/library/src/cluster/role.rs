@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! standby --peer suspected--> candidate --lease won (higher epoch)--> active
-//!    ^                           |                                      |
-//!    |                     lease denied /                lease lost / higher epoch seen
-//!    |                  promotion abandoned                             |
-//!    |                           v                                      v
+//!    ^                           |                                   |  |
+//!    |                     lease denied /                            |  lease lost / higher epoch seen
+//!    |                  promotion abandoned  <-- promotion abandoned -+  |
+//!    |                           v           (a plugin step ran out)    v
 //!    +------------------------ standby <------------ rejoin -------- fenced
 //! ```
 
@@ -140,11 +140,13 @@ impl RoleMachine {
         }
     }
 
-    /// The lease was won but the promotion was abandoned before the node
-    /// became active (a required fencing command failed): back to standby.
+    /// The lease was won but the promotion was abandoned, before the node
+    /// became active (a required fencing command failed) or before its
+    /// gateway opened (a plugin step ran out of time and the profile says
+    /// abandon): back to standby, at the same epoch.
     pub(crate) fn abandon(&mut self, reason: &str) -> Result<(), RoleError> {
         match self.role {
-            Role::Candidate => {
+            Role::Candidate | Role::Active => {
                 self.go(
                     Role::Standby,
                     self.epoch,
@@ -242,6 +244,17 @@ mod tests {
             m.history()[1].reason,
             "promotion abandoned: the fencing command failed"
         );
+        // A node that won the lease but whose promotion ran out of time
+        // goes back to standby too, keeping the epoch it won; a fenced node
+        // cannot abandon anything.
+        m.suspect_peer("silence").unwrap();
+        m.won_lease(2, "granted").unwrap();
+        m.abandon("on-promote ran out of time").unwrap();
+        assert_eq!((m.role(), m.epoch()), (Role::Standby, 2));
+        m.suspect_peer("silence").unwrap();
+        m.won_lease(3, "granted").unwrap();
+        m.lost_lease("expired").unwrap();
+        assert!(m.abandon("x").is_err());
     }
 
     #[test]

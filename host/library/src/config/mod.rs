@@ -19,7 +19,7 @@ use figment::Figment;
 pub use crate::caps::{GrantCheck, GrantsConfig};
 pub use profile::{
     AcceptKeyword, AcceptSetting, ClusterSection, DevicesSection, DurableAck, GatewaySection,
-    PluginEntry, Profile, Site, SiteRole, StoreSection, PROFILE_VERSION,
+    PluginEntry, Profile, Site, SiteRole, StepTimeout, StoreSection, PROFILE_VERSION,
 };
 pub use settings::flatten_settings;
 

@@ -93,12 +93,33 @@ pub struct ClusterSection {
     /// pause (1 s, doubling up to 30 s).
     #[serde(default)]
     pub fence_required: bool,
+    /// What a promotion does when a plugin's `on-promote` or `activate` runs
+    /// out of `[plugins] failover_call_limit_ms`: `"continue"` (the default:
+    /// the step fails in the timeline and the promotion goes on, so the site
+    /// gets an active node even with one slow plugin) or `"abandon"` (the
+    /// node undoes its failover actions, tells its strategies it is demoted,
+    /// goes back to standby and gives the lease back; it tries again after a
+    /// pause, as after a failed required fencing command).
+    #[serde(default)]
+    pub failover_step_timeout: StepTimeout,
     /// A file transfer to the peer fails when the peer has confirmed no
     /// progress for this long, ms (a message, when it is not acknowledged
     /// within this long). A whole transfer has no time limit: a large copy
     /// over a slow link finishes as long as it keeps moving.
     #[serde(default = "default_transfer_stall_ms")]
     pub transfer_stall_ms: u64,
+}
+
+/// What a promotion does when a plugin step runs out of time
+/// (`[cluster] failover_step_timeout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepTimeout {
+    /// Fail the step in the timeline and go on.
+    #[default]
+    Continue,
+    /// Undo the promotion, go back to standby and give the lease back.
+    Abandon,
 }
 
 /// Smallest `transfer_stall_ms` accepted.

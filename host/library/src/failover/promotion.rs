@@ -11,7 +11,9 @@ use super::timeline::{Step, Timeline, TimelineBuilder};
 use crate::cluster::keeper::Keeper;
 use crate::cluster::role::RoleError;
 use crate::cluster::{hold, Lease, LeaseEnd, LeaseError, WitnessClient};
+use crate::config::StepTimeout;
 use crate::node::core::{ClusterSettings, Core};
+use crate::plugin::PluginError;
 use crate::role::Role;
 
 /// The held lease: its keeper task and how it ends.
@@ -131,23 +133,35 @@ pub(crate) async fn complete_promotion(
     let mut reports = Vec::new();
     preempt_strategies(core);
     for s in &core.strategies {
+        let step = format!("on-promote:{}", s.name());
         match s.on_promote(&ctx).await {
             Ok(report) => {
                 let mut note = report.restored_from.clone();
                 if !report.note.is_empty() {
                     note = format!("{note}; {}", report.note);
                 }
-                tl.step(&format!("on-promote:{}", s.name()), true, note);
+                tl.step(&step, true, note);
                 reports.push((s.name().to_string(), report));
             }
-            Err(e) => tl.step(&format!("on-promote:{}", s.name()), false, e.to_string()),
+            Err(e) => {
+                tl.step(&step, false, e.to_string());
+                if abandons_on(core, &e) {
+                    return Err(abandon_after_timeout(core, state, tl, &step).await);
+                }
+            }
         }
     }
     state.set_promoted_from(reports);
     for a in &core.actions {
+        let step = format!("activate:{}", a.name());
         match a.activate(&ctx).await {
-            Ok(report) => tl.step(&format!("activate:{}", a.name()), true, report.summary),
-            Err(e) => tl.step(&format!("activate:{}", a.name()), false, e.to_string()),
+            Ok(report) => tl.step(&step, true, report.summary),
+            Err(e) => {
+                tl.step(&step, false, e.to_string());
+                if abandons_on(core, &e) {
+                    return Err(abandon_after_timeout(core, state, tl, &step).await);
+                }
+            }
         }
     }
     if let Some(g) = &core.gateway {
@@ -161,6 +175,56 @@ pub(crate) async fn complete_promotion(
         }
     }
     Ok(finish(state, tl, true))
+}
+
+/// Whether `error` from a promotion step ends the promotion: it ran out of
+/// time and `[cluster] failover_step_timeout` is "abandon".
+fn abandons_on(core: &Core, error: &PluginError) -> bool {
+    matches!(error, PluginError::TimedOut { .. })
+        && core
+            .settings
+            .as_ref()
+            .is_some_and(|s| s.step_timeout == StepTimeout::Abandon)
+}
+
+/// A promotion whose step `step` ran out of time, abandoned as the profile
+/// says: the node, active but with its gateway still closed, goes back to
+/// standby, undoes its failover actions and tells its strategies (the
+/// caller gives the lease back).
+async fn abandon_after_timeout(
+    core: &Core,
+    state: &mut ControlState,
+    mut tl: TimelineBuilder,
+    step: &str,
+) -> Timeline {
+    let why = format!("`{step}` ran out of time and cluster.failover_step_timeout is \"abandon\"");
+    tracing::warn!(epoch = state.epoch(), "promotion abandoned: {why}");
+    abandon(core, state, &why);
+    tl.step("abandon", true, why);
+    let ctx = core.context();
+    undo_actions_and_demote_strategies(core, &ctx, &mut tl).await;
+    finish(state, tl, false)
+}
+
+/// Deactivate every failover action and tell every strategy it is demoted,
+/// each a step of `tl`.
+async fn undo_actions_and_demote_strategies(
+    core: &Core,
+    ctx: &crate::plugin::NodeContext,
+    tl: &mut TimelineBuilder,
+) {
+    for a in &core.actions {
+        match a.deactivate(ctx).await {
+            Ok(r) => tl.step(&format!("deactivate:{}", a.name()), true, r.summary),
+            Err(e) => tl.step(&format!("deactivate:{}", a.name()), false, e.to_string()),
+        }
+    }
+    for s in &core.strategies {
+        match s.on_demote(ctx).await {
+            Ok(()) => tl.step(&format!("on-demote:{}", s.name()), true, ""),
+            Err(e) => tl.step(&format!("on-demote:{}", s.name()), false, e.to_string()),
+        }
+    }
 }
 
 /// Stop every strategy's running tick or on-receive.
@@ -243,18 +307,7 @@ pub(crate) async fn demote(
         tl.step("close-gateway", true, "");
     }
     let ctx = core.context();
-    for a in &core.actions {
-        match a.deactivate(&ctx).await {
-            Ok(r) => tl.step(&format!("deactivate:{}", a.name()), true, r.summary),
-            Err(e) => tl.step(&format!("deactivate:{}", a.name()), false, e.to_string()),
-        }
-    }
-    for s in &core.strategies {
-        match s.on_demote(&ctx).await {
-            Ok(()) => tl.step(&format!("on-demote:{}", s.name()), true, ""),
-            Err(e) => tl.step(&format!("on-demote:{}", s.name()), false, e.to_string()),
-        }
-    }
+    undo_actions_and_demote_strategies(core, &ctx, &mut tl).await;
     state.take_lease();
     state.set_last_demotion(tl.finish(true));
 }

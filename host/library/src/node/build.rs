@@ -279,6 +279,7 @@ fn cluster_settings(loaded: &LoadedProfile, c: &ClusterSection, site: &Site) -> 
         fence_command: c.fence_command.clone(),
         fence_timeout: Duration::from_millis(c.fence_timeout_ms),
         fence_required: c.fence_required,
+        step_timeout: c.failover_step_timeout,
         prefer_active: site.role == SiteRole::Active,
     }
 }

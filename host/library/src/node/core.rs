@@ -50,6 +50,8 @@ pub(crate) struct ClusterSettings {
     pub(crate) fence_command: Vec<String>,
     pub(crate) fence_timeout: Duration,
     pub(crate) fence_required: bool,
+    /// What a promotion does when a plugin step runs out of time.
+    pub(crate) step_timeout: crate::config::StepTimeout,
     /// The site starts as `active` in the profile: it competes for the lease
     /// at once instead of waiting out the startup grace.
     pub(crate) prefer_active: bool,
