@@ -5,6 +5,7 @@
 //! link, an isolated active node, and manual promotion without a witness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -333,9 +334,37 @@ fn processes_naming(dir: &str) -> Vec<u32> {
     pids
 }
 
-#[test]
-fn sigterm_stops_the_demo_and_every_process_it_started_within_5_s() {
-    use standby_lab::process::Signal;
+/// Files under `dir` whose name contains `key` or `token`, with their modes.
+fn secret_files(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(path);
+            } else if meta.is_file() {
+                let name = e.file_name().to_string_lossy().to_lowercase();
+                if name.contains("key") || name.contains("token") {
+                    found.push((path, meta.permissions().mode() & 0o777));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Start a demo, wait for its fleet, check its key files, send `signal`,
+/// and require the demo and every process naming its directory gone
+/// within 5 s.
+fn a_signal_stops_the_demo_and_everything_it_started(signal: standby_lab::process::Signal) {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("demo.log");
     let mut demo = crate::standby()
@@ -362,19 +391,37 @@ fn sigterm_stops_the_demo_and_every_process_it_started_within_5_s() {
         .unwrap()
         .trim()
         .to_string();
+    let secrets = secret_files(Path::new(&dir));
+    assert!(
+        secrets.iter().any(|(p, _)| p.ends_with("cluster.key")),
+        "the demo's cluster key is among {secrets:?}"
+    );
+    for (path, mode) in &secrets {
+        assert_eq!(*mode, 0o600, "{} is {mode:o}", path.display());
+    }
     let started = processes_naming(&dir);
     assert!(
         started.len() >= 4,
         "witness, two nodes and the fleet name {dir}: {started:?}"
     );
-    demo.signal(Signal::TERM).unwrap();
+    demo.signal(signal).unwrap();
     let stopped = standby_lab::fixtures::wait_until(Duration::from_secs(5), || {
         !demo.running() && processes_naming(&dir).is_empty()
     });
     assert!(
         stopped,
-        "5 s after SIGTERM: demo running {}, processes naming {dir}: {:?}",
+        "5 s after {signal:?}: demo running {}, processes naming {dir}: {:?}",
         demo.running(),
         processes_naming(&dir)
     );
+}
+
+#[test]
+fn sigterm_stops_the_demo_and_every_process_it_started_within_5_s() {
+    a_signal_stops_the_demo_and_everything_it_started(standby_lab::process::Signal::TERM);
+}
+
+#[test]
+fn sigint_stops_the_demo_and_every_process_it_started_within_5_s() {
+    a_signal_stops_the_demo_and_everything_it_started(standby_lab::process::Signal::INT);
 }
