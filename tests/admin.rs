@@ -1,6 +1,7 @@
 //! The admin endpoint as another local user and as a flood of idle clients
-//! would meet it: state changes only through the owner-only socket, the TCP
-//! port read-only, and its connections bounded.
+//! would meet it: state changes only through the owner-only socket or, over
+//! TCP, only with TLS and the operators' token; a TCP port without them
+//! read-only; its connections bounded.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -108,6 +109,127 @@ async fn another_local_user_cannot_promote_and_the_tcp_port_is_read_only() {
         "the accepted call is logged"
     );
     assert_eq!(c.status(Which::B).unwrap()["role"], "active");
+}
+
+/// A self-signed certificate for `ip` and its key (0600) in `dir`.
+fn admin_certificate(dir: &Path, ip: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![ip.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("admin-cert.pem"), dir.join("admin-tls.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    standby_host::secret_file::write_secret(&key_file, &key.serialize_pem(), false).unwrap();
+    (cert_file, key_file)
+}
+
+/// `standby keygen FILE`.
+fn keygen(file: &Path) {
+    let (ok, _, err) = crate::run_standby(&["keygen", file.to_str().unwrap()]);
+    assert!(ok, "keygen: {err}");
+}
+
+#[test]
+fn over_tcp_only_the_operators_token_over_tls_may_promote_or_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut c = Cluster::new(&crate::standby(), d, false);
+    admin_certificate(d, "127.0.0.2");
+    keygen(&d.join("operators.token"));
+    let text = std::fs::read_to_string(&c.profile).unwrap().replace(
+        "[sites.dr]\n",
+        "[sites.dr]\nadmin_tls_cert = \"admin-cert.pem\"\nadmin_tls_key = \"admin-tls.key\"\n\
+         admin_token_file = \"operators.token\"\n",
+    );
+    std::fs::write(&c.profile, &text).unwrap();
+    // The same profile with another token: what someone without the
+    // operators' token would send.
+    keygen(&d.join("guessed.token"));
+    let wrong = d.join("wrong-token.toml");
+    std::fs::write(&wrong, text.replace("operators.token", "guessed.token")).unwrap();
+    c.start_active_then_standby();
+    let profile = c.profile.to_str().unwrap().to_string();
+    let wrong = wrong.to_str().unwrap().to_string();
+    let b_tcp = format!("127.0.0.2:{}", c.admin_ports.1);
+
+    // Plain HTTP gets no answer: the port speaks TLS only.
+    let line = http(&b_tcp, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!line.contains("HTTP/1.1"), "plain HTTP answered: {line}");
+
+    // A wrong token: 401 for everything, and nothing reaches the control loop.
+    let (ok, _, err) =
+        crate::run_standby(&["promote", &wrong, "--site", "dr", "--force", "--remote"]);
+    assert!(!ok, "a wrong token promoted B");
+    assert!(err.contains("valid operator token"), "{err}");
+    let (ok, _, err) = crate::run_standby(&["status", &wrong, "--site", "dr", "--remote"]);
+    assert!(!ok && err.contains("valid operator token"), "{err}");
+    let b = c.status(Which::B).unwrap();
+    assert_eq!(b["role"], "standby", "{b}");
+    assert!(b["transitions"].as_array().unwrap().is_empty(), "{b}");
+    assert!(
+        c.log(Which::B)
+            .contains("promote refused (no valid operator token)"),
+        "the refused call is logged with its caller"
+    );
+
+    // The operators' token over TLS reads and promotes.
+    let (ok, out, err) =
+        crate::run_standby(&["status", &profile, "--site", "dr", "--remote", "--json"]);
+    assert!(ok, "{err}");
+    let remote: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(remote["node_id"], "dr-1");
+    let (ok, _, err) =
+        crate::run_standby(&["promote", &profile, "--site", "dr", "--force", "--remote"]);
+    assert!(ok, "the operators' token could not promote: {err}");
+    assert!(
+        c.log(Which::B).contains("TCP over TLS, operator token"),
+        "the accepted call is logged with its caller"
+    );
+    assert_eq!(c.status(Which::B).unwrap()["role"], "active");
+}
+
+#[test]
+fn a_tcp_admin_endpoint_leaves_loopback_only_with_tls_and_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = Cluster::new(&crate::standby(), d, false);
+    let base = std::fs::read_to_string(&c.profile).unwrap();
+    let check = |extra: &str| {
+        let p = d.join("variant.toml");
+        std::fs::write(
+            &p,
+            base.replace("[sites.dr]\n", &format!("[sites.dr]\n{extra}")),
+        )
+        .unwrap();
+        crate::run_standby(&["check-config", p.to_str().unwrap()])
+    };
+    let (ok, _, err) = check("admin_token_file = \"t\"\n");
+    assert!(
+        !ok && err.contains("admin_tls_cert") && err.contains("in clear"),
+        "{err}"
+    );
+    let (ok, _, err) = check("admin_tls_cert = \"c.pem\"\n");
+    assert!(!ok && err.contains("admin_tls_key"), "{err}");
+    let open = base.replace(
+        &format!("admin_listen = \"127.0.0.2:{}\"", c.admin_ports.1),
+        "admin_listen = \"0.0.0.0:7000\"",
+    );
+    assert_ne!(open, base);
+    let p = d.join("open.toml");
+    std::fs::write(&p, &open).unwrap();
+    let (ok, _, err) = crate::run_standby(&["check-config", p.to_str().unwrap()]);
+    assert!(!ok && err.contains("must be on loopback"), "{err}");
+    std::fs::write(
+        &p,
+        open.replace(
+            "[sites.dr]\n",
+            "[sites.dr]\nadmin_tls_cert = \"c.pem\"\nadmin_tls_key = \"k.pem\"\nadmin_token_file = \"t\"\n",
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = crate::run_standby(&["check-config", p.to_str().unwrap()]);
+    assert!(ok, "TLS and a token may leave loopback: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

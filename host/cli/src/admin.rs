@@ -1,5 +1,5 @@
 //! `standby status` and `standby promote`: ask a running node over its admin
-//! endpoint (its owner-only Unix socket).
+//! endpoint (its owner-only Unix socket, or with `--remote` its TCP port).
 
 use std::path::Path;
 
@@ -8,14 +8,18 @@ use anyhow::Result;
 use standby_host::api::{render_status, render_timeline, AdminClient, AdminError};
 use standby_host::config;
 
-fn client(profile: &Path, site: &str) -> Result<AdminClient> {
+fn client(profile: &Path, site: &str, remote: bool) -> Result<AdminClient> {
     let loaded = config::load(profile, &[])?;
-    Ok(AdminClient::for_site(&loaded, site)?)
+    if remote {
+        Ok(AdminClient::for_site_remote(&loaded, site)?)
+    } else {
+        Ok(AdminClient::for_site(&loaded, site)?)
+    }
 }
 
-/// `standby status PROFILE --site NAME [--json]`.
-pub(crate) fn status(profile: &Path, site: &str, json: bool) -> Result<()> {
-    let s = client(profile, site)?.status()?;
+/// `standby status PROFILE --site NAME [--json] [--remote]`.
+pub(crate) fn status(profile: &Path, site: &str, json: bool, remote: bool) -> Result<()> {
+    let s = client(profile, site, remote)?.status()?;
     if json {
         println!("{s}");
     } else {
@@ -24,9 +28,9 @@ pub(crate) fn status(profile: &Path, site: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `standby promote PROFILE --site NAME [--force]`.
-pub(crate) fn promote(profile: &Path, site: &str, force: bool) -> Result<()> {
-    let client = client(profile, site)?;
+/// `standby promote PROFILE --site NAME [--force] [--remote]`.
+pub(crate) fn promote(profile: &Path, site: &str, force: bool, remote: bool) -> Result<()> {
+    let client = client(profile, site, remote)?;
     if force {
         eprintln!(
             "standby promote --force: if no witness is configured, nothing stops the other node if it is still running; make sure it is down"

@@ -79,6 +79,11 @@ enum Command {
         /// Print the status as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Ask over the site's TCP admin endpoint (`admin_listen`; HTTPS
+        /// with the profile's `admin_tls_cert` and `admin_token_file` when
+        /// it names them) instead of its admin socket.
+        #[arg(long)]
+        remote: bool,
     },
     /// Make a node active now: through the witness when the profile has one;
     /// without a witness only with --force (make sure the other node is down).
@@ -91,6 +96,11 @@ enum Command {
         /// Promote without a witness.
         #[arg(long)]
         force: bool,
+        /// Ask over the site's TCP admin endpoint (HTTPS with the profile's
+        /// `admin_tls_cert` and `admin_token_file`) instead of its admin
+        /// socket.
+        #[arg(long)]
+        remote: bool,
     },
     /// Run the whole failover on this machine: a witness, two sites on
     /// loopback, a DNS server and a fleet of devices; inject a fault into the
@@ -234,12 +244,20 @@ async fn dispatch(command: Command) -> Result<()> {
             profile,
             site,
             json,
-        } => tokio::task::spawn_blocking(move || admin::status(&profile, &site, json)).await?,
+            remote,
+        } => {
+            tokio::task::spawn_blocking(move || admin::status(&profile, &site, json, remote))
+                .await?
+        }
         Command::Promote {
             profile,
             site,
             force,
-        } => tokio::task::spawn_blocking(move || admin::promote(&profile, &site, force)).await?,
+            remote,
+        } => {
+            tokio::task::spawn_blocking(move || admin::promote(&profile, &site, force, remote))
+                .await?
+        }
         Command::Demo(args) => demo(args).await,
         Command::Keygen { file, force } => keygen(&file, force),
     }

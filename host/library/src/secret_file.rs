@@ -29,6 +29,16 @@ pub enum SecretFileError {
 /// The text of the secret file at `path`, refused when its group or others
 /// have any access to it.
 pub fn read_secret(path: &Path) -> Result<String, SecretFileError> {
+    check_owner_only(path)?;
+    std::fs::read_to_string(path).map_err(|source| SecretFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Refuse the file at `path` when its group or others have any access to it
+/// (for secrets read by another library, such as a TLS private key).
+pub fn check_owner_only(path: &Path) -> Result<(), SecretFileError> {
     use std::os::unix::fs::PermissionsExt;
     let read = |source| SecretFileError::Read {
         path: path.to_path_buf(),
@@ -41,7 +51,7 @@ pub fn read_secret(path: &Path) -> Result<String, SecretFileError> {
             mode,
         });
     }
-    std::fs::read_to_string(path).map_err(read)
+    Ok(())
 }
 
 /// Write `text` to a new owner-only (0600) file at `path`; an existing file

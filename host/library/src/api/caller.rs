@@ -12,17 +12,53 @@ pub(crate) enum Caller {
         /// Its process id, when the kernel gives one.
         pid: Option<i32>,
     },
-    /// A client of the read-only TCP listener.
-    Tcp(SocketAddr),
+    /// A client of the TCP listener.
+    Tcp {
+        /// Its address.
+        addr: SocketAddr,
+        /// What it may do there.
+        access: TcpAccess,
+    },
     /// A connection to the socket whose credentials could not be read.
     Unknown,
 }
 
+/// What a TCP client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpAccess {
+    /// The listener has no token: status only.
+    ReadOnly,
+    /// It presented the operators' token (over TLS): every call.
+    Token,
+    /// The listener wants a token and this request had none or a wrong one:
+    /// nothing.
+    Refused,
+}
+
 impl Caller {
-    /// Whether this caller may change the node's state: only one that came
-    /// through the owner-only socket (the OS checked who it is).
+    /// Whether this caller may change the node's state: one that came
+    /// through the owner-only socket (the OS checked who it is), or over
+    /// TLS with the operators' token.
     pub(crate) fn may_change_state(&self) -> bool {
-        matches!(self, Caller::Local { .. })
+        matches!(
+            self,
+            Caller::Local { .. }
+                | Caller::Tcp {
+                    access: TcpAccess::Token,
+                    ..
+                }
+        )
+    }
+
+    /// Whether this caller gets nothing at all (401).
+    pub(crate) fn unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Caller::Tcp {
+                access: TcpAccess::Refused,
+                ..
+            }
+        )
     }
 }
 
@@ -34,7 +70,11 @@ impl std::fmt::Display for Caller {
                 pid: Some(pid),
             } => write!(f, "uid {uid} pid {pid} (admin socket)"),
             Caller::Local { uid, pid: None } => write!(f, "uid {uid} (admin socket)"),
-            Caller::Tcp(addr) => write!(f, "{addr} (TCP, read-only)"),
+            Caller::Tcp { addr, access } => match access {
+                TcpAccess::ReadOnly => write!(f, "{addr} (TCP, read-only)"),
+                TcpAccess::Token => write!(f, "{addr} (TCP over TLS, operator token)"),
+                TcpAccess::Refused => write!(f, "{addr} (TCP, no valid token)"),
+            },
             Caller::Unknown => write!(f, "an unidentified process (admin socket)"),
         }
     }
@@ -42,19 +82,24 @@ impl std::fmt::Display for Caller {
 
 #[cfg(test)]
 mod tests {
-    use super::Caller;
+    use super::{Caller, TcpAccess};
 
     #[test]
-    fn only_a_caller_through_the_socket_may_change_state() {
+    fn only_the_socket_or_a_token_may_change_state() {
         assert!(Caller::Local {
             uid: 0,
             pid: Some(1)
         }
         .may_change_state());
-        assert!(
-            !Caller::Tcp("127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()))
-                .may_change_state()
-        );
+        let tcp = |access| Caller::Tcp {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            access,
+        };
+        assert!(!tcp(TcpAccess::ReadOnly).may_change_state());
+        assert!(!tcp(TcpAccess::ReadOnly).unauthenticated());
+        assert!(tcp(TcpAccess::Token).may_change_state());
+        assert!(!tcp(TcpAccess::Refused).may_change_state());
+        assert!(tcp(TcpAccess::Refused).unauthenticated());
         assert!(!Caller::Unknown.may_change_state());
     }
 }

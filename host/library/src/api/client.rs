@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::token::{AdminToken, TokenError};
 use crate::config::{ConfigError, LoadedProfile};
 
 /// Why a node could not be asked, or refused.
@@ -43,6 +44,22 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+    /// The TCP admin endpoint over TLS could not be reached or its TLS
+    /// handshake failed (a certificate that is not the one trusted?).
+    #[error("asking the node at {addr} over TLS: {source}")]
+    TlsUnreachable {
+        /// Where it was asked.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate to trust could not be read.
+    #[error(transparent)]
+    Tls(#[from] standby_device::tls::TlsError),
+    /// The operators' token could not be read.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// The node answered with something that is not the JSON it should be.
     #[error("reading the answer of the node at {at}: {source}")]
     BadAnswer {
@@ -77,6 +94,15 @@ enum Target {
     Socket(PathBuf),
     /// The read-only TCP listener.
     Tcp(SocketAddr, ureq::Agent),
+    /// The TCP listener over TLS, with the operators' token when given.
+    Tls {
+        /// Where it listens.
+        addr: SocketAddr,
+        /// Trusting the endpoint's certificate.
+        config: std::sync::Arc<rustls::ClientConfig>,
+        /// Sent as `Authorization: Bearer`.
+        token: Option<AdminToken>,
+    },
 }
 
 /// A client of one node's admin endpoint.
@@ -107,10 +133,49 @@ impl AdminClient {
         }
     }
 
+    /// A client of the TCP admin endpoint at `addr` over TLS, trusting the
+    /// certificate(s) in `cert` (the endpoint's own, or its CA), sending
+    /// `token` when given.
+    pub fn tls(
+        addr: SocketAddr,
+        cert: &Path,
+        token: Option<AdminToken>,
+    ) -> Result<Self, AdminError> {
+        let config = standby_device::tls::client_config(cert)?;
+        Ok(Self {
+            target: Target::Tls {
+                addr,
+                config,
+                token,
+            },
+        })
+    }
+
     /// A client of `site`'s admin socket, as `profile` places it.
     pub fn for_site(profile: &LoadedProfile, site: &str) -> Result<Self, AdminError> {
         let s = profile.site(site)?;
         Ok(Self::socket(profile.admin_socket(s)))
+    }
+
+    /// A client of `site`'s TCP admin endpoint, as `profile` sets it: over
+    /// TLS with the operators' token when the profile names them, plain
+    /// (read-only) otherwise.
+    pub fn for_site_remote(profile: &LoadedProfile, site: &str) -> Result<Self, AdminError> {
+        let s = profile.site(site)?;
+        let addr = s.admin_listen.ok_or_else(|| AdminError::NoAdminAddress {
+            site: site.to_string(),
+            profile: profile.file.display().to_string(),
+        })?;
+        match &s.admin_tls_cert {
+            Some(cert) => {
+                let token = match &s.admin_token_file {
+                    Some(path) => Some(AdminToken::from_file(&profile.base_dir.join(path))?),
+                    None => None,
+                };
+                Self::tls(addr, &profile.base_dir.join(cert), token)
+            }
+            None => Ok(Self::new(addr)),
+        }
     }
 
     /// `GET /status`: the node's status as JSON (blocking).
@@ -118,6 +183,15 @@ impl AdminClient {
         match &self.target {
             Target::Socket(path) => {
                 let (code, body) = socket_call(path, "GET", "/status", STATUS_WAIT)?;
+                self.answer(code, &body)
+            }
+            Target::Tls {
+                addr,
+                config,
+                token,
+            } => {
+                let (code, body) =
+                    tls_call(*addr, config, token.as_ref(), "GET", "/status", STATUS_WAIT)?;
                 self.answer(code, &body)
             }
             Target::Tcp(addr, agent) => {
@@ -142,6 +216,15 @@ impl AdminClient {
                 let (code, body) = socket_call(path, "POST", &target, PROMOTE_WAIT)?;
                 self.answer(code, &body)
             }
+            Target::Tls {
+                addr,
+                config,
+                token,
+            } => {
+                let (code, body) =
+                    tls_call(*addr, config, token.as_ref(), "POST", &target, PROMOTE_WAIT)?;
+                self.answer(code, &body)
+            }
             Target::Tcp(addr, agent) => {
                 match agent.post(&format!("http://{addr}{target}")).call() {
                     Ok(answer) => self.json(answer.into_json()),
@@ -160,7 +243,7 @@ impl AdminClient {
     fn at(&self) -> String {
         match &self.target {
             Target::Socket(p) => p.display().to_string(),
-            Target::Tcp(a, _) => a.to_string(),
+            Target::Tcp(a, _) | Target::Tls { addr: a, .. } => a.to_string(),
         }
     }
 
@@ -198,30 +281,74 @@ fn socket_call(
     target: &str,
     wait: Duration,
 ) -> Result<(u16, Vec<u8>), AdminError> {
-    use std::io::{Read, Write};
     let io = |source| AdminError::SocketUnreachable {
         path: path.to_path_buf(),
         source,
     };
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
     stream.set_read_timeout(Some(wait)).map_err(io)?;
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .map_err(io)?;
+    let raw = exchange(stream, method, target, None).map_err(io)?;
+    parse_answer(&raw, &path.display().to_string())
+}
+
+/// One HTTPS request to the TCP admin endpoint: its status code and body.
+fn tls_call(
+    addr: SocketAddr,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    token: Option<&AdminToken>,
+    method: &str,
+    target: &str,
+    wait: Duration,
+) -> Result<(u16, Vec<u8>), AdminError> {
+    let io = |source| AdminError::TlsUnreachable { addr, source };
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
+    tcp.set_read_timeout(Some(wait)).map_err(io)?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let connection = rustls::ClientConnection::new(config.clone(), name)
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    let stream = rustls::StreamOwned::new(connection, tcp);
+    let header = token.map(|t| format!("Authorization: {}\r\n", t.header()));
+    let raw = exchange(stream, method, target, header.as_deref()).map_err(io)?;
+    parse_answer(&raw, &addr.to_string())
+}
+
+/// Send one request with `Connection: close` and read the answer until the
+/// other side closes (a TLS peer that closes without notice is taken as
+/// done).
+fn exchange<S: std::io::Read + std::io::Write>(
+    mut stream: S,
+    method: &str,
+    target: &str,
+    extra_header: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
     write!(
         stream,
-        "{method} {target} HTTP/1.1\r\nHost: standby\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+        "{method} {target} HTTP/1.1\r\nHost: standby\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
+        extra_header.unwrap_or("")
+    )?;
+    stream.flush()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(io)?;
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => Ok(raw),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e),
+    }
+}
+
+/// An HTTP/1.1 answer's status code and body.
+fn parse_answer(raw: &[u8], at: &str) -> Result<(u16, Vec<u8>), AdminError> {
     let bad = |what: &str| AdminError::BadAnswer {
-        at: path.display().to_string(),
+        at: at.to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
     };
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(&raw) {
+    let head = match response.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(bad("the answer ended inside its head")),
         Err(e) => return Err(bad(&format!("not an HTTP answer: {e}"))),

@@ -1,6 +1,7 @@
 //! The admin endpoint's server side (see the module above for its routes):
 //! a Unix socket only the node's user can reach, which takes every call, and
-//! an optional read-only TCP listener on loopback.
+//! an optional TCP listener: read-only on loopback, or HTTPS where the
+//! operators' token admits every call.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
-use super::caller::Caller;
+use super::caller::{Caller, TcpAccess};
+use super::token::AdminToken;
 use crate::node::handle::{CommandError, NodeHandle};
 
 /// Connections served at once, per listener; more are closed at once, so
@@ -56,6 +58,15 @@ pub enum AdminServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be used.
+    #[error("admin endpoint: {0}")]
+    Tls(#[source] standby_device::tls::TlsError),
+    /// The TLS private key file is readable by others.
+    #[error("admin endpoint: admin_tls_key {0}")]
+    KeyFile(#[source] crate::secret_file::SecretFileError),
+    /// The operators' token could not be read.
+    #[error("admin endpoint: {0}")]
+    Token(#[source] super::token::TokenError),
     /// The TCP listener could not be bound.
     #[error("admin endpoint on {addr}: {source}")]
     Listen {
@@ -65,6 +76,18 @@ pub enum AdminServeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The TCP admin endpoint as the profile sets it.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpEndpoint {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Speak HTTPS with this configuration.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Admit every call from holders of this token (set only with `tls`);
+    /// without it the endpoint is read-only.
+    pub(crate) token: Option<AdminToken>,
 }
 
 /// A running admin endpoint; it stops (and removes its socket) when dropped.
@@ -97,10 +120,10 @@ impl Drop for AdminServer {
 }
 
 /// Serve the admin endpoint of the node behind `node` on the Unix socket
-/// `socket` (every call) and, when given, on `tcp` (loopback, read-only).
+/// `socket` (every call) and, when given, on `tcp`.
 pub(crate) async fn serve(
     socket: &Path,
-    tcp: Option<SocketAddr>,
+    tcp: Option<TcpEndpoint>,
     node: NodeHandle,
 ) -> Result<AdminServer, AdminServeError> {
     let app = Router::new()
@@ -112,15 +135,21 @@ pub(crate) async fn serve(
     let mut tasks = vec![tokio::spawn(accept_unix(unix, app.clone()))];
     tracing::info!(socket = %socket.display(), "admin endpoint listening (owner only)");
     let tcp = match tcp {
-        Some(addr) => {
+        Some(endpoint) => {
+            let addr = endpoint.addr;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| AdminServeError::Listen { addr, source })?;
             let addr = listener
                 .local_addr()
                 .map_err(|source| AdminServeError::Listen { addr, source })?;
-            tasks.push(tokio::spawn(accept_tcp(listener, app)));
-            tracing::info!(%addr, "read-only admin endpoint listening");
+            let mode = match (&endpoint.tls, &endpoint.token) {
+                (Some(_), Some(_)) => "HTTPS, every call with the operators' token",
+                (Some(_), None) => "HTTPS, read-only",
+                (None, _) => "read-only",
+            };
+            tasks.push(tokio::spawn(accept_tcp(listener, app, endpoint)));
+            tracing::info!(%addr, "admin endpoint listening ({mode})");
             Some(addr)
         }
         None => None,
@@ -182,14 +211,22 @@ async fn accept_unix(listener: tokio::net::UnixListener, app: Router) {
             },
             Err(_) => Caller::Unknown,
         };
-        serve_one(stream, caller, &slots, &app);
+        let Some(slot) = take_slot(&slots, &caller) else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, caller, app, None).await;
+            drop(slot);
+        });
     }
 }
 
-async fn accept_tcp(listener: tokio::net::TcpListener, app: Router) {
+async fn accept_tcp(listener: tokio::net::TcpListener, app: Router, endpoint: TcpEndpoint) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tls = endpoint.tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "admin endpoint: accept failed");
@@ -197,37 +234,82 @@ async fn accept_tcp(listener: tokio::net::TcpListener, app: Router) {
                 continue;
             }
         };
-        serve_one(stream, Caller::Tcp(peer), &slots, &app);
+        let caller = Caller::Tcp {
+            addr,
+            access: TcpAccess::ReadOnly,
+        };
+        let Some(slot) = take_slot(&slots, &caller) else {
+            continue;
+        };
+        let (app, tls, token) = (app.clone(), tls.clone(), endpoint.token.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(stream, caller, app, token).await,
+                // The TLS handshake counts against the header timeout.
+                Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, caller, app, token).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "admin endpoint: TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%addr, "admin endpoint: TLS handshake timed out"),
+                },
+            }
+            drop(slot);
+        });
     }
 }
 
-/// Serve one connection's one request, if a slot is free.
-fn serve_one<S>(stream: S, caller: Caller, slots: &Arc<Semaphore>, app: &Router)
+/// A connection slot, if one is free (otherwise the connection is closed at
+/// once, by dropping it).
+fn take_slot(slots: &Arc<Semaphore>, caller: &Caller) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slot = slots.clone().try_acquire_owned().ok();
+    if slot.is_none() {
+        tracing::debug!(%caller, "admin endpoint: every connection slot is taken; closing");
+    }
+    slot
+}
+
+/// Serve one connection's one request. On a TCP endpoint with a token, the
+/// request's `Authorization` header decides what the caller may do.
+async fn serve_connection<S>(stream: S, caller: Caller, app: Router, token: Option<AdminToken>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(slot) = slots.clone().try_acquire_owned() else {
-        tracing::debug!(%caller, "admin endpoint: every connection slot is taken; closing");
-        return;
-    };
-    let app = app.clone();
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(caller.clone());
+        let caller = match (&caller, &token) {
+            (Caller::Tcp { addr, .. }, Some(token)) => {
+                let header = request
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes());
+                let access = if token.admits(header) {
+                    TcpAccess::Token
+                } else {
+                    TcpAccess::Refused
+                };
+                Caller::Tcp {
+                    addr: *addr,
+                    access,
+                }
+            }
+            _ => caller.clone(),
+        };
+        request.extensions_mut().insert(caller);
         app.clone().oneshot(request)
     });
-    tokio::spawn(async move {
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .keep_alive(false)
-            .max_buf_size(MAX_REQUEST_BYTES)
-            .serve_connection(TokioIo::new(stream), service);
-        let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
-        drop(slot);
-    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
 }
 
-async fn status(State(node): State<NodeHandle>) -> Response {
+async fn status(State(node): State<NodeHandle>, Extension(caller): Extension<Caller>) -> Response {
+    if caller.unauthenticated() {
+        return unauthorized();
+    }
     Json(node.status().await).into_response()
 }
 
@@ -243,11 +325,15 @@ async fn promote(
     Extension(caller): Extension<Caller>,
     Query(q): Query<PromoteQuery>,
 ) -> Response {
+    if caller.unauthenticated() {
+        tracing::warn!(%caller, force = q.force, "admin: promote refused (no valid operator token)");
+        return unauthorized();
+    }
     if !caller.may_change_state() {
         tracing::warn!(%caller, force = q.force, "admin: promote refused (not through the admin socket)");
         return error(
             StatusCode::FORBIDDEN,
-            String::from("this endpoint is read-only: state-changing calls go through the node's admin socket (standby promote PROFILE --site NAME, as the node's user)"),
+            String::from("this endpoint is read-only: state-changing calls go through the node's admin socket (standby promote PROFILE --site NAME, as the node's user), or over TLS with the operators' token (admin_token_file)"),
         );
     }
     tracing::warn!(%caller, force = q.force, "admin: promote requested");
@@ -262,6 +348,19 @@ async fn promote(
         }
         Err(e @ CommandError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// `401`: this endpoint wants the operators' token.
+fn unauthorized() -> Response {
+    let mut answer = error(
+        StatusCode::UNAUTHORIZED,
+        String::from("a valid operator token is needed (Authorization: Bearer; `standby status|promote --remote` sends the profile's admin_token_file)"),
+    );
+    answer.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    answer
 }
 
 fn error(code: StatusCode, message: String) -> Response {

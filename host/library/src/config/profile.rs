@@ -184,10 +184,27 @@ pub struct Site {
     /// Where this node accepts the peer link (the other site dials it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_listen: Option<std::net::SocketAddr>,
-    /// A read-only admin endpoint over TCP (`GET /status`); loopback only.
-    /// State-changing calls (`standby promote`) go through `admin_socket`.
+    /// An admin endpoint over TCP. Alone: read-only (`GET /status`) and on
+    /// loopback only; state-changing calls (`standby promote`) go through
+    /// `admin_socket`. With `admin_tls_cert`, `admin_tls_key` and
+    /// `admin_token_file`: HTTPS, any address, every call for holders of
+    /// the operators' token (`standby status|promote --remote`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Certificate chain (PEM) of the TCP admin endpoint, relative to the
+    /// profile's folder: with it (and `admin_tls_key`) `admin_listen` speaks
+    /// HTTPS only. Clients trust this file (`--remote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `admin_tls_cert`; owner-only (0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_key: Option<PathBuf>,
+    /// The operators' token (base64 of at least 32 bytes, owner-only;
+    /// `standby keygen FILE` makes one), relative to the profile's folder:
+    /// the TCP endpoint then answers nothing without it (`401`) and every
+    /// call with it. Needs `admin_tls_cert` and `admin_tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     /// The admin endpoint's Unix socket, relative to `data_dir` (default
     /// `admin/admin.sock`). Its folder is made owner-only (0700) and the
     /// socket 0600: only the node's own user (and root) can connect, and
@@ -410,14 +427,7 @@ impl LoadedProfile {
                     ),
                 ));
             }
-            if let Some(addr) = site.admin_listen {
-                if !addr.ip().is_loopback() {
-                    return Err(self.invalid(
-                        format!("sites.{name}.admin_listen"),
-                        format!("the TCP admin endpoint is read-only and unauthenticated and must be on loopback, not {addr}"),
-                    ));
-                }
-            }
+            self.validate_admin_tcp(name, site)?;
         }
         if let Some(c) = &p.cluster {
             self.validate_cluster(c)?;
@@ -475,6 +485,52 @@ impl LoadedProfile {
                     .validate()
                     .map_err(|e| self.invalid(format!("{key}.grants.{}", e.key), e.to_string()))?;
             }
+        }
+        Ok(())
+    }
+
+    /// The TCP admin endpoint: TLS needs both files, a token needs TLS (it
+    /// never crosses TCP in clear), and only an endpoint with both may
+    /// leave loopback.
+    fn validate_admin_tcp(&self, name: &str, site: &Site) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("sites.{name}.{k}");
+        let tls = match (&site.admin_tls_cert, &site.admin_tls_key) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            (Some(_), None) => {
+                return Err(self.invalid(key("admin_tls_cert"), "needs `admin_tls_key` too"))
+            }
+            (None, Some(_)) => {
+                return Err(self.invalid(key("admin_tls_key"), "needs `admin_tls_cert` too"))
+            }
+        };
+        let token = site.admin_token_file.is_some();
+        let Some(addr) = site.admin_listen else {
+            if tls || token {
+                let which = if token {
+                    "admin_token_file"
+                } else {
+                    "admin_tls_cert"
+                };
+                return Err(self.invalid(
+                    key(which),
+                    "is for the TCP admin endpoint: set `admin_listen` too",
+                ));
+            }
+            return Ok(());
+        };
+        if token && !tls {
+            return Err(self.invalid(
+                key("admin_token_file"),
+                "needs `admin_tls_cert` and `admin_tls_key`: the token must never cross TCP in clear",
+            ));
+        }
+        let authenticated = tls && token;
+        if !addr.ip().is_loopback() && !authenticated {
+            return Err(self.invalid(
+                key("admin_listen"),
+                format!("a TCP admin endpoint without TLS and an operators' token is read-only and unauthenticated and must be on loopback, not {addr}: set admin_tls_cert, admin_tls_key and admin_token_file, or use loopback"),
+            ));
         }
         Ok(())
     }

@@ -148,7 +148,7 @@ pub(super) async fn assemble(
     });
     let admin = crate::api::serve(
         &loaded.admin_socket(&site),
-        site.admin_listen,
+        admin_tcp(&loaded, &site)?,
         NodeHandle::new(core.clone(), commands_tx),
     )
     .await?;
@@ -159,6 +159,36 @@ pub(super) async fn assemble(
         control,
         admin,
     })
+}
+
+/// The site's TCP admin endpoint: its address, TLS and operators' token as
+/// the profile sets them (paths relative to the profile's folder).
+fn admin_tcp(
+    loaded: &LoadedProfile,
+    site: &Site,
+) -> Result<Option<crate::api::TcpEndpoint>, crate::api::AdminServeError> {
+    use crate::api::AdminServeError;
+    let Some(addr) = site.admin_listen else {
+        return Ok(None);
+    };
+    let tls = match (&site.admin_tls_cert, &site.admin_tls_key) {
+        (Some(cert), Some(key)) => {
+            let key = loaded.base_dir.join(key);
+            crate::secret_file::check_owner_only(&key).map_err(AdminServeError::KeyFile)?;
+            let config = standby_device::tls::server_config(&loaded.base_dir.join(cert), &key)
+                .map_err(AdminServeError::Tls)?;
+            Some(config)
+        }
+        _ => None,
+    };
+    let token = match &site.admin_token_file {
+        Some(path) => Some(
+            crate::api::AdminToken::from_file(&loaded.base_dir.join(path))
+                .map_err(AdminServeError::Token)?,
+        ),
+        None => None,
+    };
+    Ok(Some(crate::api::TcpEndpoint { addr, tls, token }))
 }
 
 /// The site's database and the services its plugins' capabilities share.
