@@ -4,7 +4,8 @@
 //! the default `cluster.failover_step_timeout = "continue"` the step fails
 //! at `plugins.failover_call_limit_ms` and the node becomes active all the
 //! same; with `"abandon"` it goes back to standby, gives the lease back and
-//! never opens its gateway.
+//! never opens its gateway. And a `tick` blocked the same way gives way to
+//! the promotion at once (preempted, not waited for).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -22,11 +23,11 @@ const LIMIT_MS: u64 = 500;
 /// A cluster whose profile adds the stalling strategy; only B's data
 /// directory holds the FIFO, so A's `on-promote` fails at once (no such
 /// file) instead of blocking, and A becomes active.
-fn cluster(dir: &Path, b_flags: &[&str]) -> Cluster {
+fn cluster(dir: &Path, mode: &str, b_flags: &[&str]) -> Cluster {
     let plugin = standby_lab::fixtures::fixture("misbehave");
     let extra = format!(
         "[[strategy]]\nname = \"staller\"\nplugin = \"{}\"\n\
-         [strategy.settings]\nmode = \"stall\"\n\
+         [strategy.settings]\nmode = \"{mode}\"\n\
          [strategy.grants]\nfiles = {{ data = \"staller\" }}\n",
         plugin.display()
     );
@@ -81,7 +82,7 @@ fn assert_ran_out(timeline: &Value) {
 #[test]
 fn a_stalled_on_promote_fails_its_step_and_the_promotion_goes_on_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = cluster(dir.path(), &[]);
+    let mut c = cluster(dir.path(), "stall", &[]);
     c.kill(Which::A);
     let b = c.wait_status(Which::B, FAILOVER, |s| {
         s["role"] == "active" && s["last_failover"]["completed"] == true
@@ -103,7 +104,11 @@ fn a_stalled_on_promote_fails_its_step_and_the_promotion_goes_on_by_default() {
 #[test]
 fn with_abandon_a_stalled_on_promote_sends_the_node_back_to_standby_without_the_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = cluster(dir.path(), &["cluster.failover_step_timeout=\"abandon\""]);
+    let mut c = cluster(
+        dir.path(),
+        "stall",
+        &["cluster.failover_step_timeout=\"abandon\""],
+    );
     c.kill(Which::A);
     // B wins the lease, its on-promote runs out, and it abandons.
     let b = c.wait_status(Which::B, FAILOVER, |s| {
@@ -154,4 +159,38 @@ fn with_abandon_a_stalled_on_promote_sends_the_node_back_to_standby_without_the_
         .count();
     assert!(abandoned >= 1, "no active -> standby transition: {s}");
     assert!(ever_active(&s));
+}
+
+#[test]
+fn a_tick_blocked_inside_a_capability_gives_way_to_the_promotion() {
+    // The finding: a long tick holding the instance kept the gateway closed
+    // for 7.9 s after the node called itself active. Now the promotion
+    // preempts it: on-promote gets the instance long before its own limit.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(
+        dir.path(),
+        "stall-tick",
+        &["plugins.failover_call_limit_ms=5000"],
+    );
+    // B's tick is blocked on the FIFO by now (it ticks every second).
+    std::thread::sleep(Duration::from_secs(2));
+    c.kill(Which::A);
+    let b = c.wait_status(Which::B, FAILOVER, |s| {
+        s["role"] == "active" && s["last_failover"]["completed"] == true
+    });
+    let t = &b["last_failover"];
+    let s = step(t, "on-promote:staller");
+    assert_eq!(
+        s["ok"], true,
+        "on-promote waited for the blocked tick instead of preempting it: {t}"
+    );
+    eprintln!(
+        "on-promote:staller took {} ms with a tick blocked inside `files`; promotion total {} ms",
+        s["took_ms"], t["total_ms"]
+    );
+    assert_eq!(step(t, "open-gateway")["ok"], true, "{t}");
+    assert!(
+        c.log(Which::B).contains("stopped for a promotion"),
+        "the preempted tick is logged as such, not as a fault"
+    );
 }

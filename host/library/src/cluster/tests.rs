@@ -221,3 +221,24 @@ async fn an_isolated_active_stops_acknowledging_before_another_node_gets_the_lea
         b_granted - cut_at
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_gets_nothing_from_the_witness_to_check_a_guess_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = WitnessProc::start(dir.path(), 5_000).await;
+    let guess = Psk::new(b"another-key-0123456789abcdef0123456789".to_vec()).unwrap();
+    let answers = crate::peer::session::what_the_listener_answers_a_guess(w.addr, &guess).await;
+    assert_eq!(answers[0].len(), 33, "a SPAKE2 share");
+    assert!(
+        answers[1].is_empty(),
+        "a refusal, never the witness's proof"
+    );
+    assert!(answers[2].is_empty(), "then the connection closes");
+    let right = Psk::new(KEY.as_bytes().to_vec()).unwrap();
+    let answers = crate::peer::session::what_the_listener_answers_a_guess(w.addr, &right).await;
+    assert_eq!(
+        answers[1].len(),
+        32,
+        "the right key gets the witness's proof"
+    );
+}

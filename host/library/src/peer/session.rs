@@ -92,3 +92,33 @@ pub(crate) async fn accept(
         .await
         .map_err(|_| timed_out())?
 }
+
+/// Test tool: a stranger who guesses the key, dials the listener and runs
+/// the handshake honestly with its guess. What it gets back: the listener's
+/// share, its Confirm (empty: a refusal), and whatever follows until the
+/// listener closes.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) async fn what_the_listener_answers_a_guess(
+    listener: std::net::SocketAddr,
+    guess: &Psk,
+) -> Vec<Vec<u8>> {
+    use super::auth::{Confirm, DiallerExchange, Reply};
+    use super::proto::{read_plain, write_plain};
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(listener).await.unwrap();
+    let (exchange, hello) = DiallerExchange::start(guess, "a");
+    write_plain(&mut s, &hello).await.unwrap();
+    let reply: Reply = read_plain(&mut s).await.unwrap();
+    let mut answers = vec![reply.spake.clone()];
+    let keys = exchange.finish(&reply).unwrap();
+    let proof = keys.dialler_proof.to_vec();
+    write_plain(&mut s, &Confirm { proof }).await.unwrap();
+    let confirm: Confirm = read_plain(&mut s).await.unwrap();
+    answers.push(confirm.proof);
+    // After that, the listener either runs the session or closes.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut rest)).await;
+    answers.push(rest);
+    answers
+}

@@ -285,28 +285,6 @@ async fn what_crosses_the_link_is_encrypted() {
     );
 }
 
-/// A stranger who guesses the key, dials the listener and runs the
-/// handshake honestly with its guess: what does it get back?
-async fn what_the_listener_answers_a_guess(listener: SocketAddr, guess: &Psk) -> Vec<Vec<u8>> {
-    use super::auth::{Confirm, DiallerExchange, Reply};
-    use super::proto::{read_plain, write_plain};
-    let mut s = TcpStream::connect(listener).await.unwrap();
-    let (exchange, hello) = DiallerExchange::start(guess, "a");
-    write_plain(&mut s, &hello).await.unwrap();
-    let reply: Reply = read_plain(&mut s).await.unwrap();
-    let mut answers = vec![reply.spake.clone()];
-    let keys = exchange.finish(&reply).unwrap();
-    let proof = keys.dialler_proof.to_vec();
-    write_plain(&mut s, &Confirm { proof }).await.unwrap();
-    let confirm: Confirm = read_plain(&mut s).await.unwrap();
-    answers.push(confirm.proof);
-    // After that, the listener either runs the session or closes.
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut rest)).await;
-    answers.push(rest);
-    answers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_gets_nothing_to_check_a_guess_against_offline() {
     // The finding: the old handshake sent an HMAC of the key to anyone who
@@ -321,7 +299,7 @@ async fn a_stranger_gets_nothing_to_check_a_guess_against_offline() {
     assert!(connected(&a).await);
 
     let wrong = psk("fedcba9876543210fedcba9876543210-key");
-    let answers = what_the_listener_answers_a_guess(addr(pb), &wrong).await;
+    let answers = super::session::what_the_listener_answers_a_guess(addr(pb), &wrong).await;
     assert_eq!(
         answers[0].len(),
         33,
@@ -336,7 +314,7 @@ async fn a_stranger_gets_nothing_to_check_a_guess_against_offline() {
     // The same stranger with the right key does get the listener's proof:
     // the check above can fail.
     let right = psk(key);
-    let answers = what_the_listener_answers_a_guess(addr(pb), &right).await;
+    let answers = super::session::what_the_listener_answers_a_guess(addr(pb), &right).await;
     assert_eq!(answers[1].len(), 32, "the listener's proof");
 }
 
