@@ -25,14 +25,15 @@ pub enum AdminError {
     /// The profile could not be read.
     #[error(transparent)]
     Profile(#[from] ConfigError),
-    /// Nothing answered at the address (the node is not running?).
+    /// Nothing answered at the address (the node is not running?), or its
+    /// TLS handshake failed (a certificate that is not the one trusted?).
     #[error("asking the node at {addr} (is it running?): {source}")]
     Unreachable {
         /// Where it was asked.
         addr: SocketAddr,
-        /// What the HTTP client saw.
+        /// What failed.
         #[source]
-        source: Box<ureq::Error>,
+        source: std::io::Error,
     },
     /// The admin socket could not be used: the node is not running, or this
     /// user is not the node's.
@@ -41,16 +42,6 @@ pub enum AdminError {
         /// The socket.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TCP admin endpoint over TLS could not be reached or its TLS
-    /// handshake failed (a certificate that is not the one trusted?).
-    #[error("asking the node at {addr} over TLS: {source}")]
-    TlsUnreachable {
-        /// Where it was asked.
-        addr: SocketAddr,
-        /// What failed.
         #[source]
         source: std::io::Error,
     },
@@ -93,7 +84,7 @@ enum Target {
     /// The node's owner-only admin socket: every call.
     Socket(PathBuf),
     /// The read-only TCP listener.
-    Tcp(SocketAddr, ureq::Agent),
+    Tcp(SocketAddr),
     /// The TCP listener over TLS, with the operators' token when given.
     Tls {
         /// Where it listens.
@@ -120,9 +111,8 @@ const PROMOTE_WAIT: Duration = Duration::from_secs(600);
 impl AdminClient {
     /// A client of the read-only TCP endpoint at `addr` (status only).
     pub fn new(addr: SocketAddr) -> Self {
-        let agent = ureq::AgentBuilder::new().timeout(STATUS_WAIT).build();
         Self {
-            target: Target::Tcp(addr, agent),
+            target: Target::Tcp(addr),
         }
     }
 
@@ -180,70 +170,65 @@ impl AdminClient {
 
     /// `GET /status`: the node's status as JSON (blocking).
     pub fn status(&self) -> Result<Value, AdminError> {
-        match &self.target {
-            Target::Socket(path) => {
-                let (code, body) = socket_call(path, "GET", "/status", STATUS_WAIT)?;
-                self.answer(code, &body)
-            }
-            Target::Tls {
-                addr,
-                config,
-                token,
-            } => {
-                let (code, body) =
-                    tls_call(*addr, config, token.as_ref(), "GET", "/status", STATUS_WAIT)?;
-                self.answer(code, &body)
-            }
-            Target::Tcp(addr, agent) => {
-                let answer = agent
-                    .get(&format!("http://{addr}/status"))
-                    .call()
-                    .map_err(|e| AdminError::Unreachable {
-                        addr: *addr,
-                        source: Box::new(e),
-                    })?;
-                self.json(answer.into_json())
-            }
-        }
+        self.call("GET", "/status", STATUS_WAIT)
     }
 
     /// `POST /promote`: the promotion's timeline as JSON, or why the node
     /// refused (blocking).
     pub fn promote(&self, force: bool) -> Result<Value, AdminError> {
-        let target = format!("/promote?force={force}");
-        match &self.target {
+        self.call("POST", &format!("/promote?force={force}"), PROMOTE_WAIT)
+    }
+
+    /// One request over this client's transport: the JSON answer on 200,
+    /// the node's refusal otherwise.
+    fn call(&self, method: &str, target: &str, wait: Duration) -> Result<Value, AdminError> {
+        let raw = match &self.target {
             Target::Socket(path) => {
-                let (code, body) = socket_call(path, "POST", &target, PROMOTE_WAIT)?;
-                self.answer(code, &body)
+                let io = |source| AdminError::SocketUnreachable {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+                stream.set_read_timeout(Some(wait)).map_err(io)?;
+                stream.set_write_timeout(Some(WRITE_WAIT)).map_err(io)?;
+                exchange(stream, method, target, None).map_err(io)?
+            }
+            Target::Tcp(addr) => {
+                let io = |source| AdminError::Unreachable {
+                    addr: *addr,
+                    source,
+                };
+                let stream = tcp(*addr, wait).map_err(io)?;
+                exchange(stream, method, target, None).map_err(io)?
             }
             Target::Tls {
                 addr,
                 config,
                 token,
             } => {
-                let (code, body) =
-                    tls_call(*addr, config, token.as_ref(), "POST", &target, PROMOTE_WAIT)?;
-                self.answer(code, &body)
+                let io = |source| AdminError::Unreachable {
+                    addr: *addr,
+                    source,
+                };
+                let stream = tcp(*addr, wait).map_err(io)?;
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let connection = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| io(std::io::Error::other(e)))?;
+                let stream = rustls::StreamOwned::new(connection, stream);
+                let header = token
+                    .as_ref()
+                    .map(|t| format!("Authorization: {}\r\n", t.header()));
+                exchange(stream, method, target, header.as_deref()).map_err(io)?
             }
-            Target::Tcp(addr, agent) => {
-                match agent.post(&format!("http://{addr}{target}")).call() {
-                    Ok(answer) => self.json(answer.into_json()),
-                    Err(ureq::Error::Status(_, answer)) => {
-                        Err(refusal(&answer.into_json().unwrap_or(Value::Null)))
-                    }
-                    Err(e) => Err(AdminError::Unreachable {
-                        addr: *addr,
-                        source: Box::new(e),
-                    }),
-                }
-            }
-        }
+        };
+        let (code, body) = parse_answer(&raw, &self.at())?;
+        self.answer(code, &body)
     }
 
     fn at(&self) -> String {
         match &self.target {
             Target::Socket(p) => p.display().to_string(),
-            Target::Tcp(a, _) | Target::Tls { addr: a, .. } => a.to_string(),
+            Target::Tcp(a) | Target::Tls { addr: a, .. } => a.to_string(),
         }
     }
 
@@ -274,47 +259,15 @@ fn refusal(body: &Value) -> AdminError {
     )
 }
 
-/// One HTTP/1.1 request over the admin socket: its status code and body.
-fn socket_call(
-    path: &Path,
-    method: &str,
-    target: &str,
-    wait: Duration,
-) -> Result<(u16, Vec<u8>), AdminError> {
-    let io = |source| AdminError::SocketUnreachable {
-        path: path.to_path_buf(),
-        source,
-    };
-    let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
-    stream.set_read_timeout(Some(wait)).map_err(io)?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(io)?;
-    let raw = exchange(stream, method, target, None).map_err(io)?;
-    parse_answer(&raw, &path.display().to_string())
-}
+/// How long sending a request may take.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// One HTTPS request to the TCP admin endpoint: its status code and body.
-fn tls_call(
-    addr: SocketAddr,
-    config: &std::sync::Arc<rustls::ClientConfig>,
-    token: Option<&AdminToken>,
-    method: &str,
-    target: &str,
-    wait: Duration,
-) -> Result<(u16, Vec<u8>), AdminError> {
-    let io = |source| AdminError::TlsUnreachable { addr, source };
-    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
-    tcp.set_read_timeout(Some(wait)).map_err(io)?;
-    tcp.set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(io)?;
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let connection = rustls::ClientConnection::new(config.clone(), name)
-        .map_err(|e| io(std::io::Error::other(e)))?;
-    let stream = rustls::StreamOwned::new(connection, tcp);
-    let header = token.map(|t| format!("Authorization: {}\r\n", t.header()));
-    let raw = exchange(stream, method, target, header.as_deref()).map_err(io)?;
-    parse_answer(&raw, &addr.to_string())
+/// A TCP connection to `addr` whose reads wait at most `wait`.
+fn tcp(addr: SocketAddr, wait: Duration) -> std::io::Result<std::net::TcpStream> {
+    let stream = std::net::TcpStream::connect_timeout(&addr, WRITE_WAIT)?;
+    stream.set_read_timeout(Some(wait))?;
+    stream.set_write_timeout(Some(WRITE_WAIT))?;
+    Ok(stream)
 }
 
 /// Send one request with `Connection: close` and read the answer until the
