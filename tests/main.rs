@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config_golden;
 mod device_link;
+mod device_memory;
 mod dns;
 mod dns_ip;
 mod durable_marks;

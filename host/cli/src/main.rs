@@ -15,6 +15,7 @@ use standby_host::plugin::runtime::{PluginSource, RuntimeOptions};
 use standby_host::plugin::{builtin, componentize, inspect, PluginRuntime};
 
 mod admin;
+mod allocator;
 mod args;
 
 use args::{DemoArgs, SimulateArgs};
@@ -183,6 +184,7 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    allocator::return_large_blocks_to_the_system();
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_format, &cli.log) {
         eprintln!("standby: {}", report(&e));

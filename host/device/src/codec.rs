@@ -1,6 +1,9 @@
 //! Messages on the device link: packets assembled into messages (and split
 //! again on the way out), as a `tokio_util` codec.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -85,11 +88,76 @@ impl Default for CodecLimits {
     }
 }
 
+impl CodecLimits {
+    /// What a server takes before a device has finished its handshake: a
+    /// handshake is a few hundred bytes, so nothing above 4 KiB.
+    pub const HANDSHAKE: CodecLimits = CodecLimits {
+        max_packet_payload: 4 << 10,
+        max_message: 4 << 10,
+        split_at: 64 << 10,
+    };
+}
+
+/// Bytes that the codecs sharing it hold for messages not yet complete
+/// (received but undecoded bytes, and the parts of multi-packet messages),
+/// bounded in total. Each codec holds up to [`Budget::allowance`] without
+/// charging it, so a flood of unfinished messages cannot stop a device's
+/// ordinary messages; beyond that it charges the budget, and a codec that
+/// would overdraw it fails ([`CodecError::OverBudget`]).
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    allowance: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes in all, each codec holding `allowance`
+    /// bytes free of charge.
+    pub fn new(limit: usize, allowance: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            allowance,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// What each codec holds free of charge.
+    pub fn allowance(&self) -> usize {
+        self.allowance
+    }
+
+    fn charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn refund(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// Encoder and decoder of [`Message`]s.
 #[derive(Debug, Default)]
 pub struct DeviceCodec {
     limits: CodecLimits,
     partial: Option<(Header, Vec<u8>)>,
+    budget: Option<Arc<Budget>>,
+    /// What this codec has charged to `budget`.
+    charged: usize,
 }
 
 impl DeviceCodec {
@@ -98,6 +166,55 @@ impl DeviceCodec {
         Self {
             limits,
             partial: None,
+            budget: None,
+            charged: 0,
+        }
+    }
+
+    /// A codec whose held bytes count against `budget`.
+    pub fn with_budget(limits: CodecLimits, budget: Arc<Budget>) -> Self {
+        Self {
+            limits,
+            partial: None,
+            budget: Some(budget),
+            charged: 0,
+        }
+    }
+
+    /// Change the limits (a server raises them once a device's handshake
+    /// is done).
+    pub fn set_limits(&mut self, limits: CodecLimits) {
+        self.limits = limits;
+    }
+
+    /// Charge the budget for what this codec holds now (`buffered` bytes
+    /// received but not decoded, plus any unfinished message), or refund
+    /// what it no longer holds.
+    fn account(&mut self, buffered: usize) -> Result<(), CodecError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let partial = self.partial.as_ref().map_or(0, |(_, body)| body.len());
+        let owed = (buffered + partial).saturating_sub(budget.allowance);
+        if owed > self.charged {
+            if !budget.charge(owed - self.charged) {
+                return Err(CodecError::OverBudget {
+                    holding: buffered + partial,
+                    limit: budget.limit,
+                });
+            }
+        } else {
+            budget.refund(self.charged - owed);
+        }
+        self.charged = owed;
+        Ok(())
+    }
+}
+
+impl Drop for DeviceCodec {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.refund(self.charged);
         }
     }
 }
@@ -107,6 +224,30 @@ impl Decoder for DeviceCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
+        let decoded = self.decode_one(src);
+        self.account(src.len())?;
+        decoded
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
+        if let Some(m) = self.decode(src)? {
+            return Ok(Some(m));
+        }
+        frame::decode_eof(src, self.limits.max_packet_payload)?;
+        if let Some((h, _)) = &self.partial {
+            return Err(FrameError::Truncated {
+                have: h.index as usize + 1,
+                need: h.total as usize,
+            }
+            .into());
+        }
+        Ok(None)
+    }
+}
+
+impl DeviceCodec {
+    /// The next whole message in `src`, if there is one.
+    fn decode_one(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
         loop {
             let Some(packet) = frame::decode(src, self.limits.max_packet_payload)? else {
                 return Ok(None);
@@ -165,21 +306,6 @@ impl Decoder for DeviceCodec {
             }));
         }
     }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
-        if let Some(m) = self.decode(src)? {
-            return Ok(Some(m));
-        }
-        frame::decode_eof(src, self.limits.max_packet_payload)?;
-        if let Some((h, _)) = &self.partial {
-            return Err(FrameError::Truncated {
-                have: h.index as usize + 1,
-                need: h.total as usize,
-            }
-            .into());
-        }
-        Ok(None)
-    }
 }
 
 impl Encoder<Message> for DeviceCodec {
@@ -235,6 +361,15 @@ pub enum CodecError {
     /// The socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// Holding more of an unfinished message would overdraw the budget
+    /// every connection shares.
+    #[error("this connection holds {holding} bytes of unfinished messages and the budget all connections share ({limit} bytes) is spent")]
+    OverBudget {
+        /// Bytes this codec holds.
+        holding: usize,
+        /// The shared bound.
+        limit: usize,
+    },
 }
 
 #[cfg(test)]
@@ -266,6 +401,94 @@ mod tests {
                     payload,
                 },
             )
+    }
+
+    /// The first `n` bytes of an encoded multi-packet message of `len`
+    /// payload bytes from `device`.
+    fn unfinished(device: u32, len: usize, n: usize) -> BytesMut {
+        let mut codec = DeviceCodec::new(CodecLimits {
+            split_at: 8 << 10,
+            ..CodecLimits::default()
+        });
+        let mut buf = BytesMut::new();
+        let m = Message::request(device, frame::command::NOTIFY_EVENT, 1, vec![7; len]);
+        codec.encode(m, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn codecs_sharing_a_budget_hold_at_most_it_and_give_it_back_when_dropped() {
+        let budget = Budget::new(20 << 10, 4 << 10);
+        let mut a = DeviceCodec::with_budget(CodecLimits::default(), budget.clone());
+        let mut b = DeviceCodec::with_budget(CodecLimits::default(), budget.clone());
+        // Within the allowance: nothing charged.
+        let mut small = unfinished(1, 64 << 10, 2 << 10);
+        assert!(a.decode(&mut small).unwrap().is_none());
+        assert_eq!(budget.used(), 0);
+        // a holds about 16 KiB of an unfinished message: about 12 KiB
+        // (what is over the allowance) charged.
+        let mut big = unfinished(1, 64 << 10, 16 << 10);
+        let mut a = DeviceCodec::with_budget(CodecLimits::default(), budget.clone());
+        assert!(a.decode(&mut big).unwrap().is_none());
+        let charged = budget.used();
+        assert!((11 << 10..=12 << 10).contains(&charged), "{charged}");
+        // b cannot hold another 16 KiB: 12 + 12 > 20.
+        let mut big_b = unfinished(2, 64 << 10, 16 << 10);
+        let e = b.decode(&mut big_b).unwrap_err();
+        assert!(matches!(e, CodecError::OverBudget { .. }), "{e}");
+        assert!(e.to_string().contains("budget"), "{e}");
+        // ...until a is gone.
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        let mut b = DeviceCodec::with_budget(CodecLimits::default(), budget.clone());
+        let mut big_b = unfinished(2, 64 << 10, 16 << 10);
+        assert!(b.decode(&mut big_b).unwrap().is_none());
+        assert_eq!(budget.used(), charged);
+        // The rest of the message arrives: decoded, and what it held is
+        // given back.
+        let mut rest = unfinished(2, 64 << 10, usize::MAX);
+        let _ = rest.split_to(16 << 10);
+        big_b.unsplit(rest);
+        let m = b.decode(&mut big_b).unwrap().unwrap();
+        assert_eq!(m.payload.len(), 64 << 10);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_header_announcing_a_large_payload_reserves_little() {
+        let mut codec = DeviceCodec::new(CodecLimits::default());
+        let mut one_packet = DeviceCodec::new(CodecLimits {
+            split_at: 1 << 20,
+            ..CodecLimits::default()
+        });
+        let mut whole = BytesMut::new();
+        one_packet
+            .encode(
+                Message::request(1, frame::command::NOTIFY_EVENT, 1, vec![7; 1 << 20]),
+                &mut whole,
+            )
+            .unwrap();
+        whole.truncate(frame::HEADER_LEN + 10);
+        let mut buf = BytesMut::from(&whole[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= frame::HEADER_LEN + 10 + frame::READ_AHEAD,
+            "reserved {} bytes for a header announcing 1 MiB",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn the_handshake_limits_refuse_a_large_first_message() {
+        let mut codec = DeviceCodec::new(CodecLimits::HANDSHAKE);
+        let mut buf = unfinished(1, 64 << 10, 200);
+        let e = codec.decode(&mut buf).unwrap_err();
+        assert!(e.to_string().contains("4096"), "{e}");
+        // A handshake-sized message passes.
+        let mut codec = DeviceCodec::new(CodecLimits::HANDSHAKE);
+        let mut buf = unfinished(1, 300, usize::MAX);
+        assert!(codec.decode(&mut buf).unwrap().is_some());
     }
 
     proptest! {

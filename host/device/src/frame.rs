@@ -32,6 +32,9 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Default largest payload of one packet.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
 
+/// The most a decoder reserves ahead of bytes that have not arrived.
+pub const READ_AHEAD: usize = 64 << 10;
+
 /// Header flag: payload encrypted at the packet level (not used; refused).
 pub const FLAG_ENCRYPTED: u8 = 0b001;
 /// Header flag: this packet answers a request with the same sequence.
@@ -256,7 +259,10 @@ pub fn decode(buf: &mut BytesMut, max_payload: u32) -> Result<Option<Packet>, Fr
     }
     let need = HEADER_LEN + payload_len as usize;
     if buf.len() < need {
-        buf.reserve(need - buf.len());
+        // Room for what is coming, but never more than READ_AHEAD at once: a
+        // header that announces a large payload costs only what the peer
+        // really sends.
+        buf.reserve((need - buf.len()).min(READ_AHEAD));
         return Ok(None);
     }
     let actual = checksum(&buf[8..HEADER_LEN], &buf[HEADER_LEN..need]);

@@ -289,6 +289,18 @@ pub fn open_files(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS`), 0 if it is gone.
+pub fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -286,6 +286,13 @@ pub struct DevicesSection {
     pub handshake_timeout_ms: u64,
     /// Largest packet payload accepted, bytes.
     pub max_payload: u32,
+    /// Largest message (all its packets together) accepted from a device,
+    /// bytes. An event batch of 256 events is about 30 KiB.
+    pub max_message: usize,
+    /// Bytes of unfinished messages all device connections may hold
+    /// together beyond 64 KiB each; a connection that would overdraw it is
+    /// closed (the device reconnects and re-sends).
+    pub buffer_budget: usize,
     /// When devices may forget events.
     pub durable_ack: DurableAck,
 }
@@ -298,6 +305,8 @@ impl Default for DevicesSection {
             dead_link_ms: 30_000,
             handshake_timeout_ms: 3_000,
             max_payload: standby_device::frame::DEFAULT_MAX_PAYLOAD,
+            max_message: 1 << 20,
+            buffer_budget: 64 << 20,
             durable_ack: DurableAck::LocalCommit,
         }
     }
@@ -441,6 +450,12 @@ impl LoadedProfile {
         }
         if d.max_payload < 1024 {
             return Err(self.invalid("devices.max_payload", "must be at least 1024 bytes"));
+        }
+        if d.max_message < 4096 {
+            return Err(self.invalid("devices.max_message", "must be at least 4096 bytes"));
+        }
+        if d.buffer_budget < (1 << 20) {
+            return Err(self.invalid("devices.buffer_budget", "must be at least 1 MiB (1048576)"));
         }
         if p.plugins.memory_cap < (1 << 20) {
             return Err(self.invalid("plugins.memory_cap", "must be at least 1 MiB (1048576)"));

@@ -16,7 +16,7 @@ use super::registry::{DeviceInfo, ToConn};
 use super::Shared;
 use crate::role::Role;
 use crate::store::{unix_ms, AccessEvent, Write, Written};
-use standby_device::codec::{CodecError, DeviceCodec, Message};
+use standby_device::codec::{CodecError, CodecLimits, DeviceCodec, Message};
 use standby_device::frame::{command, status};
 use standby_device::messages::{self as msg, Direction, PayloadError};
 
@@ -110,7 +110,7 @@ where
     let mut link = Link {
         rd,
         wr,
-        codec: DeviceCodec::new(shared.config.limits),
+        codec: DeviceCodec::with_budget(CodecLimits::HANDSHAKE, shared.budget.clone()),
         inbuf: BytesMut::with_capacity(256),
         outbuf: BytesMut::new(),
     };
@@ -205,6 +205,7 @@ where
         return log_end(&shared, peer, Some(device_id), end);
     }
     shared.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    link.codec.set_limits(shared.config.limits);
 
     let now = unix_ms();
     let last_seen = Arc::new(AtomicU64::new(now));
@@ -232,6 +233,10 @@ where
 
 fn log_end(shared: &Shared, peer: SocketAddr, device: Option<u32>, end: End) {
     match end {
+        End::Frame(e @ CodecError::OverBudget { .. }) => {
+            shared.stats.over_budget.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, ?device, error = %e, "closing this connection");
+        }
         End::Frame(CodecError::Frame(e)) => {
             shared.stats.frame_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, ?device, error = %e, "malformed frame; closing this connection");

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::AckGate;
 use crate::role::Role;
 use crate::store::{GroupWriter, Store};
-use standby_device::codec::CodecLimits;
+use standby_device::codec::{Budget, CodecLimits};
 
 pub(crate) use registry::DeviceInfo;
 
@@ -75,9 +75,17 @@ pub(crate) struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// How long an admin request waits for the device's answer.
     pub admin_timeout: Duration,
-    /// Frame and message size limits.
+    /// Frame and message size limits once a device's handshake is done
+    /// (before it, [`CodecLimits::HANDSHAKE`]).
     pub limits: CodecLimits,
+    /// Bytes of unfinished messages all connections may hold together
+    /// beyond each one's [`BUFFER_ALLOWANCE`].
+    pub buffer_budget: usize,
 }
+
+/// What each connection may hold of unfinished messages without charging
+/// the shared budget: an ordinary event batch fits.
+pub(crate) const BUFFER_ALLOWANCE: usize = 64 << 10;
 
 impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +112,7 @@ impl GatewayConfig {
             handshake_timeout: Duration::from_secs(3),
             admin_timeout: Duration::from_secs(5),
             limits: CodecLimits::default(),
+            buffer_budget: 64 << 20,
         }
     }
 }
@@ -202,6 +211,8 @@ pub(crate) struct Stats {
     pub events_duplicate: AtomicU64,
     /// Server-matching and anti-passback requests answered.
     pub requests: AtomicU64,
+    /// Connections closed because the shared buffer budget was spent.
+    pub over_budget: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -221,6 +232,10 @@ pub(crate) struct StatsSnapshot {
     pub requests: u64,
     /// Devices connected now.
     pub connected: u64,
+    /// Connections closed because the shared buffer budget was spent.
+    pub over_budget: u64,
+    /// Bytes of unfinished messages charged to the shared budget now.
+    pub buffered: u64,
 }
 
 pub(crate) struct Shared {
@@ -236,6 +251,8 @@ pub(crate) struct Shared {
     pub stats: Stats,
     /// Closing the gateway sends `true`: every connection ends.
     pub closing: watch::Sender<bool>,
+    /// What every connection's unfinished messages draw on.
+    pub budget: Arc<Budget>,
 }
 
 struct Listening {
@@ -303,6 +320,7 @@ impl Gateway {
             role,
             epoch,
         };
+        let buffer_budget = config.buffer_budget;
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -314,6 +332,7 @@ impl Gateway {
                 registry: registry::Registry::default(),
                 stats: Stats::default(),
                 closing: watch::channel(false).0,
+                budget: Budget::new(buffer_budget, BUFFER_ALLOWANCE),
             }),
             listening: Mutex::new(None),
         }
@@ -424,6 +443,8 @@ impl Gateway {
             events_duplicate: s.events_duplicate.load(Ordering::Relaxed),
             requests: s.requests.load(Ordering::Relaxed),
             connected: self.shared.registry.len() as u64,
+            over_budget: s.over_budget.load(Ordering::Relaxed),
+            buffered: self.shared.budget.used() as u64,
         }
     }
 }

@@ -383,8 +383,10 @@ fn build_gateway(
     config.handshake_timeout = Duration::from_millis(d.handshake_timeout_ms);
     config.limits = CodecLimits {
         max_packet_payload: d.max_payload,
+        max_message: d.max_message,
         ..CodecLimits::default()
     };
+    config.buffer_budget = d.buffer_budget;
     if let (Some(addr), Some(cert), Some(key)) = (g.tls_listen, &g.cert, &g.key) {
         let tls = standby_device::tls::server_config(
             &loaded.base_dir.join(cert),

@@ -1,0 +1,234 @@
+//! The gateway's memory under clients that announce or start large messages
+//! and never finish them, while real devices keep sending events: the node
+//! (a separate process) stays under 256 MiB resident, the devices' events
+//! keep being acknowledged, and the memory comes back once the attack ends.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use standby_device::codec::{DeviceCodec, Message};
+use standby_device::frame::command;
+use standby_device::messages;
+use standby_device::Agent;
+use standby_lab::process::resident_kib;
+use standby_lab::server::{Server, ServerSpec};
+use standby_testkit::device::{config, endpoint, record, wait_on};
+
+const LIMIT_KIB: u64 = 256 * 1024;
+
+fn encode(m: Message) -> Vec<u8> {
+    use tokio_util::codec::Encoder;
+    let mut b = bytes::BytesMut::new();
+    DeviceCodec::default().encode(m, &mut b).unwrap();
+    b.to_vec()
+}
+
+fn hello(device: u32) -> Vec<u8> {
+    let hello = messages::Hello {
+        model: "attacker".into(),
+        firmware: "0".into(),
+        incarnation: 1,
+        last_seq: 0,
+        endpoint: 0,
+        max_epoch: 0,
+        durable: 0,
+    };
+    encode(Message::request(
+        device,
+        command::HANDSHAKE,
+        1,
+        messages::encode(&hello),
+    ))
+}
+
+/// The first `sent` bytes of one packet from `device` announcing `payload`
+/// bytes (a keep-alive: any command will do).
+fn unfinished_packet(device: u32, payload: usize, sent: usize) -> Vec<u8> {
+    let mut whole = encode(Message::request(
+        device,
+        command::KEEP_ALIVE,
+        2,
+        vec![0x5a; payload],
+    ));
+    whole.truncate(sent);
+    whole
+}
+
+/// Events the fleet has had acknowledged.
+fn acked(fleet: &[Agent]) -> u64 {
+    fleet.iter().map(|a| a.status().acked).sum()
+}
+
+/// Open up to `n` connections to `addr`, each sending `first` then
+/// `bytes(i)`, and keep the ones the server has not closed.
+fn attack(
+    addr: std::net::SocketAddr,
+    n: usize,
+    first: impl Fn(u32) -> Vec<u8>,
+    bytes: impl Fn(u32) -> Vec<u8>,
+) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n as u32 {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        s.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = s.write_all(&first(i));
+        let _ = s.write_all(&bytes(i));
+        held.push(s);
+    }
+    held
+}
+
+/// Samples a process's resident memory every 20 ms in a thread and keeps
+/// the peak.
+struct Watch {
+    pid: u32,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    fn start(pid: u32) -> Self {
+        use std::sync::atomic::Ordering;
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(resident_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Self { pid, peak, stop }
+    }
+
+    fn now(&self) -> u64 {
+        resident_kib(self.pid)
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_messages_cannot_take_the_gateways_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &crate::standby(),
+        ServerSpec::new("a", 1),
+        &dir.path().join("a"),
+    );
+    let devices = dir.path().join("devices");
+    let mut fleet = Vec::new();
+    for id in 1..=10 {
+        let (agent, _) =
+            Agent::start(config(&devices, id, vec![endpoint(server.spec.port, 0)])).unwrap();
+        fleet.push(agent);
+    }
+    for a in &fleet {
+        wait_on(a, "a", Duration::from_secs(20)).await;
+    }
+    // Let the fleet settle, then take the level before the attack.
+    for a in &fleet {
+        record(a, 5);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let watch = Watch::start(server.pid());
+    let before = watch.now();
+    let acked_before = acked(&fleet);
+    eprintln!("before: resident {before} KiB, acknowledged {acked_before}");
+
+    let addr = server.spec.addr();
+    let mut rounds = Vec::new();
+    // 1. Before any handshake: 2,000 connections announcing 1 MiB.
+    let held = attack(
+        addr,
+        2_000,
+        |i| unfinished_packet(100_000 + i, 1 << 20, 8 << 10),
+        |_| Vec::new(),
+    );
+    rounds.push(("2,000 announcing 1 MiB before a handshake", held));
+    // 2. After a handshake: 2,000 connections each sending 768 KiB of a
+    //    1 MiB packet.
+    let held = attack(
+        addr,
+        2_000,
+        |i| hello(200_000 + i),
+        |i| unfinished_packet(200_000 + i, 1 << 20, 768 << 10),
+    );
+    rounds.push(("2,000 holding 768 KiB of 1 MiB after a handshake", held));
+    // 3. After a handshake: 40 connections each starting a 15 MiB
+    //    multi-packet message.
+    let held = attack(
+        addr,
+        40,
+        |i| hello(300_000 + i),
+        |i| {
+            // A 16 MiB message in 1 MiB packets, all but the last sent.
+            use tokio_util::codec::Encoder;
+            let mut codec = DeviceCodec::new(standby_device::codec::CodecLimits {
+                split_at: 1 << 20,
+                ..Default::default()
+            });
+            let mut b = bytes::BytesMut::new();
+            let m = Message::request(300_000 + i, command::KEEP_ALIVE, 2, vec![0x5a; 16 << 20]);
+            codec.encode(m, &mut b).unwrap();
+            b.truncate(15 * ((1 << 20) + standby_device::frame::HEADER_LEN));
+            b.to_vec()
+        },
+    );
+    rounds.push(("40 starting 15 MiB messages after a handshake", held));
+
+    for (name, _) in &rounds {
+        eprintln!("attack: {name}");
+    }
+    // During: the fleet keeps sending and being acknowledged.
+    let during_from = acked(&fleet);
+    for a in &fleet {
+        record(a, 5);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let acked_during = acked(&fleet);
+    let peak = watch.peak();
+    eprintln!("during: peak resident {peak} KiB, acknowledged {during_from} -> {acked_during}");
+    assert!(
+        peak <= LIMIT_KIB,
+        "resident {peak} KiB during the attack (limit {LIMIT_KIB})"
+    );
+    assert!(
+        acked_during >= during_from + 50,
+        "the fleet's events stopped being acknowledged during the attack: {during_from} -> {acked_during}"
+    );
+    let still_held: usize = rounds.iter().map(|(_, h)| h.len()).sum();
+    drop(rounds);
+    // After: memory comes back within 20 % of where it was, in 10 s.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = watch.now();
+    for a in &fleet {
+        record(a, 5);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked_after = acked(&fleet);
+    eprintln!("after: resident {after} KiB ({still_held} attack connections were open), acknowledged {acked_after}");
+    assert!(
+        acked_after >= acked_during + 50,
+        "no events acknowledged after the attack"
+    );
+    assert!(
+        after * 5 <= before * 6,
+        "resident {after} KiB 10 s after the attack, {before} KiB before"
+    );
+    for a in fleet {
+        a.shutdown().await;
+    }
+}
