@@ -87,6 +87,18 @@ async fn another_local_user_cannot_promote_and_the_tcp_port_is_read_only() {
         "POST /promote?force=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
     );
     assert!(line.contains("403"), "POST /promote over TCP: {line}");
+    let body = r#"{"servers":"127.0.0.9:1"}"#;
+    let line = http(
+        &b_tcp,
+        &format!(
+            "POST /devices/servers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(
+        line.contains("403"),
+        "POST /devices/servers over TCP: {line}"
+    );
     let line = http(&b_tcp, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(line.contains("200"), "GET /status over TCP: {line}");
 

@@ -9,6 +9,7 @@ mod cli;
 mod config_golden;
 mod device_link;
 mod device_memory;
+mod device_servers;
 mod dns;
 mod dns_ip;
 mod durable_marks;

@@ -1,5 +1,6 @@
-//! `standby status` and `standby promote`: ask a running node over its admin
-//! endpoint (its owner-only Unix socket, or with `--remote` its TCP port).
+//! `standby status`, `standby promote` and `standby devices list|set-servers`:
+//! ask a running node over its admin endpoint (its owner-only Unix socket,
+//! or with `--remote` its TCP port).
 
 use std::path::Path;
 
@@ -44,4 +45,92 @@ pub(crate) fn promote(profile: &Path, site: &str, force: bool, remote: bool) -> 
         Err(AdminError::Refused(why)) => Err(anyhow::anyhow!("{site} was not promoted: {why}")),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `standby devices list PROFILE --site NAME [--json] [--remote]`.
+pub(crate) fn devices(profile: &Path, site: &str, json: bool, remote: bool) -> Result<()> {
+    let answer = client(profile, site, remote)?.devices()?;
+    if json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let devices = answer["devices"].as_array().cloned().unwrap_or_default();
+    println!("{} device(s) connected to {site}", devices.len());
+    for d in devices {
+        let servers: Vec<&str> = d["servers"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "  device {:<8} from {:<21} dialled {:<21} holds {:>6} event(s), last seen {} ms ago; servers: {}{}",
+            d["device_id"],
+            d["peer"].as_str().unwrap_or("?"),
+            d["dialled"].as_str().unwrap_or("?"),
+            d["events_held"],
+            now_ms().saturating_sub(d["last_seen_ms"].as_u64().unwrap_or(0)),
+            servers.join(", "),
+            d["error"]
+                .as_str()
+                .map(|e| format!(" (list unreadable: {e})"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+/// `standby devices set-servers PROFILE --site NAME (--device ID | --all) LIST [--remote]`.
+pub(crate) fn set_servers(
+    profile: &Path,
+    site: &str,
+    device: Option<u32>,
+    servers: &str,
+    remote: bool,
+) -> Result<()> {
+    let devices = device.map(|d| vec![d]);
+    let answer = match client(profile, site, remote)?.set_servers(devices.as_deref(), servers) {
+        Ok(a) => a,
+        Err(AdminError::Refused(why)) => {
+            return Err(anyhow::anyhow!("the server list was not pushed: {why}"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    let mut failed = 0;
+    for r in &results {
+        match r["error"].as_str() {
+            None => println!(
+                "device {}: stored {}",
+                r["device_id"],
+                r["stored"]
+                    .as_array()
+                    .map(|s| s
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            Some(e) => {
+                failed += 1;
+                println!("device {}: not changed: {e}", r["device_id"]);
+            }
+        }
+    }
+    if results.is_empty() {
+        return Err(anyhow::anyhow!("no device is connected to {site}"));
+    }
+    if failed > 0 {
+        return Err(anyhow::anyhow!(
+            "{failed} of {} device(s) did not store the list",
+            results.len()
+        ));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

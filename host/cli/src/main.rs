@@ -141,7 +141,45 @@ enum Command {
 enum DevicesCommand {
     /// Run a fleet of simulated devices (separate from any server) until
     /// --duration passes or SIGTERM/Ctrl-C; then drain and print a summary.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
+    /// Show each device connected to a running node: its address, the
+    /// server entry it dialled, its prioritized server list, when it was
+    /// last heard and the events it still holds.
+    List {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site to ask.
+        #[arg(long)]
+        site: String,
+        /// Print one JSON object `{"devices": [...]}`.
+        #[arg(long)]
+        json: bool,
+        /// Ask over the site's TCP admin endpoint instead of its admin socket.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Push a new prioritized server list to connected devices; each device
+    /// stores it and says what it stored.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["device", "all"])))]
+    SetServers {
+        /// The profile file.
+        profile: PathBuf,
+        /// Which site's devices.
+        #[arg(long)]
+        site: String,
+        /// One device.
+        #[arg(long)]
+        device: Option<u32>,
+        /// Every device connected to the site.
+        #[arg(long)]
+        all: bool,
+        /// The list: host:port[/tls] entries separated by commas, first
+        /// tried first (as `devices simulate --endpoints`).
+        servers: String,
+        /// Ask over the site's TCP admin endpoint instead of its admin socket.
+        #[arg(long)]
+        remote: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,7 +272,29 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::CheckConfig { profile, overrides } => check_config(profile, overrides).await,
         Command::Plugin(p) => plugin(p).await,
         Command::Devices(DevicesCommand::Simulate(args)) => {
-            standby_lab::simulate::run(args.into(), shutdown_signal).await
+            standby_lab::simulate::run((*args).into(), shutdown_signal).await
+        }
+        Command::Devices(DevicesCommand::List {
+            profile,
+            site,
+            json,
+            remote,
+        }) => {
+            tokio::task::spawn_blocking(move || admin::devices(&profile, &site, json, remote))
+                .await?
+        }
+        Command::Devices(DevicesCommand::SetServers {
+            profile,
+            site,
+            device,
+            all: _,
+            servers,
+            remote,
+        }) => {
+            tokio::task::spawn_blocking(move || {
+                admin::set_servers(&profile, &site, device, &servers, remote)
+            })
+            .await?
         }
         Command::Witness {
             listen,

@@ -237,12 +237,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut asks: mpsc::Receiver<Ask>) {
                             );
                         }
                         tracing::debug!(device = shared.config.device_id, %endpoint, %reason, "link down");
+                        // The server may have replaced the list during the
+                        // session: walk the list as it is now.
+                        machine.set_endpoints(shared.endpoints().len());
                         match end {
                             End::Shutdown => return,
-                            End::Switch(i) => {
-                                machine.set_endpoints(shared.endpoints().len());
-                                machine.switch_to(i);
-                            }
+                            End::Switch(i) => machine.switch_to(i),
                             End::Lost(_) => machine.lost(Instant::now(), &mut rng),
                             End::Silent(_) => machine.went_silent(Instant::now(), &mut rng),
                         }
@@ -620,7 +620,12 @@ async fn answer(
             }
             let current = shared.endpoints().get(index).cloned();
             shared.replace_endpoints(endpoints);
-            conn.send(m.reply(status::OK, Vec::new())).await?;
+            // Answer with what was stored, as GET_SERVER_LIST would.
+            let stored = msg::ServerList {
+                endpoints: shared.endpoints().iter().map(Endpoint::to_wire).collect(),
+                current: None,
+            };
+            conn.send(m.reply(status::OK, msg::encode(&stored))).await?;
             tracing::info!(
                 device = shared.config.device_id,
                 "server list replaced by the server"

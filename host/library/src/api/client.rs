@@ -104,6 +104,9 @@ pub struct AdminClient {
 
 /// How long a status may take to come back.
 const STATUS_WAIT: Duration = Duration::from_secs(10);
+/// How long a device listing or a server-list push may take (each device
+/// is asked at once; the gateway waits for each at most its admin timeout).
+const DEVICES_WAIT: Duration = Duration::from_secs(30);
 /// How long a promotion may take to come back (it may run the fencing
 /// command and every plugin's on-promote).
 const PROMOTE_WAIT: Duration = Duration::from_secs(600);
@@ -170,18 +173,49 @@ impl AdminClient {
 
     /// `GET /status`: the node's status as JSON (blocking).
     pub fn status(&self) -> Result<Value, AdminError> {
-        self.call("GET", "/status", STATUS_WAIT)
+        self.call("GET", "/status", None, STATUS_WAIT)
+    }
+
+    /// `GET /devices`: every connected device with its server list, as
+    /// `{"devices": [...]}` (blocking).
+    pub fn devices(&self) -> Result<Value, AdminError> {
+        self.call("GET", "/devices", None, DEVICES_WAIT)
+    }
+
+    /// `POST /devices/servers`: push the server list `servers` (the syntax
+    /// of `devices simulate --endpoints`) to `devices`, or to every
+    /// connected device when None; `{"results": [...]}`, one per device
+    /// (blocking).
+    pub fn set_servers(&self, devices: Option<&[u32]>, servers: &str) -> Result<Value, AdminError> {
+        let body = serde_json::json!({ "devices": devices, "servers": servers }).to_string();
+        self.call(
+            "POST",
+            "/devices/servers",
+            Some(body.as_bytes()),
+            DEVICES_WAIT,
+        )
     }
 
     /// `POST /promote`: the promotion's timeline as JSON, or why the node
     /// refused (blocking).
     pub fn promote(&self, force: bool) -> Result<Value, AdminError> {
-        self.call("POST", &format!("/promote?force={force}"), PROMOTE_WAIT)
+        self.call(
+            "POST",
+            &format!("/promote?force={force}"),
+            None,
+            PROMOTE_WAIT,
+        )
     }
 
     /// One request over this client's transport: the JSON answer on 200,
     /// the node's refusal otherwise.
-    fn call(&self, method: &str, target: &str, wait: Duration) -> Result<Value, AdminError> {
+    fn call(
+        &self,
+        method: &str,
+        target: &str,
+        body: Option<&[u8]>,
+        wait: Duration,
+    ) -> Result<Value, AdminError> {
         let raw = match &self.target {
             Target::Socket(path) => {
                 let io = |source| AdminError::SocketUnreachable {
@@ -191,7 +225,7 @@ impl AdminClient {
                 let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
                 stream.set_read_timeout(Some(wait)).map_err(io)?;
                 stream.set_write_timeout(Some(WRITE_WAIT)).map_err(io)?;
-                exchange(stream, method, target, None).map_err(io)?
+                exchange(stream, method, target, None, body).map_err(io)?
             }
             Target::Tcp(addr) => {
                 let io = |source| AdminError::Unreachable {
@@ -199,7 +233,7 @@ impl AdminClient {
                     source,
                 };
                 let stream = tcp(*addr, wait).map_err(io)?;
-                exchange(stream, method, target, None).map_err(io)?
+                exchange(stream, method, target, None, body).map_err(io)?
             }
             Target::Tls {
                 addr,
@@ -218,7 +252,7 @@ impl AdminClient {
                 let header = token
                     .as_ref()
                     .map(|t| format!("Authorization: {}\r\n", t.header()));
-                exchange(stream, method, target, header.as_deref()).map_err(io)?
+                exchange(stream, method, target, header.as_deref(), body).map_err(io)?
             }
         };
         let (code, body) = parse_answer(&raw, &self.at())?;
@@ -278,12 +312,21 @@ fn exchange<S: std::io::Read + std::io::Write>(
     method: &str,
     target: &str,
     extra_header: Option<&str>,
+    body: Option<&[u8]>,
 ) -> std::io::Result<Vec<u8>> {
+    let body = body.unwrap_or_default();
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     write!(
         stream,
-        "{method} {target} HTTP/1.1\r\nHost: standby\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
-        extra_header.unwrap_or("")
+        "{method} {target} HTTP/1.1\r\nHost: standby\r\n{}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        extra_header.unwrap_or(""),
+        body.len()
     )?;
+    stream.write_all(body)?;
     stream.flush()?;
     let mut raw = Vec::new();
     match stream.read_to_end(&mut raw) {

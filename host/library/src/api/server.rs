@@ -129,6 +129,8 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .route("/promote", post(promote))
+        .route("/devices", get(devices))
+        .route("/devices/servers", post(set_servers))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(node);
     let unix = bind_socket(socket).await?;
@@ -331,10 +333,7 @@ async fn promote(
     }
     if !caller.may_change_state() {
         tracing::warn!(%caller, force = q.force, "admin: promote refused (not through the admin socket)");
-        return error(
-            StatusCode::FORBIDDEN,
-            String::from("this endpoint is read-only: state-changing calls go through the node's admin socket (standby promote PROFILE --site NAME, as the node's user), or over TLS with the operators' token (admin_token_file)"),
-        );
+        return error(StatusCode::FORBIDDEN, String::from(READ_ONLY));
     }
     tracing::warn!(%caller, force = q.force, "admin: promote requested");
     match node.promote(q.force).await {
@@ -349,6 +348,78 @@ async fn promote(
         Err(e @ CommandError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
+
+async fn devices(State(node): State<NodeHandle>, Extension(caller): Extension<Caller>) -> Response {
+    if caller.unauthenticated() {
+        return unauthorized();
+    }
+    match node.devices().await {
+        Some(devices) => Json(serde_json::json!({ "devices": devices })).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            String::from("this site has no device gateway"),
+        ),
+    }
+}
+
+/// The body of `POST /devices/servers`.
+#[derive(Debug, serde::Deserialize)]
+struct SetServers {
+    /// The devices; absent or null: every connected device.
+    #[serde(default)]
+    devices: Option<Vec<u32>>,
+    /// The new list, as `devices simulate --endpoints` takes it.
+    servers: String,
+}
+
+async fn set_servers(
+    State(node): State<NodeHandle>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    if caller.unauthenticated() {
+        tracing::warn!(%caller, "admin: set-servers refused (no valid operator token)");
+        return unauthorized();
+    }
+    if !caller.may_change_state() {
+        tracing::warn!(%caller, "admin: set-servers refused (not through the admin socket)");
+        return error(StatusCode::FORBIDDEN, String::from(READ_ONLY));
+    }
+    let request: SetServers = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request body: {e}")),
+    };
+    let endpoints = match standby_device::agent::Endpoint::parse_list(&request.servers) {
+        Ok(list) if !list.is_empty() && list.len() <= 255 => list,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "`{}` names no server: give 1 to 255 entries, host:port[/tls] separated by commas",
+                request.servers
+            ),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`{}`: {e}", request.servers),
+            )
+        }
+    };
+    tracing::warn!(%caller, devices = ?request.devices, servers = %request.servers, "admin: set-servers requested");
+    let wire = endpoints.iter().map(|e| e.to_wire()).collect();
+    match node.set_servers(request.devices, wire).await {
+        Some(results) => Json(serde_json::json!({ "results": results })).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            String::from("this site has no device gateway"),
+        ),
+    }
+}
+
+/// What a read-only endpoint answers a state-changing call.
+const READ_ONLY: &str = "this endpoint is read-only: state-changing calls go through the node's admin socket (as the node's user), or over TLS with the operators' token (admin_token_file)";
 
 /// `401`: this endpoint wants the operators' token.
 fn unauthorized() -> Response {

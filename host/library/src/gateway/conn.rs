@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::registry::{DeviceInfo, ToConn};
+use super::registry::{DeviceInfo, Live, ToConn};
 use super::Shared;
 use crate::role::Role;
 use crate::store::{unix_ms, AccessEvent, Write, Written};
@@ -208,7 +208,11 @@ where
     link.codec.set_limits(shared.config.limits);
 
     let now = unix_ms();
-    let last_seen = Arc::new(AtomicU64::new(now));
+    let live = Arc::new(Live {
+        last_seen_ms: AtomicU64::new(now),
+        last_seq: AtomicU64::new(h.last_seq),
+        watermark: AtomicU64::new(watermark),
+    });
     let (tx, rx) = mpsc::channel(8);
     let conn = shared.registry.register(
         DeviceInfo {
@@ -221,12 +225,14 @@ where
             model: h.model.clone(),
             firmware: h.firmware.clone(),
             incarnation,
+            last_seq: h.last_seq,
+            watermark,
         },
-        last_seen.clone(),
+        live.clone(),
         tx,
     );
     tracing::debug!(%peer, device_id, incarnation, watermark, "device connected");
-    let end = session(&shared, &mut link, device_id, incarnation, last_seen, rx).await;
+    let end = session(&shared, &mut link, device_id, incarnation, &live, rx).await;
     shared.registry.unregister(device_id, conn);
     log_end(&shared, peer, Some(device_id), end);
 }
@@ -256,7 +262,7 @@ async fn session<R, W>(
     link: &mut Link<R, W>,
     device_id: u32,
     incarnation: u64,
-    last_seen: Arc<AtomicU64>,
+    live: &Live,
     mut rx: mpsc::Receiver<ToConn>,
 ) -> End
 where
@@ -279,7 +285,7 @@ where
                     Err(end) => return end,
                 };
                 deadline = Instant::now() + dead_link;
-                last_seen.store(unix_ms(), Ordering::Relaxed);
+                live.last_seen_ms.store(unix_ms(), Ordering::Relaxed);
                 if m.device_id != device_id {
                     return End::Protocol(Violation::WrongDevice { frame: m.device_id, link: device_id });
                 }
@@ -289,7 +295,7 @@ where
                     }
                     continue;
                 }
-                let reply = handle(shared, &m, incarnation).await;
+                let reply = handle(shared, &m, incarnation, live).await;
                 match reply {
                     Ok(r) => {
                         if let Err(end) = link.send(r).await {
@@ -319,7 +325,12 @@ where
 }
 
 /// Answer one request from the device.
-async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<Message, End> {
+async fn handle(
+    shared: &Arc<Shared>,
+    m: &Message,
+    incarnation: u64,
+    live: &Live,
+) -> Result<Message, End> {
     let active = shared.identity.borrow().role == Role::Active;
     let bad = |e: msg::PayloadError| Ok(m.reply(status::BAD_REQUEST, refusal(e.to_string())));
     match m.command {
@@ -346,7 +357,10 @@ async fn handle(shared: &Arc<Shared>, m: &Message, incarnation: u64) -> Result<M
                     )),
                 ));
             }
-            ingest(shared, m, batch).await
+            if let Some(last) = batch.events.iter().map(|e| e.seq).max() {
+                live.last_seq.fetch_max(last, Ordering::Relaxed);
+            }
+            ingest(shared, m, batch, live).await
         }
         command::SERVER_VERIFY => {
             let req: msg::Verify = match msg::decode("verify", &m.payload) {
@@ -425,7 +439,12 @@ fn match_result(user: Option<crate::store::User>) -> msg::MatchResult {
     }
 }
 
-async fn ingest(shared: &Arc<Shared>, m: &Message, batch: msg::Events) -> Result<Message, End> {
+async fn ingest(
+    shared: &Arc<Shared>,
+    m: &Message,
+    batch: msg::Events,
+    live: &Live,
+) -> Result<Message, End> {
     // A node whose lease ran out writes nothing and acknowledges nothing.
     if shared.identity.borrow().role != Role::Active || !shared.gate.is_open() {
         return Ok(m.reply(status::NOT_ACTIVE, refusal("this server is not active")));
@@ -464,6 +483,7 @@ async fn ingest(shared: &Arc<Shared>, m: &Message, batch: msg::Events) -> Result
                 .stats
                 .events_duplicate
                 .fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
+            live.watermark.store(watermark, Ordering::Relaxed);
             // Re-check the role after the commit: a node that lost its lease
             // meanwhile acknowledges nothing.
             if shared.identity.borrow().role != Role::Active || !shared.gate.is_open() {

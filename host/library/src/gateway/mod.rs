@@ -31,6 +31,7 @@ use crate::role::Role;
 use crate::store::{GroupWriter, Store};
 use standby_device::codec::{Budget, CodecLimits};
 
+pub(crate) use admin::{DeviceReport, SetServersResult};
 pub(crate) use registry::DeviceInfo;
 
 /// Which devices may connect.

@@ -33,6 +33,23 @@ pub(crate) struct DeviceInfo {
     pub firmware: String,
     /// Log incarnation.
     pub incarnation: u64,
+    /// The highest event sequence number the device has reported (in its
+    /// handshake or a batch).
+    pub last_seq: u64,
+    /// The highest sequence number up to which this node holds every event
+    /// of the device's incarnation.
+    pub watermark: u64,
+}
+
+/// What a connection updates as frames arrive.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// When the last frame arrived (Unix ms).
+    pub(crate) last_seen_ms: AtomicU64,
+    /// See [`DeviceInfo::last_seq`].
+    pub(crate) last_seq: AtomicU64,
+    /// See [`DeviceInfo::watermark`].
+    pub(crate) watermark: AtomicU64,
 }
 
 /// A request to a connection task.
@@ -46,7 +63,7 @@ pub(crate) enum ToConn {
 struct Entry {
     info: DeviceInfo,
     conn: u64,
-    last_seen: Arc<AtomicU64>,
+    live: Arc<Live>,
     tx: mpsc::Sender<ToConn>,
 }
 
@@ -66,7 +83,7 @@ impl Registry {
     pub(crate) fn register(
         &self,
         info: DeviceInfo,
-        last_seen: Arc<AtomicU64>,
+        live: Arc<Live>,
         tx: mpsc::Sender<ToConn>,
     ) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
@@ -76,7 +93,7 @@ impl Registry {
             Entry {
                 info,
                 conn,
-                last_seen,
+                live,
                 tx,
             },
         );
@@ -96,7 +113,9 @@ impl Registry {
 
     fn info(e: &Entry) -> DeviceInfo {
         let mut info = e.info.clone();
-        info.last_seen_ms = e.last_seen.load(Ordering::Relaxed);
+        info.last_seen_ms = e.live.last_seen_ms.load(Ordering::Relaxed);
+        info.last_seq = e.live.last_seq.load(Ordering::Relaxed);
+        info.watermark = e.live.watermark.load(Ordering::Relaxed);
         info
     }
 

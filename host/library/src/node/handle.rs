@@ -1,5 +1,6 @@
-//! What the admin endpoint may do with a running node: send it commands and
-//! read its status. Nothing else of the node is reachable through it.
+//! What the admin endpoint may do with a running node: send it commands,
+//! read its status, list its devices and push them a server list. Nothing
+//! else of the node is reachable through it.
 
 use std::sync::Arc;
 
@@ -7,6 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::core::{Command, Core};
 use crate::failover::{NodeStatus, PromoteError, Timeline};
+use crate::gateway::{DeviceReport, SetServersResult};
+use standby_device::messages::WireEndpoint;
 
 /// Why a command got no result.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,27 @@ impl NodeHandle {
     /// The node's status now.
     pub(crate) async fn status(&self) -> NodeStatus {
         crate::failover::status::collect(&self.core).await
+    }
+
+    /// Every connected device with its server list (None: no gateway).
+    pub(crate) async fn devices(&self) -> Option<Vec<DeviceReport>> {
+        match &self.core.gateway {
+            Some(g) => Some(g.device_reports().await),
+            None => None,
+        }
+    }
+
+    /// Push `endpoints` to `devices` (all connected when None); None: no
+    /// gateway.
+    pub(crate) async fn set_servers(
+        &self,
+        devices: Option<Vec<u32>>,
+        endpoints: Vec<WireEndpoint>,
+    ) -> Option<Vec<SetServersResult>> {
+        match &self.core.gateway {
+            Some(g) => Some(g.set_servers(devices, endpoints).await),
+            None => None,
+        }
     }
 
     /// Ask the control loop to promote the node (`force`: without a
