@@ -289,6 +289,10 @@ pub struct DevicesSection {
     /// Largest message (all its packets together) accepted from a device,
     /// bytes. An event batch of 256 events is about 30 KiB.
     pub max_message: usize,
+    /// Largest payload of one access event, bytes: a batch holding a
+    /// larger one is refused. BioStar 2 event records are 32-byte
+    /// structures; the default leaves room for vendor extensions.
+    pub max_event_payload: usize,
     /// Bytes of unfinished messages all device connections may hold
     /// together beyond 64 KiB each; a connection that would overdraw it is
     /// closed (the device reconnects and re-sends).
@@ -306,6 +310,7 @@ impl Default for DevicesSection {
             handshake_timeout_ms: 3_000,
             max_payload: standby_device::frame::DEFAULT_MAX_PAYLOAD,
             max_message: 1 << 20,
+            max_event_payload: 4 << 10,
             buffer_budget: 64 << 20,
             durable_ack: DurableAck::LocalCommit,
         }
@@ -453,6 +458,12 @@ impl LoadedProfile {
         }
         if d.max_message < 4096 {
             return Err(self.invalid("devices.max_message", "must be at least 4096 bytes"));
+        }
+        if d.max_event_payload < 64 || d.max_event_payload > d.max_message {
+            return Err(self.invalid(
+                "devices.max_event_payload",
+                "must be at least 64 bytes and not above devices.max_message",
+            ));
         }
         if d.buffer_budget < (1 << 20) {
             return Err(self.invalid("devices.buffer_budget", "must be at least 1 MiB (1048576)"));

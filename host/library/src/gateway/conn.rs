@@ -357,6 +357,23 @@ async fn handle(
                     )),
                 ));
             }
+            let max = shared.config.max_event_payload;
+            if let Some(e) = batch.events.iter().find(|e| e.payload.len() > max) {
+                tracing::warn!(
+                    device_id = m.device_id,
+                    seq = e.seq,
+                    bytes = e.payload.len(),
+                    "event batch refused: an event's payload is over devices.max_event_payload"
+                );
+                return Ok(m.reply(
+                    status::BAD_REQUEST,
+                    refusal(format!(
+                        "event {} has a payload of {} bytes; at most {max} are accepted (devices.max_event_payload)",
+                        e.seq,
+                        e.payload.len()
+                    )),
+                ));
+            }
             if let Some(last) = batch.events.iter().map(|e| e.seq).max() {
                 live.last_seq.fetch_max(last, Ordering::Relaxed);
             }

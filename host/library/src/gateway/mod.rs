@@ -82,6 +82,8 @@ pub(crate) struct GatewayConfig {
     /// Bytes of unfinished messages all connections may hold together
     /// beyond each one's [`BUFFER_ALLOWANCE`].
     pub buffer_budget: usize,
+    /// Largest payload of one event; a batch holding a larger one is refused.
+    pub max_event_payload: usize,
 }
 
 /// What each connection may hold of unfinished messages without charging
@@ -114,6 +116,7 @@ impl GatewayConfig {
             admin_timeout: Duration::from_secs(5),
             limits: CodecLimits::default(),
             buffer_budget: 64 << 20,
+            max_event_payload: 4 << 10,
         }
     }
 }

@@ -387,6 +387,7 @@ fn build_gateway(
         ..CodecLimits::default()
     };
     config.buffer_budget = d.buffer_budget;
+    config.max_event_payload = d.max_event_payload;
     if let (Some(addr), Some(cert), Some(key)) = (g.tls_listen, &g.cert, &g.key) {
         let tls = standby_device::tls::server_config(
             &loaded.base_dir.join(cert),
