@@ -689,3 +689,90 @@ async fn an_event_with_an_oversized_payload_is_refused_and_nothing_of_its_batch_
         .unwrap();
     assert_eq!(largest, 4 << 10, "only the accepted batch was stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_event_rate_is_told_to_wait_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ServerSpec::new("a", 1);
+    spec.devices_extra = "max_event_rate = 100\nevent_burst = 100".into();
+    let a = Server::start(&crate::standby(), spec, &dir.path().join("a"));
+
+    // Raw: a full bucket passes 100 events; 50 more at once are refused with
+    // the wait in param1 and a reason naming the setting.
+    let event = |seq: u64| messages::Event {
+        seq,
+        code: event_code::ACCESS_GRANTED,
+        user_id: None,
+        occurred_at_ms: 1,
+        payload: vec![1; 16],
+    };
+    let batch = |seqs: std::ops::RangeInclusive<u64>, sequence: u32| {
+        encode(Message::request(
+            78,
+            command::NOTIFY_EVENT,
+            sequence,
+            messages::encode(&messages::Events {
+                incarnation: 1,
+                events: seqs.map(event).collect(),
+            }),
+        ))
+    };
+    let mut raw = hello_frame(78);
+    raw.extend_from_slice(&batch(1..=100, 2));
+    raw.extend_from_slice(&batch(101..=150, 3));
+    let replies = exchange_raw(a.spec.addr(), &raw, 3);
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert_eq!(replies[1].code, standby_device::frame::status::OK);
+    let limited = &replies[2];
+    assert_eq!(limited.code, standby_device::frame::status::RATE_LIMITED);
+    assert!(
+        (300..=600).contains(&limited.param1),
+        "wait {} ms for 50 events at 100/s",
+        limited.param1
+    );
+    let why: messages::Refusal = messages::decode("refusal", &limited.payload).unwrap();
+    assert!(why.reason.contains("max_event_rate"), "{}", why.reason);
+
+    // A real device sending 300 events at once: the first 100 pass, the
+    // rest wait their turn; every one is stored, none lost.
+    let devices = dir.path().join("devices");
+    let (agent, _) = Agent::start(config(&devices, 1, vec![endpoint(a.spec.port, 0)])).unwrap();
+    wait_on(&agent, "a", Duration::from_secs(10)).await;
+    record(&agent, 300);
+    all_acked(&agent, Duration::from_secs(20)).await;
+    let s = agent.status();
+    assert!(s.throttled > 0, "the device was never throttled: {s:?}");
+    assert_eq!(s.disconnects, 0, "throttling dropped the link: {s:?}");
+    assert_nothing_lost(&devices, &a.db());
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_re_sending_100_000_held_events_is_not_throttled() {
+    // After a failover a device re-sends everything the new node lacks; the
+    // default rate limit must not hold it below what the store takes.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec::new("a", 1);
+    let port = spec.port;
+    let devices = dir.path().join("devices");
+    let mut c = config(&devices, 1, vec![endpoint(port, 0)]);
+    // Room for the 100,000 events and the device's own link events.
+    c.log.capacity = 110_000;
+    let (agent, _) = Agent::start(c).unwrap();
+    record(&agent, 100_000);
+    let a = Server::start(&crate::standby(), spec, &dir.path().join("a"));
+    let started = Instant::now();
+    wait_on(&agent, "a", Duration::from_secs(30)).await;
+    all_acked(&agent, Duration::from_secs(300)).await;
+    let took = started.elapsed();
+    let s = agent.status();
+    eprintln!(
+        "100,000 held events stored and acknowledged in {:.2} s ({:.0} events/s), throttled {} times",
+        took.as_secs_f64(),
+        100_000.0 / took.as_secs_f64(),
+        s.throttled
+    );
+    assert_eq!(s.throttled, 0, "the catch-up was throttled: {s:?}");
+    assert_nothing_lost(&devices, &a.db());
+    agent.shutdown().await;
+}

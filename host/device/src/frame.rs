@@ -93,6 +93,9 @@ pub mod status {
     /// The device refused a request (e.g. a server list from a server that is
     /// not active at its current epoch).
     pub const REFUSED: u16 = 5;
+    /// The device sends events faster than the server takes from it;
+    /// `param1` of the reply says how many milliseconds to wait.
+    pub const RATE_LIMITED: u16 = 6;
 }
 
 /// Event codes with a fixed meaning.

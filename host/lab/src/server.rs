@@ -33,6 +33,8 @@ pub struct ServerSpec {
     pub keepalive_ms: u64,
     /// When it drops a silent device, ms.
     pub dead_link_ms: u64,
+    /// More `[devices]` lines (e.g. `max_event_rate = 50`).
+    pub devices_extra: String,
 }
 
 impl ServerSpec {
@@ -48,6 +50,7 @@ impl ServerSpec {
             durable_ack: "local-commit",
             keepalive_ms: 300,
             dead_link_ms: 1_500,
+            devices_extra: String::new(),
         }
     }
 
@@ -88,8 +91,8 @@ impl Server {
             ));
         }
         profile.push_str(&format!(
-            "[devices]\nkeepalive_ms = {}\ndead_link_ms = {}\ndurable_ack = \"{}\"\n",
-            spec.keepalive_ms, spec.dead_link_ms, spec.durable_ack
+            "[devices]\nkeepalive_ms = {}\ndead_link_ms = {}\ndurable_ack = \"{}\"\n{}\n",
+            spec.keepalive_ms, spec.dead_link_ms, spec.durable_ack, spec.devices_extra
         ));
         let file = dir.join("profile.toml");
         std::fs::write(&file, profile).unwrap();

@@ -449,8 +449,11 @@ async fn session(
     let mut probe_timer = tokio::time::interval(probe_every);
 
     let mut upload_ready = true;
+    // Set when the server said the device is over its event rate: the
+    // batch goes again at that time.
+    let mut retry_at: Option<Instant> = None;
     loop {
-        if upload_ready && in_flight.is_none() {
+        if upload_ready && in_flight.is_none() && retry_at.is_none() {
             upload_ready = false;
             let batch = shared.lock_log().after(cursor, cfg.batch);
             if let Some(last) = batch.last().map(|e| e.seq) {
@@ -477,6 +480,12 @@ async fn session(
                 if m.response {
                     if m.command == command::NOTIFY_EVENT && in_flight.is_some_and(|(s, _)| s == m.sequence) {
                         let (_, last) = in_flight.take().unwrap_or_default();
+                        if m.code == status::RATE_LIMITED {
+                            shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                            let wait = Duration::from_millis(u64::from(m.param1).clamp(10, 60_000));
+                            retry_at = Some(Instant::now() + wait);
+                            continue;
+                        }
                         if m.code != status::OK {
                             return End::Lost(LinkError::EventsRefused(m.code));
                         }
@@ -509,6 +518,10 @@ async fn session(
                 upload_ready = true;
             }
             _ = shared.wake.notified() => upload_ready = true,
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                retry_at = None;
+                upload_ready = true;
+            }
             _ = keepalive.tick() => {
                 if last_rx.elapsed() >= dead_link {
                     return End::Silent(format!("dead link: nothing from the server for {:?}", last_rx.elapsed()));

@@ -264,6 +264,9 @@ pub struct AgentStatus {
     pub refused_inactive: u64,
     /// Server-dependent requests that got no answer.
     pub failed_requests: u64,
+    /// Event batches the server asked to be sent again later (over the
+    /// device's event rate).
+    pub throttled: u64,
     /// Server-dependent requests answered.
     pub answered_requests: u64,
     /// Longest stretch during which server-dependent requests failed, in ms.
@@ -316,6 +319,7 @@ pub(crate) struct Counters {
     pub refused_lower_epoch: AtomicU64,
     pub refused_inactive: AtomicU64,
     pub failed_requests: AtomicU64,
+    pub throttled: AtomicU64,
     pub answered_requests: AtomicU64,
     pub acked: AtomicU64,
 }
@@ -628,6 +632,7 @@ impl Agent {
             refused_lower_epoch: s.counters.refused_lower_epoch.load(Ordering::Relaxed),
             refused_inactive: s.counters.refused_inactive.load(Ordering::Relaxed),
             failed_requests: s.counters.failed_requests.load(Ordering::Relaxed),
+            throttled: s.counters.throttled.load(Ordering::Relaxed),
             answered_requests: s.counters.answered_requests.load(Ordering::Relaxed),
             longest_degraded_ms: degraded.longest_ms.max(current),
             dropped_undurable: log.dropped_undurable(),

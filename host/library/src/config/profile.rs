@@ -293,6 +293,14 @@ pub struct DevicesSection {
     /// larger one is refused. BioStar 2 event records are 32-byte
     /// structures; the default leaves room for vendor extensions.
     pub max_event_payload: usize,
+    /// Events one device may send a second, on average; a batch over it is
+    /// answered "rate limited, try again in N ms" (the device waits and
+    /// sends it again).
+    pub max_event_rate: u32,
+    /// Events one device may send at once, over its rate: a node's buckets
+    /// start full, so a device re-sending what it held through a failover
+    /// is not held back up to this many.
+    pub event_burst: u32,
     /// Bytes of unfinished messages all device connections may hold
     /// together beyond 64 KiB each; a connection that would overdraw it is
     /// closed (the device reconnects and re-sends).
@@ -311,6 +319,8 @@ impl Default for DevicesSection {
             max_payload: standby_device::frame::DEFAULT_MAX_PAYLOAD,
             max_message: 1 << 20,
             max_event_payload: 4 << 10,
+            max_event_rate: 1_000,
+            event_burst: 200_000,
             buffer_budget: 64 << 20,
             durable_ack: DurableAck::LocalCommit,
         }
@@ -463,6 +473,12 @@ impl LoadedProfile {
             return Err(self.invalid(
                 "devices.max_event_payload",
                 "must be at least 64 bytes and not above devices.max_message",
+            ));
+        }
+        if d.max_event_rate == 0 || d.event_burst == 0 {
+            return Err(self.invalid(
+                "devices.max_event_rate",
+                "max_event_rate and event_burst must be above 0",
             ));
         }
         if d.buffer_budget < (1 << 20) {

@@ -374,6 +374,29 @@ async fn handle(
                     )),
                 ));
             }
+            if let Err(t) =
+                shared
+                    .rates
+                    .take(m.device_id, batch.events.len(), std::time::Instant::now())
+            {
+                shared.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    device_id = m.device_id,
+                    events = batch.events.len(),
+                    retry_after_ms = t.retry_after.as_millis() as u64,
+                    "event batch refused: the device is over its event rate"
+                );
+                let wait_ms = t.retry_after.as_millis().min(u128::from(u32::MAX)) as u32;
+                return Ok(m
+                    .reply(
+                        status::RATE_LIMITED,
+                        refusal(format!(
+                            "device {} sends events faster than {} a second (devices.max_event_rate); try again in {wait_ms} ms",
+                            m.device_id, shared.config.event_rate
+                        )),
+                    )
+                    .with_params(wait_ms, 0));
+            }
             if let Some(last) = batch.events.iter().map(|e| e.seq).max() {
                 live.last_seq.fetch_max(last, Ordering::Relaxed);
             }

@@ -13,6 +13,7 @@
 )]
 mod admin;
 mod conn;
+mod rate;
 mod registry;
 
 use std::collections::BTreeSet;
@@ -84,6 +85,10 @@ pub(crate) struct GatewayConfig {
     pub buffer_budget: usize,
     /// Largest payload of one event; a batch holding a larger one is refused.
     pub max_event_payload: usize,
+    /// Events a device may send a second on average.
+    pub event_rate: u32,
+    /// Events a device may send at once (its bucket's size).
+    pub event_burst: u32,
 }
 
 /// What each connection may hold of unfinished messages without charging
@@ -117,6 +122,8 @@ impl GatewayConfig {
             limits: CodecLimits::default(),
             buffer_budget: 64 << 20,
             max_event_payload: 4 << 10,
+            event_rate: 1_000,
+            event_burst: 200_000,
         }
     }
 }
@@ -217,6 +224,8 @@ pub(crate) struct Stats {
     pub requests: AtomicU64,
     /// Connections closed because the shared buffer budget was spent.
     pub over_budget: AtomicU64,
+    /// Event batches refused because their device was over its rate.
+    pub rate_limited: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -240,6 +249,8 @@ pub(crate) struct StatsSnapshot {
     pub over_budget: u64,
     /// Bytes of unfinished messages charged to the shared budget now.
     pub buffered: u64,
+    /// Event batches refused because their device was over its rate.
+    pub rate_limited: u64,
 }
 
 pub(crate) struct Shared {
@@ -257,6 +268,8 @@ pub(crate) struct Shared {
     pub closing: watch::Sender<bool>,
     /// What every connection's unfinished messages draw on.
     pub budget: Arc<Budget>,
+    /// Each device's event rate.
+    pub rates: rate::EventRates,
 }
 
 struct Listening {
@@ -325,6 +338,7 @@ impl Gateway {
             epoch,
         };
         let buffer_budget = config.buffer_budget;
+        let (event_rate, event_burst) = (config.event_rate, config.event_burst);
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -337,6 +351,7 @@ impl Gateway {
                 stats: Stats::default(),
                 closing: watch::channel(false).0,
                 budget: Budget::new(buffer_budget, BUFFER_ALLOWANCE),
+                rates: rate::EventRates::new(event_rate, event_burst),
             }),
             listening: Mutex::new(None),
         }
@@ -449,6 +464,7 @@ impl Gateway {
             connected: self.shared.registry.len() as u64,
             over_budget: s.over_budget.load(Ordering::Relaxed),
             buffered: self.shared.budget.used() as u64,
+            rate_limited: s.rate_limited.load(Ordering::Relaxed),
         }
     }
 }

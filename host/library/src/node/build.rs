@@ -388,6 +388,8 @@ fn build_gateway(
     };
     config.buffer_budget = d.buffer_budget;
     config.max_event_payload = d.max_event_payload;
+    config.event_rate = d.max_event_rate;
+    config.event_burst = d.event_burst;
     if let (Some(addr), Some(cert), Some(key)) = (g.tls_listen, &g.cert, &g.key) {
         let tls = standby_device::tls::server_config(
             &loaded.base_dir.join(cert),
