@@ -9,8 +9,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::raw_device::{encode, exchange_raw, hello_frame};
 use standby_device::agent::{Agent, Endpoint, FailBack, LinkPhase};
-use standby_device::codec::{DeviceCodec, Message};
+use standby_device::codec::Message;
 use standby_device::frame::{command, event_code};
 use standby_device::messages;
 use standby_lab::audit;
@@ -447,31 +448,6 @@ fn server_closes(addr: std::net::SocketAddr, bytes: &[u8], half_close: bool) -> 
     }
 }
 
-fn hello_frame(device: u32) -> Vec<u8> {
-    let hello = messages::Hello {
-        model: "raw".into(),
-        firmware: "0".into(),
-        incarnation: 1,
-        last_seq: 0,
-        endpoint: 0,
-        max_epoch: 0,
-        durable: 0,
-    };
-    encode(Message::request(
-        device,
-        command::HANDSHAKE,
-        1,
-        messages::encode(&hello),
-    ))
-}
-
-fn encode(m: Message) -> Vec<u8> {
-    use tokio_util::codec::Encoder;
-    let mut b = bytes::BytesMut::new();
-    DeviceCodec::default().encode(m, &mut b).unwrap();
-    b.to_vec()
-}
-
 fn resum(frame: &mut [u8]) {
     let sum = crc32c::crc32c_append(crc32c::crc32c(&frame[8..36]), &frame[36..]);
     frame[4..8].copy_from_slice(&sum.to_le_bytes());
@@ -600,32 +576,6 @@ async fn a_domain_endpoint_follows_its_dns_record_to_the_new_server() {
     // b listens only on 127.0.0.3: being on b means the new record was used.
     assert_eq!(agent.status().endpoint, Some(0));
     agent.shutdown().await;
-}
-
-/// Send `frames` on a new connection and decode what comes back until
-/// `want` messages arrived or the server closed.
-fn exchange_raw(addr: std::net::SocketAddr, frames: &[u8], want: usize) -> Vec<Message> {
-    use tokio_util::codec::Decoder;
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(frames).unwrap();
-    let mut codec = DeviceCodec::default();
-    let mut buf = bytes::BytesMut::new();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while got.len() < want {
-        while let Some(m) = codec.decode(&mut buf).unwrap() {
-            got.push(m);
-        }
-        if got.len() >= want {
-            break;
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,40 +7,15 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::raw_device::{encode, hello_frame};
 use standby_device::codec::{DeviceCodec, Message};
 use standby_device::frame::command;
-use standby_device::messages;
 use standby_device::Agent;
 use standby_lab::process::resident_kib;
 use standby_lab::server::{Server, ServerSpec};
 use standby_testkit::device::{config, endpoint, record, wait_on};
 
 const LIMIT_KIB: u64 = 256 * 1024;
-
-fn encode(m: Message) -> Vec<u8> {
-    use tokio_util::codec::Encoder;
-    let mut b = bytes::BytesMut::new();
-    DeviceCodec::default().encode(m, &mut b).unwrap();
-    b.to_vec()
-}
-
-fn hello(device: u32) -> Vec<u8> {
-    let hello = messages::Hello {
-        model: "attacker".into(),
-        firmware: "0".into(),
-        incarnation: 1,
-        last_seq: 0,
-        endpoint: 0,
-        max_epoch: 0,
-        durable: 0,
-    };
-    encode(Message::request(
-        device,
-        command::HANDSHAKE,
-        1,
-        messages::encode(&hello),
-    ))
-}
 
 /// The first `sent` bytes of one packet from `device` announcing `payload`
 /// bytes (a keep-alive: any command will do).
@@ -163,7 +138,7 @@ async fn unfinished_messages_cannot_take_the_gateways_memory() {
     let held = attack(
         addr,
         2_000,
-        |i| hello(200_000 + i),
+        |i| hello_frame(200_000 + i),
         |i| unfinished_packet(200_000 + i, 1 << 20, 768 << 10),
     );
     rounds.push(("2,000 holding 768 KiB of 1 MiB after a handshake", held));
@@ -172,7 +147,7 @@ async fn unfinished_messages_cannot_take_the_gateways_memory() {
     let held = attack(
         addr,
         40,
-        |i| hello(300_000 + i),
+        |i| hello_frame(300_000 + i),
         |i| {
             // A 16 MiB message in 1 MiB packets, all but the last sent.
             use tokio_util::codec::Encoder;

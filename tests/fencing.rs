@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::step;
 use serde_json::Value;
 use standby_lab::cluster::{ever_active, Cluster, Which};
 
@@ -45,16 +46,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// The named step of a timeline.
-fn step<'a>(timeline: &'a Value, name: &str) -> &'a Value {
-    timeline["steps"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no steps: {timeline}"))
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` step: {timeline}"))
 }
 
 fn step_names(timeline: &Value) -> Vec<String> {

@@ -20,8 +20,19 @@ mod flood;
 mod plugin_runtime;
 mod plugin_sdk;
 mod promotion_limits;
+mod raw_device;
 
 use standby_lab::process::Standby;
+
+/// The named step of a failover timeline (status JSON).
+fn step<'a>(timeline: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    timeline["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps: {timeline}"))
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` step: {timeline}"))
+}
 
 /// The `standby` binary under test.
 fn standby() -> Standby {

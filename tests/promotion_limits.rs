@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::step;
 use serde_json::Value;
 use standby_lab::cluster::{ever_active, Cluster, Which};
 
@@ -50,15 +51,6 @@ fn cluster(dir: &Path, mode: &str, b_flags: &[&str]) -> Cluster {
         s["role"] == "standby" && s["peer"]["connected"] == true
     });
     c
-}
-
-fn step<'a>(timeline: &'a Value, name: &str) -> &'a Value {
-    timeline["steps"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no steps: {timeline}"))
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` step: {timeline}"))
 }
 
 fn assert_ran_out(timeline: &Value) {
