@@ -104,12 +104,6 @@ pub enum AuthError {
     /// The session's keys could not be made (HKDF or the cipher refused them).
     #[error("peer authentication: the session's keys could not be derived")]
     KeySchedule,
-    /// A frame does not open under the session's key.
-    #[error("peer link: frame {0} does not decrypt (forged, replayed or reordered)")]
-    BadFrame(u64),
-    /// A session sealed as many frames as its nonces allow.
-    #[error("peer link: the session's nonces are used up; reconnect")]
-    NoncesExhausted,
 }
 
 impl Psk {
@@ -289,7 +283,8 @@ impl SessionKeys {
         } else {
             (&self.listener_to_dialler, &self.dialler_to_listener)
         };
-        Ok((FrameCipher::new(out)?, FrameCipher::new(inn)?))
+        let cipher = |key| FrameCipher::new(key).map_err(|_| AuthError::KeySchedule);
+        Ok((cipher(out)?, cipher(inn)?))
     }
 }
 
@@ -345,7 +340,7 @@ mod tests {
         let (_, mut l_in) = l.ciphers(false).unwrap();
         assert!(matches!(
             l_in.open(&mut tampered),
-            Err(AuthError::BadFrame(0))
+            Err(super::super::cipher::CipherError::BadFrame(0))
         ));
         // A key the other side's cipher does not share opens nothing.
         let (_, mut bad_in) = bad_l.ciphers(false).unwrap();

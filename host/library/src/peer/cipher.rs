@@ -5,7 +5,20 @@
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
-use super::auth::AuthError;
+/// A frame could not be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum CipherError {
+    /// A frame does not open under the session's key.
+    #[error("peer link: frame {0} does not decrypt (forged, replayed or reordered)")]
+    BadFrame(u64),
+    /// A session sealed as many frames as its nonces allow.
+    #[error("peer link: the session's nonces are used up; reconnect")]
+    NoncesExhausted,
+    /// The key is not a ChaCha20-Poly1305 key.
+    #[error("peer link: the session's key is unusable")]
+    BadKey,
+}
 
 /// Bytes a sealed frame adds to its body (the Poly1305 tag).
 pub(crate) const TAG_LEN: usize = 16;
@@ -18,8 +31,8 @@ pub(crate) struct FrameCipher {
 
 impl FrameCipher {
     /// A cipher for a 32-byte key, from frame 0.
-    pub(crate) fn new(key: &[u8; 32]) -> Result<Self, AuthError> {
-        let key = UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| AuthError::KeySchedule)?;
+    pub(crate) fn new(key: &[u8; 32]) -> Result<Self, CipherError> {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| CipherError::BadKey)?;
         Ok(Self {
             key: LessSafeKey::new(key),
             counter: 0,
@@ -33,14 +46,14 @@ impl FrameCipher {
     }
 
     /// Encrypt the next outgoing body in place; its tag (sent after it).
-    pub(crate) fn seal(&mut self, body: &mut [u8]) -> Result<[u8; TAG_LEN], AuthError> {
+    pub(crate) fn seal(&mut self, body: &mut [u8]) -> Result<[u8; TAG_LEN], CipherError> {
         if self.counter == u64::MAX {
-            return Err(AuthError::NoncesExhausted);
+            return Err(CipherError::NoncesExhausted);
         }
         let tag = self
             .key
             .seal_in_place_separate_tag(self.nonce(), Aad::empty(), body)
-            .map_err(|_| AuthError::NoncesExhausted)?;
+            .map_err(|_| CipherError::NoncesExhausted)?;
         self.counter += 1;
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(tag.as_ref());
@@ -48,14 +61,14 @@ impl FrameCipher {
     }
 
     /// Decrypt and check the next incoming frame in place; its body.
-    pub(crate) fn open<'a>(&mut self, frame: &'a mut [u8]) -> Result<&'a [u8], AuthError> {
+    pub(crate) fn open<'a>(&mut self, frame: &'a mut [u8]) -> Result<&'a [u8], CipherError> {
         if self.counter == u64::MAX {
-            return Err(AuthError::NoncesExhausted);
+            return Err(CipherError::NoncesExhausted);
         }
         let body = self
             .key
             .open_in_place(self.nonce(), Aad::empty(), frame)
-            .map_err(|_| AuthError::BadFrame(self.counter))?;
+            .map_err(|_| CipherError::BadFrame(self.counter))?;
         self.counter += 1;
         Ok(body)
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::auth::AuthError;
-use super::cipher::{FrameCipher, TAG_LEN};
+use super::cipher::{CipherError, FrameCipher, TAG_LEN};
 use crate::role::Role;
 
 /// Largest frame accepted (a file chunk plus headroom).
@@ -144,7 +144,10 @@ pub(crate) enum FrameError {
     /// The handshake did not finish in time.
     #[error("peer link: malformed frame: handshake timed out")]
     HandshakeTimeout,
-    /// Authentication failed, or a frame did not decrypt.
+    /// A frame could not be sealed or did not open.
+    #[error(transparent)]
+    Cipher(#[from] CipherError),
+    /// Authentication failed.
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
