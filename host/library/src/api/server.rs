@@ -131,6 +131,7 @@ pub(crate) async fn serve(
         .route("/promote", post(promote))
         .route("/devices", get(devices))
         .route("/devices/servers", post(set_servers))
+        .layer(axum::middleware::from_fn(admit))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(node);
     let unix = bind_socket(socket).await?;
@@ -308,10 +309,34 @@ where
     let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
 }
 
-async fn status(State(node): State<NodeHandle>, Extension(caller): Extension<Caller>) -> Response {
+/// Who may do what, for every route in one place and before any handler
+/// runs: a caller without a valid token (where one is wanted) gets `401`,
+/// and a state-changing call (every `POST`) from a caller that may not
+/// change state gets `403`; both refusals of a state-changing call are
+/// logged with the caller.
+async fn admit(request: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Unknown);
+    let changes_state = request.method() == axum::http::Method::POST;
+    let call = request.uri().path().trim_start_matches('/').to_string();
+    let target = request.uri().to_string();
     if caller.unauthenticated() {
+        if changes_state {
+            tracing::warn!(%caller, %target, "admin: {call} refused (no valid operator token)");
+        }
         return unauthorized();
     }
+    if changes_state && !caller.may_change_state() {
+        tracing::warn!(%caller, %target, "admin: {call} refused (not through the admin socket)");
+        return error(StatusCode::FORBIDDEN, String::from(READ_ONLY));
+    }
+    next.run(request).await
+}
+
+async fn status(State(node): State<NodeHandle>) -> Response {
     Json(node.status().await).into_response()
 }
 
@@ -327,14 +352,6 @@ async fn promote(
     Extension(caller): Extension<Caller>,
     Query(q): Query<PromoteQuery>,
 ) -> Response {
-    if caller.unauthenticated() {
-        tracing::warn!(%caller, force = q.force, "admin: promote refused (no valid operator token)");
-        return unauthorized();
-    }
-    if !caller.may_change_state() {
-        tracing::warn!(%caller, force = q.force, "admin: promote refused (not through the admin socket)");
-        return error(StatusCode::FORBIDDEN, String::from(READ_ONLY));
-    }
     tracing::warn!(%caller, force = q.force, "admin: promote requested");
     match node.promote(q.force).await {
         Ok(timeline) => {
@@ -349,10 +366,7 @@ async fn promote(
     }
 }
 
-async fn devices(State(node): State<NodeHandle>, Extension(caller): Extension<Caller>) -> Response {
-    if caller.unauthenticated() {
-        return unauthorized();
-    }
+async fn devices(State(node): State<NodeHandle>) -> Response {
     match node.devices().await {
         Some(devices) => Json(serde_json::json!({ "devices": devices })).into_response(),
         None => error(
@@ -377,14 +391,6 @@ async fn set_servers(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Response {
-    if caller.unauthenticated() {
-        tracing::warn!(%caller, "admin: set-servers refused (no valid operator token)");
-        return unauthorized();
-    }
-    if !caller.may_change_state() {
-        tracing::warn!(%caller, "admin: set-servers refused (not through the admin socket)");
-        return error(StatusCode::FORBIDDEN, String::from(READ_ONLY));
-    }
     let request: SetServers = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request body: {e}")),
