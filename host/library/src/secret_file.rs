@@ -15,6 +15,15 @@ pub enum SecretFileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// It does not hold base64.
+    #[error("{}: not base64 ({source}); make one with `standby keygen FILE`", path.display())]
+    NotBase64 {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder found.
+        #[source]
+        source: data_encoding::DecodeError,
+    },
     /// It could not be read.
     #[error("{}: {source}", path.display())]
     Read {
@@ -34,6 +43,23 @@ pub fn read_secret(path: &Path) -> Result<String, SecretFileError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The bytes of the base64 key in the owner-only file at `path` (what
+/// `standby keygen` writes: the cluster key, the operators' token).
+pub fn read_key(path: &Path) -> Result<Vec<u8>, SecretFileError> {
+    let text = read_secret(path)?;
+    decode_base64(text.trim()).map_err(|source| SecretFileError::NotBase64 {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Base64, padded or not.
+pub(crate) fn decode_base64(text: &str) -> Result<Vec<u8>, data_encoding::DecodeError> {
+    data_encoding::BASE64
+        .decode(text.as_bytes())
+        .or_else(|_| data_encoding::BASE64_NOPAD.decode(text.as_bytes()))
 }
 
 /// Refuse the file at `path` when its group or others have any access to it

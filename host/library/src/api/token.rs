@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::secret_file::{read_secret, SecretFileError};
+use crate::secret_file::{decode_base64, read_key, SecretFileError};
 
 /// The shortest token accepted, in bytes (after decoding).
 pub const MIN_TOKEN_LEN: usize = 32;
@@ -16,15 +16,6 @@ pub enum TokenError {
     /// The file could not be read, or others can read it.
     #[error("admin token: {0}")]
     File(#[source] SecretFileError),
-    /// The file does not hold base64.
-    #[error("admin token: {}: not base64 ({source}); make one with `standby keygen FILE`", path.display())]
-    NotBase64 {
-        /// The file.
-        path: PathBuf,
-        /// What the decoder found.
-        #[source]
-        source: data_encoding::DecodeError,
-    },
     /// The token is too short.
     #[error("admin token: {}: the token has {len} bytes; at least {MIN_TOKEN_LEN} are needed (make one with `standby keygen FILE`)", path.display())]
     Short {
@@ -49,11 +40,7 @@ impl AdminToken {
     /// The token in an owner-only file: base64 of at least
     /// [`MIN_TOKEN_LEN`] bytes.
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let text = read_secret(path).map_err(TokenError::File)?;
-        let bytes = decode(text.trim()).map_err(|source| TokenError::NotBase64 {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_key(path).map_err(TokenError::File)?;
         if bytes.len() < MIN_TOKEN_LEN {
             return Err(TokenError::Short {
                 path: path.to_path_buf(),
@@ -77,17 +64,11 @@ impl AdminToken {
         let Some(encoded) = value.trim().strip_prefix("Bearer ") else {
             return false;
         };
-        let Ok(presented) = decode(encoded.trim()) else {
+        let Ok(presented) = decode_base64(encoded.trim()) else {
             return false;
         };
         crate::peer::auth::same(&presented, &self.0)
     }
-}
-
-fn decode(text: &str) -> Result<Vec<u8>, data_encoding::DecodeError> {
-    data_encoding::BASE64
-        .decode(text.as_bytes())
-        .or_else(|_| data_encoding::BASE64_NOPAD.decode(text.as_bytes()))
 }
 
 #[cfg(test)]

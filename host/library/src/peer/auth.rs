@@ -64,15 +64,6 @@ pub enum AuthError {
     /// The key file could not be read, or others can read it.
     #[error("peer authentication: the key file {0}")]
     KeyFile(#[source] crate::secret_file::SecretFileError),
-    /// The key file does not hold base64.
-    #[error("peer authentication: {}: the key is not base64 ({source}); make one with `standby keygen FILE`", path.display())]
-    NotBase64 {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What the decoder found.
-        #[source]
-        source: data_encoding::DecodeError,
-    },
     /// The key file holds too short a key.
     #[error("peer authentication: {}: the pre-shared key has {len} bytes; at least {MIN_KEY_LEN} are needed (make one with `standby keygen FILE`)", path.display())]
     ShortKeyFile {
@@ -118,15 +109,7 @@ impl Psk {
     /// A key from a file that only its owner can read: base64 of at least
     /// [`MIN_KEY_LEN`] bytes (what `standby keygen` writes).
     pub fn from_file(path: &std::path::Path) -> Result<Self, AuthError> {
-        let text = crate::secret_file::read_secret(path).map_err(AuthError::KeyFile)?;
-        let text = text.trim();
-        let bytes = data_encoding::BASE64
-            .decode(text.as_bytes())
-            .or_else(|_| data_encoding::BASE64_NOPAD.decode(text.as_bytes()))
-            .map_err(|source| AuthError::NotBase64 {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes = crate::secret_file::read_key(path).map_err(AuthError::KeyFile)?;
         let len = bytes.len();
         Self::new(bytes).map_err(|_| AuthError::ShortKeyFile {
             path: path.to_path_buf(),
