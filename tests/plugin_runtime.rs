@@ -431,14 +431,7 @@ async fn a_plugin_importing_functions_not_implemented_yet_is_refused_at_load_nam
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_call_blocked_inside_a_capability_stops_at_its_wall_clock_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let fifo = data.join("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = standby_lab::fixtures::stalling_fifo(&dir.path().join("data"));
     // Guest time would allow 60 s; the failover-path limit is 1 s.
     let rt = PluginRuntime::new(RuntimeOptions {
         call_deadline_ms: 60_000,
@@ -485,14 +478,7 @@ async fn a_failover_call_blocked_inside_a_capability_stops_at_its_wall_clock_lim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_preempts_a_tick_blocked_inside_a_capability_within_100_ms() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let fifo = data.join("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = standby_lab::fixtures::stalling_fifo(&dir.path().join("data"));
     let rt = runtime(60_000, 32 << 20);
     let plugin = Arc::new(misbehave(&rt, dir.path(), "ticker", "stall-tick").await);
     let ticking = {

@@ -33,13 +33,7 @@ fn cluster(dir: &Path, mode: &str, b_flags: &[&str]) -> Cluster {
         plugin.display()
     );
     let mut c = Cluster::with_extra(&crate::standby(), dir, true, &extra);
-    let fifo_dir = dir.join("dr").join("staller");
-    std::fs::create_dir_all(&fifo_dir).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(fifo_dir.join("fifo"))
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfifo failed");
+    standby_lab::fixtures::stalling_fifo(&dir.join("dr").join("staller"));
     let witness = c.witness_addr.clone().unwrap();
     c.start_witness(&witness);
     c.start(Which::A, &[]);

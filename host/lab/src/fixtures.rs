@@ -27,6 +27,20 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// Make the FIFO `fifo` (and its folder) in `dir`, which the misbehave
+/// fixture's stalling modes read: a read blocks inside the files capability
+/// until someone writes to it. Returns its path.
+pub fn stalling_fifo(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {} failed", fifo.display());
+    fifo
+}
+
 /// True when running under CI, where a missing prerequisite fails a test.
 pub fn in_ci() -> bool {
     std::env::var("CI")
