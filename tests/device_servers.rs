@@ -56,44 +56,28 @@ async fn an_operator_changes_the_devices_server_list_and_they_follow_it() {
     let (ok, text, err) = crate::run_standby(&["devices", "list", profile, "--site", "s"]);
     assert!(ok && text.contains("3 device(s) connected"), "{text}{err}");
 
+    let set_servers = |which: &[&str]| {
+        let args = [
+            &["devices", "set-servers", profile, "--site", "s"][..],
+            which,
+        ]
+        .concat();
+        crate::run_standby(&args)
+    };
+
     // A list with no usable entry is refused, and changes nothing.
     for bad in ["", " , ", "nonsense"] {
-        let (ok, _, err) = crate::run_standby(&[
-            "devices",
-            "set-servers",
-            profile,
-            "--site",
-            "s",
-            "--all",
-            bad,
-        ]);
+        let (ok, _, err) = set_servers(&["--all", bad]);
         assert!(!ok, "`{bad}` was pushed");
         assert!(err.contains("was not pushed"), "{err}");
     }
     // One device that is not connected: said so.
-    let (ok, out, _) = crate::run_standby(&[
-        "devices",
-        "set-servers",
-        profile,
-        "--site",
-        "s",
-        "--device",
-        "99",
-        &b_entry,
-    ]);
+    let (ok, out, _) = set_servers(&["--device", "99", &b_entry]);
     assert!(!ok && out.contains("device 99: not changed"), "{out}");
 
     // The new list: A first, then B. Each device stores it and says so.
     let list = format!("{a_entry},{b_entry}");
-    let (ok, out, err) = crate::run_standby(&[
-        "devices",
-        "set-servers",
-        profile,
-        "--site",
-        "s",
-        "--all",
-        &list,
-    ]);
+    let (ok, out, err) = set_servers(&["--all", &list]);
     assert!(ok, "{out}{err}");
     for id in 1..=3 {
         assert!(
