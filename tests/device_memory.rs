@@ -2,15 +2,19 @@
 //! and never finish them, while real devices keep sending events: the node
 //! (a separate process) stays under 256 MiB resident, the devices' events
 //! keep being acknowledged, and the memory comes back once the attack ends.
+//! The attacks come from unauthenticated connections and from enrolled
+//! devices that completed their authenticated handshake.
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::raw_device::{encode, hello_frame};
+use crate::raw_device::{authenticate, encode, hello_frame};
+use standby_device::auth::Credential;
 use standby_device::codec::{DeviceCodec, Message};
 use standby_device::frame::command;
 use standby_device::Agent;
+use standby_lab::credentials::{enrol, DAY};
 use standby_lab::process::resident_kib;
 use standby_lab::server::{Server, ServerSpec};
 use standby_testkit::device::{config, endpoint, record, wait_on};
@@ -35,26 +39,41 @@ fn acked(fleet: &[Agent]) -> u64 {
     fleet.iter().map(|a| a.status().acked).sum()
 }
 
-/// Open up to `n` connections to `addr`, each sending `first` then
-/// `bytes(i)`, and keep the ones the server has not closed.
+/// Open up to `n` connections with `open`, each then sending `bytes(i)`,
+/// and keep the ones the server has not closed.
 fn attack(
-    addr: std::net::SocketAddr,
     n: usize,
-    first: impl Fn(u32) -> Vec<u8>,
+    open: impl Fn(u32) -> Option<TcpStream>,
     bytes: impl Fn(u32) -> Vec<u8>,
 ) -> Vec<TcpStream> {
     let mut held = Vec::new();
     for i in 0..n as u32 {
-        let Ok(mut s) = TcpStream::connect(addr) else {
+        let Some(mut s) = open(i) else {
             continue;
         };
         s.set_write_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let _ = s.write_all(&first(i));
         let _ = s.write_all(&bytes(i));
         held.push(s);
     }
     held
+}
+
+/// A connection to `addr` that has sent `first`.
+fn unauthenticated(addr: std::net::SocketAddr, first: Vec<u8>) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _ = s.write_all(&first);
+    Some(s)
+}
+
+/// A connection to `addr` that has completed `credential`'s authenticated
+/// handshake.
+fn authenticated(addr: std::net::SocketAddr, credential: &Credential) -> Option<TcpStream> {
+    authenticate(addr, credential)
+        .ok()
+        .map(|(link, _)| link.stream)
 }
 
 /// Samples a process's resident memory every 20 ms in a thread and keeps
@@ -98,16 +117,22 @@ impl Drop for Watch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_messages_cannot_take_the_gateways_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &crate::standby(),
-        ServerSpec::new("a", 1),
-        &dir.path().join("a"),
-    );
+    let keys = dir.path().join("credentials");
+    let fleet_keys = enrol(&keys, 1..=10, DAY);
+    let attacker_keys = enrol(&keys, (200_000..202_000).chain(300_000..300_040), DAY);
+    let mut spec = ServerSpec::new("a", 1);
+    spec.auth = Some(keys);
+    let server = Server::start(&crate::standby(), spec, &dir.path().join("a"));
     let devices = dir.path().join("devices");
     let mut fleet = Vec::new();
-    for id in 1..=10 {
-        let (agent, _) =
-            Agent::start(config(&devices, id, vec![endpoint(server.spec.port, 0)])).unwrap();
+    for credential in fleet_keys {
+        let mut c = config(
+            &devices,
+            credential.device_id,
+            vec![endpoint(server.spec.port, 0)],
+        );
+        c.credential = Some(credential);
+        let (agent, _) = Agent::start(c).unwrap();
         fleet.push(agent);
     }
     for a in &fleet {
@@ -125,29 +150,35 @@ async fn unfinished_messages_cannot_take_the_gateways_memory() {
 
     let addr = server.spec.addr();
     let mut rounds = Vec::new();
-    // 1. Before any handshake: 2,000 connections announcing 1 MiB.
+    // 1. Unauthenticated, before any handshake: 2,000 connections
+    //    announcing 1 MiB.
     let held = attack(
-        addr,
         2_000,
+        |_| unauthenticated(addr, Vec::new()),
         |i| unfinished_packet(100_000 + i, 1 << 20, 8 << 10),
-        |_| Vec::new(),
     );
-    rounds.push(("2,000 announcing 1 MiB before a handshake", held));
-    // 2. After a handshake: 2,000 connections each sending 768 KiB of a
-    //    1 MiB packet.
+    rounds.push(("2,000 unauthenticated announcing 1 MiB", held));
+    // 2. Unauthenticated, after a handshake without a credential: 2,000
+    //    connections each sending 768 KiB of a 1 MiB packet.
     let held = attack(
-        addr,
         2_000,
-        |i| hello_frame(200_000 + i),
+        |i| unauthenticated(addr, hello_frame(150_000 + i)),
+        |i| unfinished_packet(150_000 + i, 1 << 20, 768 << 10),
+    );
+    rounds.push(("2,000 unauthenticated holding 768 KiB of 1 MiB", held));
+    // 3. Authenticated (enrolled devices): 2,000 connections each sending
+    //    768 KiB of a 1 MiB packet.
+    let held = attack(
+        2_000,
+        |i| authenticated(addr, &attacker_keys[i as usize]),
         |i| unfinished_packet(200_000 + i, 1 << 20, 768 << 10),
     );
-    rounds.push(("2,000 holding 768 KiB of 1 MiB after a handshake", held));
-    // 3. After a handshake: 40 connections each starting a 15 MiB
-    //    multi-packet message.
+    rounds.push(("2,000 authenticated holding 768 KiB of 1 MiB", held));
+    // 4. Authenticated: 40 connections each starting a 15 MiB multi-packet
+    //    message.
     let held = attack(
-        addr,
         40,
-        |i| hello_frame(300_000 + i),
+        |i| authenticated(addr, &attacker_keys[2_000 + i as usize]),
         |i| {
             // A 16 MiB message in 1 MiB packets, all but the last sent.
             use tokio_util::codec::Encoder;
@@ -162,11 +193,16 @@ async fn unfinished_messages_cannot_take_the_gateways_memory() {
             b.to_vec()
         },
     );
-    rounds.push(("40 starting 15 MiB messages after a handshake", held));
+    rounds.push(("40 authenticated starting 15 MiB messages", held));
 
-    for (name, _) in &rounds {
-        eprintln!("attack: {name}");
+    for (name, held) in &rounds {
+        eprintln!("attack: {name} ({} connections opened)", held.len());
     }
+    assert!(
+        rounds[2].1.len() >= 1_900,
+        "the authenticated attackers did not get in: {}",
+        rounds[2].1.len()
+    );
     // During: the fleet keeps sending and being acknowledged.
     let during_from = acked(&fleet);
     for a in &fleet {

@@ -7,6 +7,7 @@
 mod admin;
 mod cli;
 mod config_golden;
+mod device_auth;
 mod device_link;
 mod device_memory;
 mod device_servers;

@@ -27,6 +27,7 @@ pub(crate) fn hello_frame(device: u32) -> Vec<u8> {
         endpoint: 0,
         max_epoch: 0,
         durable: 0,
+        auth: None,
     };
     encode(Message::request(
         device,
@@ -60,4 +61,141 @@ pub(crate) fn exchange_raw(addr: std::net::SocketAddr, frames: &[u8], want: usiz
         }
     }
     got
+}
+
+/// A connection that went through the authenticated handshake: every
+/// message it sends is sealed, every one it receives is checked.
+pub(crate) struct AuthedLink {
+    pub(crate) stream: TcpStream,
+    pub(crate) mac: standby_device::auth::LinkMac,
+    buf: bytes::BytesMut,
+    next_seq: u32,
+    device_id: u32,
+}
+
+impl AuthedLink {
+    /// Send a request, sealed; returns its sequence.
+    pub(crate) fn send(&mut self, command: u16, payload: Vec<u8>) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut m = Message::request(self.device_id, command, seq, payload);
+        self.mac.seal(&mut m);
+        self.stream.write_all(&encode(m)).unwrap();
+        seq
+    }
+
+    /// The next message, checked (`None`: the server closed the link).
+    pub(crate) fn recv(&mut self) -> Option<Message> {
+        let mut m = read_one(&mut self.stream, &mut self.buf)?;
+        self.mac
+            .open(&mut m)
+            .expect("a server message fails its tag");
+        Some(m)
+    }
+
+    /// Whether the server closed the link within `limit`.
+    pub(crate) fn closed_within(&mut self, limit: Duration) -> bool {
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
+
+/// One whole message from `s` (plain codec), or `None` at its end.
+fn read_one(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Option<Message> {
+    use tokio_util::codec::Decoder;
+    let mut codec = DeviceCodec::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(m) = codec.decode(buf).unwrap() {
+            return Some(m);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Connect to `addr` and authenticate with `credential` (a real key, or a
+/// forged one): the link and the welcome, or the server's refusal.
+pub(crate) fn authenticate(
+    addr: std::net::SocketAddr,
+    credential: &standby_device::auth::Credential,
+) -> Result<(AuthedLink, Message), Message> {
+    use standby_device::auth::{nonce, Transcript};
+    use standby_device::frame::status;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let device_nonce = nonce();
+    let hello = messages::encode(&messages::Hello {
+        model: "raw".into(),
+        firmware: "0".into(),
+        incarnation: 1,
+        last_seq: 0,
+        endpoint: 0,
+        max_epoch: 0,
+        durable: 0,
+        auth: Some(messages::HelloAuth {
+            generation: credential.generation,
+            nonce: device_nonce.to_vec(),
+        }),
+    });
+    let id = credential.device_id;
+    stream
+        .write_all(&encode(Message::request(
+            id,
+            command::HANDSHAKE,
+            1,
+            hello.clone(),
+        )))
+        .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let reply = read_one(&mut stream, &mut buf).expect("no answer to the handshake");
+    if reply.code != status::CHALLENGE {
+        return Err(reply);
+    }
+    let challenge: messages::Challenge = messages::decode("challenge", &reply.payload).unwrap();
+    let t = Transcript::new(
+        id,
+        credential.generation,
+        &hello,
+        &device_nonce,
+        &challenge.nonce,
+    );
+    let proof = messages::encode(&messages::Authenticate {
+        proof: t.device_proof(credential.key()).to_vec(),
+    });
+    stream
+        .write_all(&encode(Message::request(
+            id,
+            command::AUTHENTICATE,
+            2,
+            proof,
+        )))
+        .unwrap();
+    let mut welcome = read_one(&mut stream, &mut buf).expect("no answer to AUTHENTICATE");
+    if welcome.code != status::OK {
+        return Err(welcome);
+    }
+    let mut mac = t.device_mac(credential.key());
+    mac.open(&mut welcome).expect("the welcome fails its tag");
+    Ok((
+        AuthedLink {
+            stream,
+            mac,
+            buf,
+            next_seq: 3,
+            device_id: id,
+        },
+        welcome,
+    ))
 }

@@ -58,7 +58,9 @@ fn server(dir: &Path, node: &str, port: u16, tls: Option<(u16, &Path, &Path)>) -
             key.display()
         ));
     }
-    profile.push_str("[devices]\nkeepalive_ms = 1000\ndead_link_ms = 3000\n");
+    profile.push_str(
+        "[devices]\nkeepalive_ms = 1000\ndead_link_ms = 3000\n[devices.auth]\nmode = \"off\"\n",
+    );
     std::fs::write(dir.join("profile.toml"), profile).unwrap();
     let child = Command::new(STANDBY)
         .args(["--log", "warn", "run"])

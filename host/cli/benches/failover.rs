@@ -8,6 +8,7 @@
 //! ```text
 //! cargo bench -p standby --bench failover
 //! FAILOVER_BENCH_DEVICES=1000 FAILOVER_BENCH_FAULTS=kill FAILOVER_BENCH_RUNS=5 cargo bench -p standby --bench failover
+//! FAILOVER_BENCH_AUTH=on,off cargo bench -p standby --bench failover   # with and without device authentication
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -33,17 +34,21 @@ fn main() {
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let devices = env_list("FAILOVER_BENCH_DEVICES", "1000,10000");
     let faults = env_list("FAILOVER_BENCH_FAULTS", "kill,hang");
+    let auths = env_list("FAILOVER_BENCH_AUTH", "on");
     let runs: usize = std::env::var("FAILOVER_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     println!(
-        "| devices | fault | runs | detect ms (median) | promote ms (median) | fault to active ms, demo's clock (median / worst) | all devices on B ms (median / worst) | events | lost |"
+        "| devices | device auth | fault | runs | detect ms (median) | promote ms (median) | fault to active ms, demo's clock (median / worst) | all devices on B ms (median / worst) | events | lost |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for n in &devices {
         let count: usize = n.parse().expect("FAILOVER_BENCH_DEVICES: numbers");
-        for fault in &faults {
+        for (fault, auth) in faults
+            .iter()
+            .flat_map(|f| auths.iter().map(move |a| (f, a)))
+        {
             let (mut detect, mut promote, mut both, mut reconnect) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let (mut events, mut lost) = (0u64, 0u64);
@@ -56,6 +61,7 @@ fn main() {
                     .args(["--event-rate", &rate.to_string()])
                     .args(["--kill-after", &kill_after.to_string()])
                     .args(["--run-after", "8"])
+                    .args(["--device-auth", auth])
                     .env_remove("STANDBY_LOG")
                     .output()
                     .expect("running standby demo");
@@ -72,7 +78,7 @@ fn main() {
                 };
                 let g = |k: &str| o[k].as_u64().unwrap_or(u64::MAX);
                 eprintln!(
-                    "run {run}: {count} devices, {fault}: fault to active {} ms (detect {} ms, promote {} ms), on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
+                    "run {run}: {count} devices, auth {auth}, {fault}: fault to active {} ms (detect {} ms, promote {} ms), on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
                     g("fault_to_active_ms"), g("detect_ms"), g("promote_ms"), g("reconnect_p50_ms"), g("reconnect_p90_ms"), g("reconnect_p99_ms"), g("reconnect_all_ms"), g("events_generated"), g("events_lost")
                 );
                 detect.push(g("detect_ms"));
@@ -84,7 +90,7 @@ fn main() {
             }
             let worst = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
             println!(
-                "| {count} | {fault} | {} | {} | {} | {} / {} | {} / {} | {events} | {lost} |",
+                "| {count} | {auth} | {fault} | {} | {} | {} | {} / {} | {} / {} | {events} | {lost} |",
                 detect.len(),
                 median(&mut detect.clone()),
                 median(&mut promote.clone()),

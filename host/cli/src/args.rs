@@ -40,6 +40,20 @@ pub(crate) struct DemoArgs {
     /// directory), e.g. `info,standby_device::agent=debug`.
     #[arg(long, default_value = "info")]
     child_log: String,
+    /// Device authentication: `on` enrols every device and they prove
+    /// their keys; `off` runs the profile with `devices.auth.mode = "off"`
+    /// (to compare the cost).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    device_auth: Switch,
+}
+
+/// On or off.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The deployment cases the demo can run.
@@ -74,6 +88,7 @@ impl From<DemoArgs> for DemoOptions {
             run_after: a.run_after,
             keep: a.keep,
             child_log: a.child_log,
+            device_auth: a.device_auth == Switch::On,
         }
     }
 }
@@ -106,6 +121,10 @@ pub(crate) struct SimulateArgs {
     /// CA certificate (PEM) trusted for /tls endpoints.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Device credentials (`standby devices enroll --out FILE`): each
+    /// device authenticates with its own (without: none does).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
     /// Id of the first device.
     #[arg(long, default_value_t = 1)]
     first_id: u32,
@@ -174,6 +193,7 @@ impl From<SimulateArgs> for SimulateOptions {
             resolver: a.resolver,
             source_ips: a.source_ips,
             ca: a.ca,
+            credentials: a.credentials,
             first_id: a.first_id,
             keepalive_ms: a.keepalive_ms,
             dead_link_ms: a.dead_link_ms,

@@ -17,6 +17,7 @@ use standby_host::plugin::{builtin, componentize, inspect, PluginRuntime};
 mod admin;
 mod allocator;
 mod args;
+mod enrol;
 
 use args::{DemoArgs, SimulateArgs};
 
@@ -180,6 +181,50 @@ enum DevicesCommand {
         #[arg(long)]
         remote: bool,
     },
+    /// Issue device credentials: the next key generation of each device,
+    /// written to --out (owner-only) and recorded in the profile's register
+    /// (`devices.auth.register`). Creates the enrolment key
+    /// (`devices.auth.key_file`) if it is missing. Enrolling a device again
+    /// rotates its key; the older generation stays valid until it expires
+    /// or is revoked.
+    Enroll {
+        /// The profile file.
+        profile: PathBuf,
+        /// Devices: ids and ranges, e.g. `5` or `1-100,205`.
+        #[arg(long)]
+        device: String,
+        /// Where to write the credentials (a JSON file the devices, or
+        /// `devices simulate --credentials`, read).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the credentials are valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke device credentials: nodes refuse them at the next handshake
+    /// and close links that use them within a second.
+    Revoke {
+        /// The profile file.
+        profile: PathBuf,
+        /// Devices: ids and ranges, e.g. `5` or `1-100,205`.
+        #[arg(long)]
+        device: String,
+        /// Only this key generation (default: every generation).
+        #[arg(long)]
+        generation: Option<u32>,
+    },
+    /// List the credentials in the profile's register: issued, expires,
+    /// revoked.
+    Credentials {
+        /// The profile file.
+        profile: PathBuf,
+        /// Print one JSON object `{"credentials": [...], "summary": {...}}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -295,6 +340,21 @@ async fn dispatch(command: Command) -> Result<()> {
                 admin::set_servers(&profile, &site, device, &servers, remote)
             })
             .await?
+        }
+        Command::Devices(DevicesCommand::Enroll {
+            profile,
+            device,
+            out,
+            days,
+            force,
+        }) => enrol::enroll(&profile, &device, &out, days, force),
+        Command::Devices(DevicesCommand::Revoke {
+            profile,
+            device,
+            generation,
+        }) => enrol::revoke(&profile, &device, generation),
+        Command::Devices(DevicesCommand::Credentials { profile, json }) => {
+            enrol::list(&profile, json)
         }
         Command::Witness {
             listen,

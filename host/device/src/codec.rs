@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
+use super::auth::{BadTag, LinkMac};
 use super::frame::{self, FrameError, Header, Packet, FLAG_MORE, FLAG_RESPONSE};
 
 /// One whole message (one or more packets).
@@ -158,6 +159,8 @@ pub struct DeviceCodec {
     budget: Option<Arc<Budget>>,
     /// What this codec has charged to `budget`.
     charged: usize,
+    /// Tags on every message once the link is authenticated.
+    mac: Option<LinkMac>,
 }
 
 impl DeviceCodec {
@@ -168,6 +171,7 @@ impl DeviceCodec {
             partial: None,
             budget: None,
             charged: 0,
+            mac: None,
         }
     }
 
@@ -178,7 +182,19 @@ impl DeviceCodec {
             partial: None,
             budget: Some(budget),
             charged: 0,
+            mac: None,
         }
+    }
+
+    /// From now on, tag every message sent and check (and strip) the tag of
+    /// every message received: the link is authenticated.
+    pub fn set_mac(&mut self, mac: LinkMac) {
+        self.mac = Some(mac);
+    }
+
+    /// Whether messages are tagged.
+    pub fn is_authenticated(&self) -> bool {
+        self.mac.is_some()
     }
 
     /// Change the limits (a server raises them once a device's handshake
@@ -226,7 +242,11 @@ impl Decoder for DeviceCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
         let decoded = self.decode_one(src);
         self.account(src.len())?;
-        decoded
+        let mut decoded = decoded?;
+        if let (Some(mac), Some(m)) = (&mut self.mac, &mut decoded) {
+            mac.open(m)?;
+        }
+        Ok(decoded)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
@@ -311,7 +331,10 @@ impl DeviceCodec {
 impl Encoder<Message> for DeviceCodec {
     type Error = CodecError;
 
-    fn encode(&mut self, m: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
+    fn encode(&mut self, mut m: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
+        if let Some(mac) = &mut self.mac {
+            mac.seal(&mut m);
+        }
         let chunk = self.limits.split_at.max(1);
         let chunks: Vec<&[u8]> = if m.payload.is_empty() {
             vec![&[][..]]
@@ -358,6 +381,10 @@ pub enum CodecError {
     /// A message too long to send (over 255 packets).
     #[error("a message of {0} bytes needs more than 255 packets")]
     TooLong(usize),
+    /// A message on an authenticated link fails its tag: altered, replayed,
+    /// reordered or made up on the way.
+    #[error(transparent)]
+    BadTag(#[from] BadTag),
     /// The socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

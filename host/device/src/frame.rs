@@ -48,6 +48,9 @@ pub mod command {
     pub const HANDSHAKE: u16 = 0x0010;
     /// Keep-alive; the other side answers with the response flag.
     pub const KEEP_ALIVE: u16 = 0x0011;
+    /// Device proves its key after the server's challenge; the server
+    /// answers with its welcome (see [`crate::auth`]).
+    pub const AUTHENTICATE: u16 = 0x0012;
     /// Server asks the device to re-upload events: param1 = last event id
     /// (re-send after it), param2 = count (0 = all).
     pub const GET_LOG: u16 = 0x0200;
@@ -65,9 +68,10 @@ pub mod command {
     pub const CHECK_APB_VIOLATION: u16 = 0x2012;
 
     /// Every command this build understands.
-    pub const ALL: [u16; 9] = [
+    pub const ALL: [u16; 10] = [
         HANDSHAKE,
         KEEP_ALIVE,
+        AUTHENTICATE,
         GET_LOG,
         GET_SERVER_LIST,
         SET_SERVER_LIST,
@@ -96,6 +100,13 @@ pub mod status {
     /// The device sends events faster than the server takes from it;
     /// `param1` of the reply says how many milliseconds to wait.
     pub const RATE_LIMITED: u16 = 6;
+    /// The device did not prove who it is: no credential where one is
+    /// required, a key that is unknown, revoked or expired, or a wrong proof.
+    /// The server closes the link.
+    pub const NOT_AUTHENTICATED: u16 = 7;
+    /// The answer to a HANDSHAKE that offered a key: the server's nonce and
+    /// proof; the device goes on with AUTHENTICATE (see [`crate::auth`]).
+    pub const CHALLENGE: u16 = 8;
 }
 
 /// Event codes with a fixed meaning.

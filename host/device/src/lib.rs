@@ -7,6 +7,8 @@
 //!   ([`START_CODE`] opens every packet).
 //! - [`messages`]: the MessagePack payloads.
 //! - [`tls`]: rustls set-up for both ends.
+//! - [`auth`]: device credentials, the challenge-response that proves a
+//!   device's key, and the MAC on every message of an authenticated link.
 //! - [`backoff`]: the jittered, validated backoff every retry in standby uses.
 //! - [`agent`]: the device side: dial in priority order, keep the link alive,
 //!   log every event until the server says it is safe at the DR site,
@@ -19,6 +21,7 @@
 //! down in docs/protocol.md.
 
 pub mod agent;
+pub mod auth;
 pub mod backoff;
 pub mod codec;
 pub mod frame;

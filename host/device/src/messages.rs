@@ -57,6 +57,39 @@ pub struct Hello {
     /// The device's DR-durable watermark: events up to it were confirmed safe
     /// by an earlier server and are no longer kept, so they will not be sent.
     pub durable: u64,
+    /// The key the device will prove it holds (absent: the device has no
+    /// credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HelloAuth>,
+}
+
+/// The authentication a device offers in its HANDSHAKE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAuth {
+    /// The generation of the device's key.
+    pub generation: u32,
+    /// The device's fresh nonce.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+}
+
+/// The payload of a HANDSHAKE response with status CHALLENGE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The server's fresh nonce.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    /// The server's proof that it knows the device's key.
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+}
+
+/// AUTHENTICATE request: the device's proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticate {
+    /// The device's proof that it knows its key.
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
 }
 
 /// HANDSHAKE response: who the server is and what it holds for the device.

@@ -89,6 +89,7 @@ impl Cluster {
         }
         p.push_str(
             "[devices]\nkeepalive_ms = 300\ndead_link_ms = 1500\ndurable_ack = \"replication\"\n\
+             [devices.auth]\nmode = \"off\"\n\
              [[strategy]]\nplugin = \"builtin:file-copy\"\n\
              [strategy.settings]\nevery = \"1s\"\nretain = 3\n\
              [strategy.grants]\ndb = { install = true }\nfiles = { snapshots = \"snapshots\" }\npeer = { inbox = \"snapshots\" }\n",

@@ -15,6 +15,7 @@ use standby_device::agent::{
     Agent, AgentConfig, AgentError, AgentStatus, DnsResolver, Endpoint, LinkPhase, LogOptions,
     ServerAnswer,
 };
+use standby_device::auth::Credential;
 use standby_device::frame::event_code;
 
 /// How a fleet runs.
@@ -36,6 +37,8 @@ pub struct FleetConfig {
     pub sources: Vec<std::net::IpAddr>,
     /// Settings shared by every agent (its id and data dir are set per device).
     pub agent: AgentConfig,
+    /// Each device's credential, by device id (none: devices connect without).
+    pub credentials: Option<std::collections::HashMap<u32, Credential>>,
 }
 
 /// Fleet-wide figures.
@@ -94,6 +97,15 @@ impl Fleet {
             }
             if let Some(r) = &resolver {
                 c.resolver = r.clone();
+            }
+            if let Some(credentials) = &config.credentials {
+                let credential = credentials.get(&c.device_id).ok_or_else(|| {
+                    AgentError::Config(format!(
+                        "the credentials hold none for device {}",
+                        c.device_id
+                    ))
+                })?;
+                c.credential = Some(credential.clone());
             }
             let (agent, _) = Agent::start(c)?;
             agents.push(agent);

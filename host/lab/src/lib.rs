@@ -14,11 +14,13 @@
 //!   throttled;
 //! - for tests: [`cluster`] (a witness and two sites as processes),
 //!   [`server`] (one-site gateways as processes), [`bind`] (a real BIND 9),
-//!   [`fixtures`] (repository fixtures, prerequisites, polling).
+//!   [`fixtures`] (repository fixtures, prerequisites, polling),
+//!   [`credentials`] (device credentials issued as `devices enroll` does).
 
 pub mod audit;
 pub mod bind;
 pub mod cluster;
+pub mod credentials;
 pub mod demo;
 pub mod dns_server;
 pub mod fixtures;

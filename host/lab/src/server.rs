@@ -35,6 +35,13 @@ pub struct ServerSpec {
     pub dead_link_ms: u64,
     /// More `[devices]` lines (e.g. `max_event_rate = 50`).
     pub devices_extra: String,
+    /// Device authentication: the folder holding the enrolment key and the
+    /// register ([`crate::credentials::enrol`] fills them), or `None` for
+    /// `devices.auth.mode = "off"`.
+    pub auth: Option<PathBuf>,
+    /// With `auth`: `devices.auth.mode = "migrate"` until this day
+    /// (`YYYY-MM-DD`) instead of "required".
+    pub migrate_until: Option<String>,
 }
 
 impl ServerSpec {
@@ -51,6 +58,8 @@ impl ServerSpec {
             keepalive_ms: 300,
             dead_link_ms: 1_500,
             devices_extra: String::new(),
+            auth: None,
+            migrate_until: None,
         }
     }
 
@@ -94,6 +103,22 @@ impl Server {
             "[devices]\nkeepalive_ms = {}\ndead_link_ms = {}\ndurable_ack = \"{}\"\n{}\n",
             spec.keepalive_ms, spec.dead_link_ms, spec.durable_ack, spec.devices_extra
         ));
+        match &spec.auth {
+            None => profile.push_str("[devices.auth]\nmode = \"off\"\n"),
+            Some(dir) => profile.push_str(&format!(
+                "[devices.auth]\nmode = \"{}\"\nkey_file = \"{}\"\nregister = \"{}\"\n{}",
+                if spec.migrate_until.is_some() {
+                    "migrate"
+                } else {
+                    "required"
+                },
+                dir.join(crate::credentials::KEY_FILE).display(),
+                dir.join(crate::credentials::REGISTER).display(),
+                spec.migrate_until
+                    .as_ref()
+                    .map_or(String::new(), |d| format!("migrate_until = \"{d}\"\n"))
+            )),
+        }
         let file = dir.join("profile.toml");
         std::fs::write(&file, profile).unwrap();
         let log = dir.join(format!(

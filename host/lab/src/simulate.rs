@@ -29,6 +29,9 @@ pub struct SimulateOptions {
     pub source_ips: Vec<IpAddr>,
     /// CA certificate (PEM) trusted for `/tls` endpoints.
     pub ca: Option<PathBuf>,
+    /// Device credentials (`standby devices enroll --out`): every device
+    /// authenticates with its own.
+    pub credentials: Option<PathBuf>,
     /// Id of the first device.
     pub first_id: u32,
     /// Keep-alive interval, ms.
@@ -104,6 +107,15 @@ where
         resolver: o.resolver,
         sources: o.source_ips.clone(),
         agent: agent_config(&o)?,
+        credentials: match &o.credentials {
+            Some(path) => Some(
+                standby_device::auth::load_credentials(path)?
+                    .into_iter()
+                    .map(|c| (c.device_id, c))
+                    .collect(),
+            ),
+            None => None,
+        },
     };
     let mut fleet = Fleet::start(&config).context("starting the fleet")?;
     fleet.generate(config.event_rate);

@@ -13,7 +13,9 @@
 //!   plugin runtime, built-in plugins, inspection; [`caps`]: what a loaded
 //!   plugin may use (its grants and the host's services);
 //! - [`dns`]: RFC 2136 updates signed with TSIG, and TSIG keys;
-//! - [`peer`]: the node keys of the peer link.
+//! - [`peer`]: the node keys of the peer link;
+//! - [`enrolment`]: device credentials: the enrolment key and the register
+//!   of issued keys (`standby devices enroll|revoke`).
 //!
 //! The device link (protocol and agent) is the crate `standby-device`; the
 //! gateway that serves it lives here, inside the node.
@@ -23,6 +25,7 @@ pub mod caps;
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod enrolment;
 pub mod failover;
 pub(crate) mod gateway;
 pub mod node;

@@ -4,12 +4,14 @@
 //! lacks, and applies a fail action to server-dependent requests while no
 //! server answers. No dependency on the rest of the host.
 
+mod dial;
 pub mod endpoint;
 mod error;
 mod link;
 pub mod log;
 pub mod reconnect;
 pub mod resolver;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,9 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use super::auth::Credential;
 use super::codec::CodecLimits;
-use super::messages::{ApbResult, MatchResult, ServerRole};
+use super::messages::{ApbResult, MatchResult};
 use error::LinkError;
+pub use status::{AgentStatus, LinkPhase, ServerInfo};
 
 pub use crate::backoff::Backoff;
 pub use endpoint::{Endpoint, Host};
@@ -108,6 +112,11 @@ pub struct AgentConfig {
     pub log: LogOptions,
     /// Frame limits.
     pub limits: CodecLimits,
+    /// The device's credential: with it the device proves who it is at
+    /// every handshake and the link carries a MAC on every message; without
+    /// it the device connects only to servers that admit devices without
+    /// one (`devices.auth.mode` "migrate" or "off").
+    pub credential: Option<Credential>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -141,6 +150,7 @@ impl AgentConfig {
             data_dir: data_dir.into(),
             log: LogOptions::default(),
             limits: CodecLimits::default(),
+            credential: None,
         }
     }
 
@@ -161,6 +171,14 @@ impl AgentConfig {
                 "the dead-link timeout ({:?}) must be longer than the keep-alive interval ({:?})",
                 self.dead_link, self.keepalive
             ));
+        }
+        if let Some(c) = &self.credential {
+            if c.device_id != self.device_id {
+                return bad(format!(
+                    "the credential is device {}'s, not device {}'s",
+                    c.device_id, self.device_id
+                ));
+            }
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() || self.batch == 0 {
             return bad("timeouts and the batch size must be above zero".into());
@@ -202,77 +220,6 @@ pub enum ServerAnswer<T> {
         /// Why no answer came.
         reason: String,
     },
-}
-
-/// The link as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkPhase {
-    /// Waiting before the next attempt.
-    Disconnected,
-    /// Dialling or handshaking.
-    Connecting,
-    /// Up.
-    Connected,
-}
-
-/// The server the link is up with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerInfo {
-    /// Node id.
-    pub node_id: String,
-    /// Role.
-    pub role: ServerRole,
-    /// Epoch.
-    pub epoch: u64,
-}
-
-/// An agent's state, for status and the fleet simulator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// Device id.
-    pub device_id: u32,
-    /// Link phase.
-    pub link: LinkPhase,
-    /// Index (in priority order) of the endpoint in use or being dialled.
-    pub endpoint: Option<usize>,
-    /// That endpoint, as text.
-    pub endpoint_addr: Option<String>,
-    /// The server, when connected.
-    pub server: Option<ServerInfo>,
-    /// When the link came up (Unix ms).
-    pub connected_since_ms: Option<u64>,
-    /// Highest server epoch seen.
-    pub max_epoch: u64,
-    /// Log incarnation.
-    pub incarnation: u64,
-    /// Highest sequence logged.
-    pub last_seq: u64,
-    /// Server's contiguous watermark from the last ack.
-    pub acked: u64,
-    /// DR-durable watermark.
-    pub durable: u64,
-    /// Events kept in the log.
-    pub pending: usize,
-    /// Links established.
-    pub connects: u64,
-    /// Links lost.
-    pub disconnects: u64,
-    /// Servers refused for presenting a lower epoch.
-    pub refused_lower_epoch: u64,
-    /// Servers refused for not being active.
-    pub refused_inactive: u64,
-    /// Server-dependent requests that got no answer.
-    pub failed_requests: u64,
-    /// Event batches the server asked to be sent again later (over the
-    /// device's event rate).
-    pub throttled: u64,
-    /// Server-dependent requests answered.
-    pub answered_requests: u64,
-    /// Longest stretch during which server-dependent requests failed, in ms.
-    pub longest_degraded_ms: u64,
-    /// Events dropped from a full log before they were durable.
-    pub dropped_undurable: u64,
 }
 
 /// Persisted device settings: a pushed server list. `max_epoch` is what
@@ -350,6 +297,7 @@ pub(crate) struct Shared {
     pub degraded: Mutex<Degraded>,
     pub asks: mpsc::Sender<Ask>,
     pub shutdown: Notify,
+    pub credential: Mutex<Option<Arc<Credential>>>,
 }
 
 impl Shared {
@@ -377,6 +325,14 @@ impl Shared {
         };
         self.connected
             .store(phase == LinkPhase::Connected, Ordering::Release);
+    }
+
+    /// The credential the next handshake presents.
+    pub(crate) fn credential(&self) -> Option<Arc<Credential>> {
+        self.credential
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
@@ -470,6 +426,7 @@ impl Agent {
             .unwrap_or_else(|| config.endpoints.clone());
         endpoint::order(&mut endpoints);
         let (asks_tx, asks_rx) = mpsc::channel(64);
+        let credential = config.credential.clone().map(Arc::new);
         let shared = Arc::new(Shared {
             config,
             log: Mutex::new(log),
@@ -487,6 +444,7 @@ impl Agent {
             degraded: Mutex::new(Degraded::default()),
             asks: asks_tx,
             shutdown: Notify::new(),
+            credential: Mutex::new(credential),
         });
         let task = tokio::spawn(link::run(shared.clone(), asks_rx));
         Ok((Self { shared, task }, opened))
@@ -642,6 +600,23 @@ impl Agent {
     /// The server list in use, in priority order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.shared.endpoints()
+    }
+
+    /// Present `credential` from the next handshake on (a rotated key; the
+    /// link up now stays up).
+    pub fn set_credential(&self, credential: Credential) -> Result<(), AgentError> {
+        if credential.device_id != self.shared.config.device_id {
+            return Err(AgentError::Config(format!(
+                "the credential is device {}'s, not device {}'s",
+                credential.device_id, self.shared.config.device_id
+            )));
+        }
+        *self
+            .shared
+            .credential
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(credential));
+        Ok(())
     }
 
     /// Stop the agent (the link is closed; the log stays on disk).

@@ -45,6 +45,9 @@ pub struct DemoOptions {
     /// Log filter of the child processes (their logs stay in the working
     /// directory).
     pub child_log: String,
+    /// Devices authenticate (enrolled, each with its own key). Off: the
+    /// profile's `devices.auth.mode = "off"`, for comparing the cost.
+    pub device_auth: bool,
 }
 
 impl Default for DemoOptions {
@@ -57,6 +60,7 @@ impl Default for DemoOptions {
             fault: Fault::Kill,
             run_after: 8.0,
             keep: false,
+            device_auth: true,
             child_log: "info".into(),
         }
     }

@@ -89,15 +89,30 @@ impl Demo {
     ) -> Result<Self> {
         let ports = Ports::pick()?;
         let secret = setup::write_keys(dir)?;
+        if options.device_auth {
+            setup::enrol_fleet(dir, options.devices)?;
+        }
         let timings = Timings {
             copy_every: "2s".into(),
             keepalive_ms: 1_000,
             dead_link_ms: 3_000,
         };
         let profile = dir.join("profile.toml");
-        std::fs::write(&profile, setup::case1_profile(&ports, &timings)?)
-            .context("writing the demo profile")?;
+        std::fs::write(
+            &profile,
+            setup::case1_profile(&ports, &timings, options.device_auth)?,
+        )
+        .context("writing the demo profile")?;
         progress.say(format!("working directory {}", dir.display()));
+        progress.say(if options.device_auth {
+            format!(
+                "device authentication on: {} devices enrolled, their keys in {}",
+                options.devices,
+                setup::DEVICE_KEYS
+            )
+        } else {
+            "device authentication off (devices.auth.mode = \"off\")".to_string()
+        });
 
         let dns = DnsServer::start(
             ports.dns,
@@ -561,6 +576,15 @@ fn fleet_args(
         flag("--resolver", resolver.to_string()).to_vec(),
         flag("--event-rate", options.event_rate.to_string()).to_vec(),
         flag("--data-dir", dir.join("devices").display().to_string()).to_vec(),
+        if options.device_auth {
+            flag(
+                "--credentials",
+                dir.join(setup::DEVICE_KEYS).display().to_string(),
+            )
+            .to_vec()
+        } else {
+            Vec::new()
+        },
         // Eight loopback source addresses: with thousands of links from one
         // address the kernel's search for a free port stalls.
         flag(

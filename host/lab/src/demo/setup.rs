@@ -99,6 +99,34 @@ pub(super) fn write_keys(dir: &Path) -> Result<Vec<u8>> {
     Ok(secret.to_vec())
 }
 
+/// The file of the fleet's device credentials (owner-only: it holds keys).
+pub(super) const DEVICE_KEYS: &str = "device-keys.json";
+
+/// Enrol devices 1..=`count` as `standby devices enroll` does: the
+/// enrolment key and the register the profile names (in `dir`), and every
+/// device's credential in [`DEVICE_KEYS`].
+pub(super) fn enrol_fleet(dir: &Path, count: usize) -> Result<()> {
+    use standby_device::auth::{CredentialFile, CredentialRecord};
+    use standby_host::enrolment::{EnrolmentKey, Register};
+    let key = EnrolmentKey::create(&dir.join("device-enrolment.key"))
+        .context("writing the device enrolment key")?;
+    let mut register = Register::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut file = CredentialFile::default();
+    for id in 1..=count as u32 {
+        let entry = register.enroll(id, now, std::time::Duration::from_secs(86_400));
+        file.credentials
+            .push(CredentialRecord::from(&key.credential(&entry)));
+    }
+    register
+        .save(&dir.join("enrolled-devices.json"))
+        .context("writing the device register")?;
+    write_secret(&dir.join(DEVICE_KEYS), &serde_json::to_string(&file)?, true)
+        .context("writing the device credentials")
+}
+
 /// How the demo runs the profile.
 pub(super) struct Timings {
     /// Copy interval.
@@ -158,7 +186,7 @@ fn remove(root: &mut Value, path: &[&str]) {
 }
 
 /// The case 1 profile with this run's addresses and timings.
-pub(super) fn case1_profile(ports: &Ports, t: &Timings) -> Result<String> {
+pub(super) fn case1_profile(ports: &Ports, t: &Timings, device_auth: bool) -> Result<String> {
     let mut p: Value = toml::from_str(CASE1).context("the embedded case 1 profile")?;
     let s = |v: &str| Value::String(v.to_string());
     let i = |v: u64| Value::Integer(v as i64);
@@ -192,6 +220,9 @@ pub(super) fn case1_profile(ports: &Ports, t: &Timings) -> Result<String> {
     set(&mut p, &["devices", "keepalive_ms"], i(t.keepalive_ms))?;
     set(&mut p, &["devices", "dead_link_ms"], i(t.dead_link_ms))?;
     set(&mut p, &["plugins", "cache"], Value::Boolean(true))?;
+    if !device_auth {
+        set(&mut p, &["devices", "auth", "mode"], s("off"))?;
+    }
     remove(&mut p, &["strategy", "settings", "daily_at"]);
     set(&mut p, &["strategy", "settings", "every"], s(&t.copy_every))?;
     set(

@@ -94,6 +94,25 @@ pub fn render_status(s: &Value) -> String {
                 text(&g["events_stored"])
             ),
         );
+        let a = &g["device_auth"];
+        if a.is_object() {
+            line("device auth", device_auth(a));
+            for e in a["credentials"]["expiring"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                line(
+                    "credential",
+                    format!(
+                        "device {} (generation {}) expires {}",
+                        text(&e["device_id"]),
+                        text(&e["generation"]),
+                        date(&e["expires_at_ms"])
+                    ),
+                );
+            }
+        }
     }
     for h in s["plugins"].as_array().into_iter().flatten() {
         line(
@@ -159,4 +178,39 @@ pub fn render_timeline(t: &Value) -> String {
         ));
     }
     out
+}
+
+/// One line on device authentication: mode, credentials, refusals.
+fn device_auth(a: &Value) -> String {
+    let c = &a["credentials"];
+    let mut s = format!(
+        "{}{}, {} devices enrolled ({} valid, {} revoked, {} expired credentials), {} expiring soon, {} links without a credential, {} handshakes refused",
+        text(&a["mode"]),
+        if a["migrate_until_ms"].is_u64() {
+            format!(" until {}", date(&a["migrate_until_ms"]))
+        } else {
+            String::new()
+        },
+        text(&c["devices"]),
+        text(&c["valid"]),
+        text(&c["revoked"]),
+        text(&c["expired"]),
+        c["expiring"].as_array().map_or(0, Vec::len),
+        text(&a["unauthenticated_links"]),
+        text(&a["refused"]),
+    );
+    s.truncate(s.trim_end().len());
+    s
+}
+
+/// A Unix-ms time as a UTC date and time.
+fn date(ms: &Value) -> String {
+    ms.as_u64()
+        .and_then(|ms| i64::try_from(ms / 1_000).ok())
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .map(|t| {
+            let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+            t.format(&f).unwrap_or_default()
+        })
+        .unwrap_or_else(|| text(ms))
 }

@@ -8,6 +8,7 @@
 //! section (`STANDBY_LOG`, or a test harness's own switch) is not a profile
 //! key and is left alone.
 
+mod device_auth;
 mod profile;
 mod settings;
 
@@ -17,6 +18,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use crate::caps::{GrantCheck, GrantsConfig};
+pub(crate) use device_auth::end_of_day_ms;
+pub use device_auth::{AuthMode, DeviceAuthSection};
 pub use profile::{
     AcceptKeyword, AcceptSetting, ClusterSection, DevicesSection, DurableAck, GatewaySection,
     PluginEntry, Profile, Site, SiteRole, StepTimeout, StoreSection, PROFILE_VERSION,

@@ -307,6 +307,8 @@ pub struct DevicesSection {
     pub buffer_budget: usize,
     /// When devices may forget events.
     pub durable_ack: DurableAck,
+    /// How devices prove who they are.
+    pub auth: super::DeviceAuthSection,
 }
 
 impl Default for DevicesSection {
@@ -323,6 +325,7 @@ impl Default for DevicesSection {
             event_burst: 200_000,
             buffer_budget: 64 << 20,
             durable_ack: DurableAck::LocalCommit,
+            auth: super::DeviceAuthSection::default(),
         }
     }
 }
@@ -383,6 +386,14 @@ impl PluginEntry {
 }
 
 impl LoadedProfile {
+    pub(super) fn invalid_key(
+        &self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.invalid(key, message)
+    }
+
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.clone(),
@@ -484,6 +495,7 @@ impl LoadedProfile {
         if d.buffer_budget < (1 << 20) {
             return Err(self.invalid("devices.buffer_budget", "must be at least 1 MiB (1048576)"));
         }
+        self.validate_device_auth()?;
         if p.plugins.memory_cap < (1 << 20) {
             return Err(self.invalid("plugins.memory_cap", "must be at least 1 MiB (1048576)"));
         }

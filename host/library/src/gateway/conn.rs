@@ -22,19 +22,20 @@ use standby_device::messages::{self as msg, Direction, PayloadError};
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum End {
+pub(super) enum End {
     Eof,
     Frame(CodecError),
     DeadLink,
     Closing,
     Replaced,
+    Invalid(crate::enrolment::Invalid),
     Protocol(Violation),
     Write(std::io::Error),
 }
 
 /// A device that broke the protocol (its connection is closed).
 #[derive(Debug, thiserror::Error)]
-enum Violation {
+pub(super) enum Violation {
     /// The first message was not a handshake.
     #[error("first message was {0:#06x}")]
     NotHandshake(u16),
@@ -52,16 +53,16 @@ enum Violation {
     Encode(#[source] CodecError),
 }
 
-struct Link<R, W> {
+pub(super) struct Link<R, W> {
     rd: R,
     wr: W,
-    codec: DeviceCodec,
+    pub(super) codec: DeviceCodec,
     inbuf: BytesMut,
     outbuf: BytesMut,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
-    async fn next(&mut self) -> Result<Message, End> {
+    pub(super) async fn next(&mut self) -> Result<Message, End> {
         loop {
             match self.codec.decode(&mut self.inbuf) {
                 Ok(Some(m)) => return Ok(m),
@@ -82,7 +83,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
         }
     }
 
-    async fn send(&mut self, m: Message) -> Result<(), End> {
+    pub(super) async fn send(&mut self, m: Message) -> Result<(), End> {
         self.outbuf.clear();
         self.codec
             .encode(m, &mut self.outbuf)
@@ -95,7 +96,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
     }
 }
 
-fn refusal(reason: impl Into<String>) -> Vec<u8> {
+pub(super) fn refusal(reason: impl Into<String>) -> Vec<u8> {
     msg::encode(&msg::Refusal {
         reason: reason.into(),
     })
@@ -152,6 +153,10 @@ where
             .await;
         return tracing::info!(%peer, device_id, "device refused by the accept filter");
     }
+    let Some(admitted) = super::auth::admit(&shared, &mut link, &hello, &h, peer).await else {
+        return;
+    };
+    let hello = admitted.reply_to;
     if !shared.gate.is_open() {
         let _ = link
             .send(hello.reply(
@@ -214,11 +219,12 @@ where
         watermark: AtomicU64::new(watermark),
     });
     let (tx, rx) = mpsc::channel(8);
-    let conn = shared.registry.register(
+    let registered = shared.registry.register(
         DeviceInfo {
             device_id,
             peer,
             tls,
+            credential_generation: admitted.generation,
             connected_since_ms: now,
             last_seen_ms: now,
             endpoint: h.endpoint,
@@ -231,6 +237,13 @@ where
         live.clone(),
         tx,
     );
+    let conn = match registered {
+        Ok(conn) => conn,
+        Err(authenticated) => {
+            shared.stats.auth_refused.fetch_add(1, Ordering::Relaxed);
+            return tracing::warn!(%peer, device_id, %authenticated, "closing an unauthenticated link: the device is connected and authenticated elsewhere");
+        }
+    };
     tracing::debug!(%peer, device_id, incarnation, watermark, "device connected");
     let end = session(&shared, &mut link, device_id, incarnation, &live, rx).await;
     shared.registry.unregister(device_id, conn);
@@ -252,6 +265,13 @@ fn log_end(shared: &Shared, peer: SocketAddr, device: Option<u32>, end: End) {
             tracing::warn!(%peer, ?device, error = %e, "protocol error; closing this connection");
         }
         End::DeadLink => tracing::info!(%peer, ?device, "dead link (no keep-alive); closing"),
+        End::Invalid(why) => {
+            tracing::warn!(%peer, ?device, reason = %why, "credential no longer valid; link closed")
+        }
+        End::Frame(e @ CodecError::BadTag(_)) => {
+            shared.stats.frame_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, ?device, error = %e, "a message failed authentication; closing this connection");
+        }
         End::Write(e) => tracing::debug!(%peer, ?device, error = %e, "write failed; closing"),
         other => tracing::debug!(%peer, ?device, end = ?other, "connection closed"),
     }
@@ -316,6 +336,7 @@ where
                     }
                 }
                 Some(ToConn::Replaced) => return End::Replaced,
+                Some(ToConn::Invalid(why)) => return End::Invalid(why),
                 None => return End::Closing,
             },
             _ = tokio::time::sleep_until(deadline) => return End::DeadLink,

@@ -12,7 +12,9 @@
     )
 )]
 mod admin;
+mod auth;
 mod conn;
+mod credentials;
 mod rate;
 mod registry;
 
@@ -33,6 +35,7 @@ use crate::store::{GroupWriter, Store};
 use standby_device::codec::{Budget, CodecLimits};
 
 pub(crate) use admin::{DeviceReport, SetServersResult};
+pub(crate) use credentials::{DeviceAuth, Policy};
 pub(crate) use registry::DeviceInfo;
 
 /// Which devices may connect.
@@ -89,6 +92,8 @@ pub(crate) struct GatewayConfig {
     pub event_rate: u32,
     /// Events a device may send at once (its bucket's size).
     pub event_burst: u32,
+    /// How devices authenticate.
+    pub auth: DeviceAuth,
 }
 
 /// What each connection may hold of unfinished messages without charging
@@ -124,6 +129,7 @@ impl GatewayConfig {
             max_event_payload: 4 << 10,
             event_rate: 1_000,
             event_burst: 200_000,
+            auth: DeviceAuth::off(),
         }
     }
 }
@@ -226,6 +232,8 @@ pub(crate) struct Stats {
     pub over_budget: AtomicU64,
     /// Event batches refused because their device was over its rate.
     pub rate_limited: AtomicU64,
+    /// Handshakes refused for want of a valid credential or proof.
+    pub auth_refused: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -251,6 +259,8 @@ pub(crate) struct StatsSnapshot {
     pub buffered: u64,
     /// Event batches refused because their device was over its rate.
     pub rate_limited: u64,
+    /// Handshakes refused for want of a valid credential or proof.
+    pub auth_refused: u64,
 }
 
 pub(crate) struct Shared {
@@ -270,6 +280,8 @@ pub(crate) struct Shared {
     pub budget: Arc<Budget>,
     /// Each device's event rate.
     pub rates: rate::EventRates,
+    /// The credential policy and register.
+    pub credentials: credentials::Credentials,
 }
 
 struct Listening {
@@ -339,6 +351,7 @@ impl Gateway {
         };
         let buffer_budget = config.buffer_budget;
         let (event_rate, event_burst) = (config.event_rate, config.event_burst);
+        let credentials = credentials::Credentials::new(config.auth.clone());
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -352,6 +365,7 @@ impl Gateway {
                 closing: watch::channel(false).0,
                 budget: Budget::new(buffer_budget, BUFFER_ALLOWANCE),
                 rates: rate::EventRates::new(event_rate, event_burst),
+                credentials,
             }),
             listening: Mutex::new(None),
         }
@@ -408,6 +422,11 @@ impl Gateway {
                 Some(acceptor),
             )));
         }
+        if cfg.auth.register.is_some() {
+            listening
+                .tasks
+                .push(tokio::spawn(credentials::watch(self.shared.clone())));
+        }
         tracing::info!(plain = ?listening.plain, tls = ?listening.tls, "device gateway open");
         *self.lock() = Some(listening);
         Ok(())
@@ -451,6 +470,11 @@ impl Gateway {
         self.shared.registry.list()
     }
 
+    /// Device authentication: policy, register, links without a credential.
+    pub(crate) fn auth_status(&self) -> crate::failover::status::DeviceAuthStatus {
+        credentials::status(&self.shared)
+    }
+
     /// Counters.
     pub(crate) fn stats(&self) -> StatsSnapshot {
         let s = &self.shared.stats;
@@ -465,6 +489,7 @@ impl Gateway {
             over_budget: s.over_budget.load(Ordering::Relaxed),
             buffered: self.shared.budget.used() as u64,
             rate_limited: s.rate_limited.load(Ordering::Relaxed),
+            auth_refused: s.auth_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -21,6 +21,9 @@ pub(crate) struct DeviceInfo {
     pub peer: SocketAddr,
     /// Whether the link is TLS.
     pub tls: bool,
+    /// The generation of the credential the device proved (none: admitted
+    /// without one, by `devices.auth.mode` "migrate" or "off").
+    pub credential_generation: Option<u32>,
     /// When the link came up (Unix ms).
     pub connected_since_ms: u64,
     /// When the last frame arrived (Unix ms).
@@ -58,6 +61,8 @@ pub(crate) enum ToConn {
     Ask(Message, oneshot::Sender<Message>),
     /// Another connection of the same device replaced this one.
     Replaced,
+    /// The credential the device proved is no longer valid.
+    Invalid(crate::enrolment::Invalid),
 }
 
 struct Entry {
@@ -79,16 +84,25 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Add a connection; an older connection of the same device is told to close.
+    /// Add a connection; an older connection of the same device is told to
+    /// close. An authenticated link is never replaced by an unauthenticated
+    /// one: then nothing changes and the authenticated link's address comes
+    /// back.
     pub(crate) fn register(
         &self,
         info: DeviceInfo,
         live: Arc<Live>,
         tx: mpsc::Sender<ToConn>,
-    ) -> u64 {
+    ) -> Result<u64, SocketAddr> {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let device_id = info.device_id;
-        let old = self.lock().insert(
+        let mut map = self.lock();
+        if let Some(old) = map.get(&device_id) {
+            if old.info.credential_generation.is_some() && info.credential_generation.is_none() {
+                return Err(old.info.peer);
+            }
+        }
+        let old = map.insert(
             device_id,
             Entry {
                 info,
@@ -97,10 +111,31 @@ impl Registry {
                 tx,
             },
         );
+        drop(map);
         if let Some(old) = old {
             let _ = old.tx.try_send(ToConn::Replaced);
         }
-        conn
+        Ok(conn)
+    }
+
+    /// The address of device `device_id`'s link, and whether it is
+    /// authenticated.
+    pub(crate) fn link_of(&self, device_id: u32) -> Option<(SocketAddr, bool)> {
+        self.lock()
+            .get(&device_id)
+            .map(|e| (e.info.peer, e.info.credential_generation.is_some()))
+    }
+
+    /// Every authenticated link: device, credential generation, channel.
+    pub(crate) fn authenticated(&self) -> Vec<(u32, u32, mpsc::Sender<ToConn>)> {
+        self.lock()
+            .values()
+            .filter_map(|e| {
+                e.info
+                    .credential_generation
+                    .map(|g| (e.info.device_id, g, e.tx.clone()))
+            })
+            .collect()
     }
 
     /// Remove a connection, unless a newer one of the same device replaced it.

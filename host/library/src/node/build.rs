@@ -16,12 +16,13 @@ use super::{runtime_options, Node, NodeError};
 use crate::caps::Services;
 use crate::cluster::{AckGate, DetectorSettings, RoleMachine, WitnessClient};
 use crate::config::{
-    flatten_settings, AcceptSetting, ClusterSection, ConfigError, DurableAck, LoadedProfile,
-    PluginEntry, Site, SiteRole,
+    end_of_day_ms, flatten_settings, AcceptSetting, AuthMode, ClusterSection, ConfigError,
+    DurableAck, LoadedProfile, PluginEntry, Site, SiteRole,
 };
+use crate::enrolment::EnrolmentKey;
 use crate::failover::control;
 use crate::failover::state::ControlState;
-use crate::gateway::{AcceptFilter, Gateway, GatewayConfig, ReplicatedMarks};
+use crate::gateway::{AcceptFilter, DeviceAuth, Gateway, GatewayConfig, Policy, ReplicatedMarks};
 use crate::peer::{Incoming, PeerConfig, PeerLink, Psk};
 use crate::plugin::runtime::PluginSpec;
 use crate::plugin::{FailoverAction, LoadError, PluginRuntime, Strategy};
@@ -390,6 +391,7 @@ fn build_gateway(
     config.max_event_payload = d.max_event_payload;
     config.event_rate = d.max_event_rate;
     config.event_burst = d.event_burst;
+    config.auth = device_auth(loaded)?;
     if let (Some(addr), Some(cert), Some(key)) = (g.tls_listen, &g.cert, &g.key) {
         let tls = standby_device::tls::server_config(
             &loaded.base_dir.join(cert),
@@ -400,6 +402,40 @@ fn build_gateway(
     }
     Gateway::with_lease_gate(config, store, role, epoch, gate.clone())
         .map_err(|e| NodeError::Gateway(Box::new(e)))
+}
+
+/// The profile's device authentication: policy, enrolment key, register.
+fn device_auth(loaded: &LoadedProfile) -> Result<DeviceAuth, NodeError> {
+    let a = &loaded.profile.devices.auth;
+    let policy = match a.mode {
+        AuthMode::Off => Policy::Off,
+        AuthMode::Required => Policy::Required,
+        AuthMode::Migrate => Policy::Migrate {
+            // Validated with the profile.
+            until_ms: a
+                .migrate_until
+                .as_deref()
+                .and_then(end_of_day_ms)
+                .unwrap_or(0),
+        },
+    };
+    let key = match loaded.device_key_file() {
+        Some(path) => Some(Arc::new(EnrolmentKey::load(&path)?)),
+        None => None,
+    };
+    let register = key.as_ref().map(|_| loaded.device_register());
+    if let Policy::Migrate { until_ms } = policy {
+        tracing::warn!(
+            until_ms,
+            "devices.auth.mode = \"migrate\": devices without a credential are admitted until devices.auth.migrate_until"
+        );
+    }
+    Ok(DeviceAuth {
+        policy,
+        key,
+        register,
+        expiry_warning: Duration::from_secs(u64::from(a.expiry_warning_days) * 86_400),
+    })
 }
 
 pub(super) fn plugin_error(loaded: &LoadedProfile, key: &str, source: LoadError) -> ConfigError {

@@ -43,6 +43,9 @@ pub enum NodeError {
     /// unusable.
     #[error(transparent)]
     NodeKey(#[from] crate::peer::AuthError),
+    /// The device enrolment key is unusable.
+    #[error(transparent)]
+    Enrolment(#[from] crate::enrolment::EnrolmentError),
     /// A cluster profile names one site only.
     #[error("a cluster needs two sites")]
     OneSite,
