@@ -425,3 +425,18 @@ fn sigterm_stops_the_demo_and_every_process_it_started_within_5_s() {
 fn sigint_stops_the_demo_and_every_process_it_started_within_5_s() {
     a_signal_stops_the_demo_and_everything_it_started(standby_lab::process::Signal::INT);
 }
+
+#[test]
+fn the_demo_also_runs_with_device_authentication_off_for_comparison() {
+    let o = demo_with(&[
+        "--devices",
+        "20",
+        "--kill-after",
+        "1",
+        "--fault",
+        "kill",
+        "--device-auth",
+        "off",
+    ]);
+    assert_failover_outcome(&o, "kill, device authentication off");
+}

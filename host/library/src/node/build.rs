@@ -419,7 +419,10 @@ fn device_auth(loaded: &LoadedProfile) -> Result<DeviceAuth, NodeError> {
                 .unwrap_or(0),
         },
     };
+    // With authentication off the key is optional: devices that have a
+    // credential still prove it when the key is there.
     let key = match loaded.device_key_file() {
+        Some(path) if policy == Policy::Off && !path.exists() => None,
         Some(path) => Some(Arc::new(EnrolmentKey::load(&path)?)),
         None => None,
     };
