@@ -2,25 +2,40 @@
 //! ask a running node over its admin endpoint (its owner-only Unix socket,
 //! or with `--remote` its TCP port).
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Result;
 
 use standby_host::api::{render_status, render_timeline, AdminClient, AdminError};
 use standby_host::config;
 
-fn client(profile: &Path, site: &str, remote: bool) -> Result<AdminClient> {
-    let loaded = config::load(profile, &[])?;
-    if remote {
-        Ok(AdminClient::for_site_remote(&loaded, site)?)
+/// Which running node a command asks, and how.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct NodeArgs {
+    /// The profile file.
+    profile: PathBuf,
+    /// Which site to ask.
+    #[arg(long)]
+    site: String,
+    /// Ask over the site's TCP admin endpoint (`admin_listen`; HTTPS with
+    /// the profile's `admin_tls_cert` and `admin_token_file` when it names
+    /// them) instead of its owner-only admin socket.
+    #[arg(long)]
+    remote: bool,
+}
+
+fn client(node: &NodeArgs) -> Result<AdminClient> {
+    let loaded = config::load(&node.profile, &[])?;
+    if node.remote {
+        Ok(AdminClient::for_site_remote(&loaded, &node.site)?)
     } else {
-        Ok(AdminClient::for_site(&loaded, site)?)
+        Ok(AdminClient::for_site(&loaded, &node.site)?)
     }
 }
 
 /// `standby status PROFILE --site NAME [--json] [--remote]`.
-pub(crate) fn status(profile: &Path, site: &str, json: bool, remote: bool) -> Result<()> {
-    let s = client(profile, site, remote)?.status()?;
+pub(crate) fn status(node: &NodeArgs, json: bool) -> Result<()> {
+    let s = client(node)?.status()?;
     if json {
         println!("{s}");
     } else {
@@ -30,8 +45,9 @@ pub(crate) fn status(profile: &Path, site: &str, json: bool, remote: bool) -> Re
 }
 
 /// `standby promote PROFILE --site NAME [--force] [--remote]`.
-pub(crate) fn promote(profile: &Path, site: &str, force: bool, remote: bool) -> Result<()> {
-    let client = client(profile, site, remote)?;
+pub(crate) fn promote(node: &NodeArgs, force: bool) -> Result<()> {
+    let site = &node.site;
+    let client = client(node)?;
     if force {
         eprintln!(
             "standby promote --force: if no witness is configured, nothing stops the other node if it is still running; make sure it is down"
@@ -48,8 +64,9 @@ pub(crate) fn promote(profile: &Path, site: &str, force: bool, remote: bool) -> 
 }
 
 /// `standby devices list PROFILE --site NAME [--json] [--remote]`.
-pub(crate) fn devices(profile: &Path, site: &str, json: bool, remote: bool) -> Result<()> {
-    let answer = client(profile, site, remote)?.devices()?;
+pub(crate) fn devices(node: &NodeArgs, json: bool) -> Result<()> {
+    let site = &node.site;
+    let answer = client(node)?.devices()?;
     if json {
         println!("{answer}");
         return Ok(());
@@ -79,15 +96,10 @@ pub(crate) fn devices(profile: &Path, site: &str, json: bool, remote: bool) -> R
 }
 
 /// `standby devices set-servers PROFILE --site NAME (--device ID | --all) LIST [--remote]`.
-pub(crate) fn set_servers(
-    profile: &Path,
-    site: &str,
-    device: Option<u32>,
-    servers: &str,
-    remote: bool,
-) -> Result<()> {
+pub(crate) fn set_servers(node: &NodeArgs, device: Option<u32>, servers: &str) -> Result<()> {
+    let site = &node.site;
     let devices = device.map(|d| vec![d]);
-    let answer = match client(profile, site, remote)?.set_servers(devices.as_deref(), servers) {
+    let answer = match client(node)?.set_servers(devices.as_deref(), servers) {
         Ok(a) => a,
         Err(AdminError::Refused(why)) => {
             return Err(anyhow::anyhow!("the server list was not pushed: {why}"))

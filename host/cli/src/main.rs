@@ -73,36 +73,22 @@ enum Command {
     /// Ask a running node for its role, epoch, lease, peer, witness, plugins,
     /// last copy and last failover timeline.
     Status {
-        /// The profile file.
-        profile: PathBuf,
-        /// Which site to ask.
-        #[arg(long)]
-        site: String,
+        /// Which node.
+        #[command(flatten)]
+        node: admin::NodeArgs,
         /// Print the status as one JSON object.
         #[arg(long)]
         json: bool,
-        /// Ask over the site's TCP admin endpoint (`admin_listen`; HTTPS
-        /// with the profile's `admin_tls_cert` and `admin_token_file` when
-        /// it names them) instead of its admin socket.
-        #[arg(long)]
-        remote: bool,
     },
     /// Make a node active now: through the witness when the profile has one;
     /// without a witness only with --force (make sure the other node is down).
     Promote {
-        /// The profile file.
-        profile: PathBuf,
-        /// Which site to promote.
-        #[arg(long)]
-        site: String,
+        /// Which node.
+        #[command(flatten)]
+        node: admin::NodeArgs,
         /// Promote without a witness.
         #[arg(long)]
         force: bool,
-        /// Ask over the site's TCP admin endpoint (HTTPS with the profile's
-        /// `admin_tls_cert` and `admin_token_file`) instead of its admin
-        /// socket.
-        #[arg(long)]
-        remote: bool,
     },
     /// Run the whole failover on this machine: a witness, two sites on
     /// loopback, a DNS server and a fleet of devices; inject a fault into the
@@ -147,27 +133,20 @@ enum DevicesCommand {
     /// server entry it dialled, its prioritized server list, when it was
     /// last heard and the events it still holds.
     List {
-        /// The profile file.
-        profile: PathBuf,
-        /// Which site to ask.
-        #[arg(long)]
-        site: String,
+        /// Which node.
+        #[command(flatten)]
+        node: admin::NodeArgs,
         /// Print one JSON object `{"devices": [...]}`.
         #[arg(long)]
         json: bool,
-        /// Ask over the site's TCP admin endpoint instead of its admin socket.
-        #[arg(long)]
-        remote: bool,
     },
     /// Push a new prioritized server list to connected devices; each device
     /// stores it and says what it stored.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["device", "all"])))]
     SetServers {
-        /// The profile file.
-        profile: PathBuf,
-        /// Which site's devices.
-        #[arg(long)]
-        site: String,
+        /// Which node.
+        #[command(flatten)]
+        node: admin::NodeArgs,
         /// One device.
         #[arg(long)]
         device: Option<u32>,
@@ -177,9 +156,6 @@ enum DevicesCommand {
         /// The list: host:port[/tls] entries separated by commas, first
         /// tried first (as `devices simulate --endpoints`).
         servers: String,
-        /// Ask over the site's TCP admin endpoint instead of its admin socket.
-        #[arg(long)]
-        remote: bool,
     },
     /// Issue device credentials: the next key generation of each device,
     /// written to --out (owner-only) and recorded in the profile's register
@@ -319,27 +295,16 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Devices(DevicesCommand::Simulate(args)) => {
             standby_lab::simulate::run((*args).into(), shutdown_signal).await
         }
-        Command::Devices(DevicesCommand::List {
-            profile,
-            site,
-            json,
-            remote,
-        }) => {
-            tokio::task::spawn_blocking(move || admin::devices(&profile, &site, json, remote))
-                .await?
+        Command::Devices(DevicesCommand::List { node, json }) => {
+            tokio::task::spawn_blocking(move || admin::devices(&node, json)).await?
         }
         Command::Devices(DevicesCommand::SetServers {
-            profile,
-            site,
+            node,
             device,
             all: _,
             servers,
-            remote,
         }) => {
-            tokio::task::spawn_blocking(move || {
-                admin::set_servers(&profile, &site, device, &servers, remote)
-            })
-            .await?
+            tokio::task::spawn_blocking(move || admin::set_servers(&node, device, &servers)).await?
         }
         Command::Devices(DevicesCommand::Enroll {
             profile,
@@ -362,23 +327,11 @@ async fn dispatch(command: Command) -> Result<()> {
             psk_file,
             max_ttl_ms,
         } => witness(listen, data_dir, psk_file, max_ttl_ms).await,
-        Command::Status {
-            profile,
-            site,
-            json,
-            remote,
-        } => {
-            tokio::task::spawn_blocking(move || admin::status(&profile, &site, json, remote))
-                .await?
+        Command::Status { node, json } => {
+            tokio::task::spawn_blocking(move || admin::status(&node, json)).await?
         }
-        Command::Promote {
-            profile,
-            site,
-            force,
-            remote,
-        } => {
-            tokio::task::spawn_blocking(move || admin::promote(&profile, &site, force, remote))
-                .await?
+        Command::Promote { node, force } => {
+            tokio::task::spawn_blocking(move || admin::promote(&node, force)).await?
         }
         Command::Demo(args) => demo(args).await,
         Command::Keygen { file, force } => keygen(&file, force),
