@@ -243,3 +243,49 @@ async fn unfinished_messages_cannot_take_the_gateways_memory() {
         a.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_message_trickled_byte_by_byte_is_held_no_longer_than_the_dead_link_timeout()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("credentials");
+    let credential = enrol(&keys, [7], DAY).remove(0);
+    let mut spec = ServerSpec::new("a", 1);
+    spec.auth = Some(keys);
+    spec.dead_link_ms = 1_500;
+    let server = Server::start(&crate::standby(), spec, &dir.path().join("a"));
+    // An authenticated device starts a 64 KiB message and sends one byte of
+    // it every 100 ms: bytes keep coming, but no message ever completes.
+    let (mut link, _) = authenticate(server.spec.addr(), &credential).unwrap();
+    let message = unfinished_packet(7, 64 << 10, 64 << 10);
+    link.stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed_after = None;
+    for byte in message.iter().take(200) {
+        if link.stream.write_all(&[*byte]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(1)
+            && link.closed_within(Duration::from_millis(1))
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after =
+        closed_after.expect("a trickled, never finished message kept the link for 20 s");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed only after {closed_after:?} (dead link 1.5 s)"
+    );
+    assert!(
+        closed_after >= Duration::from_millis(1_400),
+        "closed after {closed_after:?}, before the dead-link timeout"
+    );
+    let log = server.log_text();
+    assert!(log.contains("dead link"), "{log}");
+}
