@@ -4,6 +4,7 @@
 //!
 //! The API is blocking; async callers run it with `tokio::task::spawn_blocking`.
 
+mod capture;
 mod group;
 mod ingest;
 mod schema;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use ingest::{handshake_tx, ingest_device_tx, ingest_tx, watermark_tx};
 
+pub use capture::{CaptureError, Change};
 pub(crate) use group::GroupWriter;
 pub(crate) use snapshot::{device_marks, DeviceMark};
 pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
@@ -109,6 +111,15 @@ pub enum StoreError {
     NotAllowed {
         /// The database file.
         path: PathBuf,
+    },
+    /// Change capture failed (capturing, reading or applying changes).
+    #[error("database {path}: {error}")]
+    Capture {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        error: CaptureError,
     },
 }
 

@@ -1,0 +1,660 @@
+//! Change data capture: SQLite triggers write every committed change of the
+//! replicated tables into a change log (table, operation, key, row image, in
+//! commit order), whichever connection made it (the application's own
+//! included: the triggers are plain SQL). The standby applies the changes
+//! in one transaction per batch, idempotently, with capture suppressed inside
+//! that transaction only, so nothing it applies loops back.
+//!
+//! Row images are JSON objects (SQLite's JSON functions); a BLOB value is
+//! written `{"$blob": "<hex>"}`, which no other column value can produce.
+
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+/// The change log and its control tables (never captured themselves).
+const LOG_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS standby_changes (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tbl           TEXT NOT NULL,
+    op            TEXT NOT NULL,
+    pk            TEXT NOT NULL,
+    old_pk        TEXT,
+    row           TEXT,
+    committed_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS standby_capture (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    suppressed  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO standby_capture (id, suppressed) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS standby_applied (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    seq     INTEGER NOT NULL,
+    epoch   INTEGER NOT NULL
+);
+";
+
+/// Tables of the change log itself: never captured.
+const OWN_PREFIX: &str = "standby_";
+
+/// Milliseconds since the Unix epoch, in SQL.
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+/// A capture problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaptureError {
+    /// SQLite failed.
+    #[error("change capture: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A table named for capture does not exist.
+    #[error("change capture: table `{0}` does not exist")]
+    NoTable(String),
+    /// A table has no primary key and no rowid.
+    #[error(
+        "change capture: table `{0}` has neither a primary key nor a rowid; give it a primary key"
+    )]
+    NoKey(String),
+    /// A change could not be applied.
+    #[error("change {seq} ({op} on `{table}`) cannot be applied: {reason}")]
+    Apply {
+        /// The change's sequence.
+        seq: u64,
+        /// Its table.
+        table: String,
+        /// Its operation.
+        op: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a table's rows are identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TableShape {
+    name: String,
+    columns: Vec<String>,
+    /// Primary-key columns in key order; `["rowid"]` for a rowid table
+    /// without a declared key.
+    key: Vec<String>,
+}
+
+/// One captured change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in commit order.
+    pub seq: u64,
+    /// The table.
+    pub table: String,
+    /// `I`, `U` or `D`.
+    pub op: String,
+    /// The row's key (JSON array).
+    pub pk: String,
+    /// The key before an update that changed it (JSON array).
+    pub old_pk: Option<String>,
+    /// The row after the change (JSON object), none for a delete.
+    pub row: Option<String>,
+    /// When it was captured (Unix ms).
+    pub committed_ms: u64,
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Every user table of the database (not SQLite's, not the change log's).
+fn user_tables(conn: &Connection) -> Result<Vec<String>, CaptureError> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names
+        .into_iter()
+        .filter(|n| !n.starts_with(OWN_PREFIX))
+        .collect())
+}
+
+fn shape(conn: &Connection, table: &str) -> Result<TableShape, CaptureError> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
+    let mut cols: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(5)?)))?
+        .collect::<Result<_, _>>()?;
+    if cols.is_empty() {
+        return Err(CaptureError::NoTable(table.to_string()));
+    }
+    let columns: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+    cols.retain(|(_, pk)| *pk > 0);
+    cols.sort_by_key(|(_, pk)| *pk);
+    let mut key: Vec<String> = cols.into_iter().map(|(c, _)| c).collect();
+    if key.is_empty() {
+        let without_rowid: bool = conn
+            .query_row(
+                "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap_or(false);
+        if without_rowid {
+            return Err(CaptureError::NoKey(table.to_string()));
+        }
+        key = vec!["rowid".into()];
+    }
+    Ok(TableShape {
+        name: table.to_string(),
+        columns,
+        key,
+    })
+}
+
+/// A column value as JSON, BLOBs as `{"$blob": hex}`.
+fn json_value(side: &str, column: &str) -> String {
+    let c = format!("{side}.{}", quote(column));
+    format!("CASE typeof({c}) WHEN 'blob' THEN json_object('$blob', hex({c})) ELSE {c} END")
+}
+
+fn key_array(side: &str, shape: &TableShape) -> String {
+    let parts: Vec<String> = shape.key.iter().map(|k| json_value(side, k)).collect();
+    format!("json_array({})", parts.join(", "))
+}
+
+fn row_object(side: &str, shape: &TableShape) -> String {
+    let mut parts: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| format!("{}, {}", literal(c), json_value(side, c)))
+        .collect();
+    if shape.key == ["rowid"] {
+        parts.push(format!("'rowid', {side}.rowid"));
+    }
+    format!("json_object({})", parts.join(", "))
+}
+
+/// The three triggers of one table.
+fn triggers(shape: &TableShape) -> String {
+    let t = &shape.name;
+    let when = "WHEN (SELECT suppressed FROM standby_capture WHERE id = 1) = 0";
+    let insert = |op: &str, pk: String, old: String, row: String| {
+        format!(
+            "INSERT INTO standby_changes (tbl, op, pk, old_pk, row, committed_ms) VALUES ({}, '{op}', {pk}, {old}, {row}, {NOW_MS});",
+            literal(t)
+        )
+    };
+    let name = |op: &str| quote(&format!("standby_capture_{t}_{op}"));
+    format!(
+        "CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {qt} {when} BEGIN {i} END;
+         CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {qt} {when} BEGIN {u} END;
+         CREATE TRIGGER IF NOT EXISTS {del} AFTER DELETE ON {qt} {when} BEGIN {d} END;",
+        ins = name("insert"),
+        upd = name("update"),
+        del = name("delete"),
+        qt = quote(t),
+        i = insert(
+            "I",
+            key_array("NEW", shape),
+            "NULL".into(),
+            row_object("NEW", shape)
+        ),
+        u = insert(
+            "U",
+            key_array("NEW", shape),
+            format!(
+                "CASE WHEN {new} IS {old} THEN NULL ELSE {old} END",
+                new = key_array("NEW", shape),
+                old = key_array("OLD", shape)
+            ),
+            row_object("NEW", shape)
+        ),
+        d = insert("D", key_array("OLD", shape), "NULL".into(), "NULL".into()),
+    )
+}
+
+/// Create the change log and the triggers of `tables` (every user table
+/// when `None`). Idempotent. Returns the tables captured.
+pub(super) fn enable(
+    conn: &mut Connection,
+    tables: Option<&[String]>,
+) -> Result<Vec<String>, CaptureError> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(LOG_TABLES)?;
+    let names = match tables {
+        Some(t) => t.to_vec(),
+        None => user_tables(&tx)?,
+    };
+    for name in &names {
+        let s = shape(&tx, name)?;
+        tx.execute_batch(&triggers(&s))?;
+    }
+    tx.commit()?;
+    Ok(names)
+}
+
+/// Up to `max` changes after `after`, in commit order, stopping before the
+/// one that would take their row images past `max_bytes` (at least one).
+pub(super) fn read(
+    conn: &Connection,
+    after: u64,
+    max: u32,
+    max_bytes: u64,
+) -> Result<Vec<Change>, CaptureError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, tbl, op, pk, old_pk, row, committed_ms FROM standby_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after as i64, max], |r| {
+        Ok(Change {
+            seq: r.get::<_, i64>(0)? as u64,
+            table: r.get(1)?,
+            op: r.get(2)?,
+            pk: r.get(3)?,
+            old_pk: r.get(4)?,
+            row: r.get(5)?,
+            committed_ms: r.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for row in rows {
+        let c = row?;
+        let size = (c.pk.len() + c.row.as_ref().map_or(0, String::len) + 64) as u64;
+        if !out.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Forget the changes up to and including `through`.
+pub(super) fn prune(conn: &Connection, through: u64) -> Result<usize, CaptureError> {
+    Ok(conn.execute(
+        "DELETE FROM standby_changes WHERE seq <= ?1",
+        [through as i64],
+    )?)
+}
+
+/// The highest change applied here, and the epoch it came from.
+pub(super) fn applied(conn: &Connection) -> Result<(u64, u64), CaptureError> {
+    let has_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'standby_applied'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok((0, 0));
+    }
+    let mark: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT seq, epoch FROM standby_applied WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(mark.map_or((0, 0), |(s, e)| (s as u64, e as u64)))
+}
+
+/// Apply `changes` (in commit order) in one transaction with capture
+/// suppressed: those at or below the applied mark are skipped. Returns the
+/// new applied mark. Nothing is applied when one change fails.
+pub(super) fn apply(
+    conn: &mut Connection,
+    changes: &[Change],
+    epoch: u64,
+) -> Result<u64, CaptureError> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(LOG_TABLES)?;
+    let (before, _) = applied(&tx)?;
+    let mut mark = before;
+    tx.execute("UPDATE standby_capture SET suppressed = 1 WHERE id = 1", [])?;
+    let mut shapes: std::collections::HashMap<String, TableShape> = Default::default();
+    for c in changes.iter().filter(|c| c.seq > before) {
+        let failed = |reason: String| CaptureError::Apply {
+            seq: c.seq,
+            table: c.table.clone(),
+            op: c.op.clone(),
+            reason,
+        };
+        if !shapes.contains_key(&c.table) {
+            let s = shape(&tx, &c.table).map_err(|e| failed(e.to_string()))?;
+            shapes.insert(c.table.clone(), s);
+        }
+        let s = &shapes[&c.table];
+        apply_one(&tx, s, c).map_err(|e| failed(e.to_string()))?;
+        mark = c.seq;
+    }
+    tx.execute("UPDATE standby_capture SET suppressed = 0 WHERE id = 1", [])?;
+    tx.execute(
+        "INSERT INTO standby_applied (id, seq, epoch) VALUES (1, ?1, ?2)
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, epoch = excluded.epoch",
+        params![mark as i64, epoch as i64],
+    )?;
+    tx.commit()?;
+    Ok(mark)
+}
+
+/// A JSON value as an SQLite value (`{"$blob": hex}` as a BLOB).
+fn sql_value(v: &serde_json::Value) -> Result<Value, String> {
+    Ok(match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64().ok_or("a number out of range")?),
+        },
+        serde_json::Value::String(s) => Value::Text(s.clone()),
+        serde_json::Value::Object(o) => match o.get("$blob").and_then(|b| b.as_str()) {
+            Some(h) => {
+                Value::Blob(hex::decode(h).map_err(|e| format!("a blob that is not hex: {e}"))?)
+            }
+            None => return Err("an object value that is not a blob".into()),
+        },
+        serde_json::Value::Array(_) => return Err("an array value".into()),
+    })
+}
+
+fn key_values(s: &TableShape, pk: &str) -> Result<Vec<Value>, String> {
+    let parsed: Vec<serde_json::Value> =
+        serde_json::from_str(pk).map_err(|e| format!("its key is not a JSON array: {e}"))?;
+    if parsed.len() != s.key.len() {
+        return Err(format!(
+            "its key has {} values, the table's key {} columns",
+            parsed.len(),
+            s.key.len()
+        ));
+    }
+    parsed.iter().map(sql_value).collect()
+}
+
+fn delete(tx: &Transaction<'_>, s: &TableShape, pk: &str) -> Result<(), String> {
+    let keys = key_values(s, pk)?;
+    let cond: Vec<String> = s.key.iter().map(|k| format!("{} = ?", quote(k))).collect();
+    tx.execute(
+        &format!(
+            "DELETE FROM {} WHERE {}",
+            quote(&s.name),
+            cond.join(" AND ")
+        ),
+        rusqlite::params_from_iter(keys),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), String> {
+    match c.op.as_str() {
+        "D" => delete(tx, s, &c.pk),
+        "I" | "U" => {
+            if let Some(old) = &c.old_pk {
+                delete(tx, s, old)?;
+            }
+            let row: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(c.row.as_deref().ok_or("no row image")?)
+                    .map_err(|e| format!("its row image is not a JSON object: {e}"))?;
+            let mut cols = Vec::new();
+            let mut values = Vec::new();
+            for (k, v) in &row {
+                cols.push(quote(k));
+                values.push(sql_value(v)?);
+            }
+            let keys: Vec<String> = s.key.iter().map(|k| quote(k)).collect();
+            let updates: Vec<String> = cols
+                .iter()
+                .filter(|c| !keys.contains(c))
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect();
+            let conflict = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            let marks = vec!["?"; cols.len()].join(", ");
+            if s.key == ["rowid"] {
+                tx.execute(
+                    &format!(
+                        "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+                        quote(&s.name),
+                        cols.join(", ")
+                    ),
+                    rusqlite::params_from_iter(values),
+                )
+                .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT({}) {conflict}",
+                    quote(&s.name),
+                    cols.join(", "),
+                    keys.join(", ")
+                ),
+                rusqlite::params_from_iter(values),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        other => Err(format!("unknown operation `{other}`")),
+    }
+}
+
+impl super::Store {
+    fn with_capture<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, CaptureError>,
+    ) -> Result<R, super::StoreError> {
+        let mut guard = self.lock();
+        let conn = guard.as_mut().ok_or_else(|| super::StoreError::Detached {
+            path: self.path.clone(),
+        })?;
+        f(conn).map_err(|error| super::StoreError::Capture {
+            path: self.path.clone(),
+            error,
+        })
+    }
+
+    /// Capture every committed change of `tables` (every user table when
+    /// `None`) into the change log, whichever connection makes it.
+    /// Idempotent; returns the tables captured.
+    pub fn enable_capture(
+        &self,
+        tables: Option<&[String]>,
+    ) -> Result<Vec<String>, super::StoreError> {
+        self.with_capture(|c| enable(c, tables))
+    }
+
+    /// Up to `max` captured changes after `after`, in commit order, their
+    /// row images together not much over `max_bytes` (at least one change).
+    pub fn read_changes(
+        &self,
+        after: u64,
+        max: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<Change>, super::StoreError> {
+        self.with_capture(|c| read(c, after, max, max_bytes))
+    }
+
+    /// Apply changes from the other site (see [`apply`]); the new applied mark.
+    pub fn apply_changes(&self, changes: &[Change], epoch: u64) -> Result<u64, super::StoreError> {
+        self.with_capture(|c| apply(c, changes, epoch))
+    }
+
+    /// The highest change applied here and the epoch it came from.
+    pub fn applied_mark(&self) -> Result<(u64, u64), super::StoreError> {
+        self.with_capture(|c| applied(c))
+    }
+
+    /// The highest change sequence captured here (0 when capture is off).
+    pub fn last_change(&self) -> Result<u64, super::StoreError> {
+        self.with_capture(|c| {
+            let seq: Option<i64> = c
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'standby_changes'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .or_else(|e| match e {
+                    // No AUTOINCREMENT table yet: no sqlite_sequence either.
+                    rusqlite::Error::SqliteFailure(..) => Ok(None),
+                    other => Err(other),
+                })?;
+            Ok(seq.map_or(0, |s| s as u64))
+        })
+    }
+
+    /// Forget captured changes up to and including `through`; how many.
+    pub fn prune_changes(&self, through: u64) -> Result<usize, super::StoreError> {
+        self.with_capture(|c| prune(c, through))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::{Store, StoreOptions, User};
+    use super::*;
+
+    fn store(dir: &std::path::Path, name: &str) -> Store {
+        Store::open(dir.join(name), StoreOptions::default()).unwrap()
+    }
+
+    /// Every row of every user table, as text, for comparing two databases.
+    fn dump(path: &std::path::Path) -> Vec<String> {
+        let c = Connection::open(path).unwrap();
+        let mut out = Vec::new();
+        for t in user_tables(&c).unwrap() {
+            let mut stmt = c.prepare(&format!("SELECT * FROM {}", quote(&t))).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    let vals: Vec<String> = (0..n)
+                        .map(|i| format!("{:?}", r.get::<_, Value>(i).unwrap()))
+                        .collect();
+                    Ok(format!("{t}: {}", vals.join("|")))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn changes_from_any_connection_replay_on_another_database_row_for_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.db");
+        let b = store(dir.path(), "b.db");
+        let tables = a.enable_capture(None).unwrap();
+        assert!(
+            tables.contains(&"users".to_string())
+                && !tables.iter().any(|t| t.starts_with("standby_")),
+            "{tables:?}"
+        );
+        // The application writes through its own connection.
+        let app = Connection::open(a.path()).unwrap();
+        app.execute_batch(
+            "INSERT INTO users (user_id, name, card, updated_at) VALUES ('u1', 'Ann', 'c1', 1), ('u2', 'Bo', 'c2', 1);
+             UPDATE users SET name = 'Ann B' WHERE user_id = 'u1';
+             UPDATE users SET user_id = 'u3' WHERE user_id = 'u2';
+             INSERT INTO users (user_id, name, card, updated_at) VALUES ('u4', 'Cy', NULL, 2);
+             DELETE FROM users WHERE user_id = 'u4';",
+        )
+        .unwrap();
+        // The host writes too (a blob column, a WITHOUT ROWID table).
+        a.ingest(
+            &[super::super::AccessEvent {
+                device_id: 5,
+                incarnation: 1,
+                seq: 1,
+                event_code: 0x1000,
+                user_id: Some("u1".into()),
+                occurred_at_ms: 7,
+                payload: vec![0, 159, 146, 150, 255],
+            }],
+            "a",
+        )
+        .unwrap();
+        a.upsert_user(&User {
+            user_id: "u5".into(),
+            name: "Dee".into(),
+            card: Some("c5".into()),
+            disabled: false,
+        })
+        .unwrap();
+        let changes = a.read_changes(0, 1_000, u64::MAX).unwrap();
+        assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(
+            b.apply_changes(&changes, 1).unwrap(),
+            changes.last().unwrap().seq
+        );
+        assert_eq!(dump(a.path()), dump(b.path()));
+        // Nothing applied was captured at B: it would loop back after a failover.
+        b.enable_capture(None).unwrap();
+        let again = b.apply_changes(&changes, 1).unwrap();
+        assert_eq!(again, changes.last().unwrap().seq, "applied twice");
+        assert!(b.read_changes(0, 10, u64::MAX).unwrap().is_empty());
+        assert_eq!(dump(a.path()), dump(b.path()));
+        // Pruned changes are gone from A's log.
+        a.prune_changes(changes[2].seq).unwrap();
+        assert_eq!(
+            a.read_changes(0, 1_000, u64::MAX)
+                .unwrap()
+                .first()
+                .map(|c| c.seq),
+            Some(changes[3].seq)
+        );
+        assert_eq!(b.applied_mark().unwrap(), (changes.last().unwrap().seq, 1));
+        assert_eq!(a.last_change().unwrap(), changes.last().unwrap().seq);
+        assert_eq!(b.last_change().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_applied_changes_nothing_and_names_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.db");
+        let b = store(dir.path(), "b.db");
+        a.enable_capture(None).unwrap();
+        let app = Connection::open(a.path()).unwrap();
+        app.execute_batch("INSERT INTO users (user_id, name, updated_at) VALUES ('u1', 'Ann', 1), ('u2', 'Bo', 1);").unwrap();
+        let mut changes = a.read_changes(0, 100, u64::MAX).unwrap();
+        changes[1].row = Some("{\"user_id\": \"u2\", \"nonsense\": 1}".into());
+        let e = b.apply_changes(&changes, 1).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("change {}", changes[1].seq)) && text.contains("users"),
+            "{text}"
+        );
+        assert_eq!(b.applied_mark().unwrap(), (0, 0));
+        assert!(
+            b.user("u1").unwrap().is_none(),
+            "part of a failed batch was applied"
+        );
+    }
+
+    #[test]
+    fn rowid_tables_are_captured_by_rowid_and_a_missing_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.db");
+        let b = store(dir.path(), "b.db");
+        for s in [&a, &b] {
+            let c = Connection::open(s.path()).unwrap();
+            c.execute_batch("CREATE TABLE notes (body TEXT, n REAL);")
+                .unwrap();
+        }
+        a.enable_capture(Some(&["notes".to_string()])).unwrap();
+        let app = Connection::open(a.path()).unwrap();
+        app.execute_batch("INSERT INTO notes VALUES ('x', 1.5), ('y', 2); UPDATE notes SET body = 'z' WHERE n = 2; DELETE FROM notes WHERE body = 'x';").unwrap();
+        b.apply_changes(&a.read_changes(0, 100, u64::MAX).unwrap(), 1)
+            .unwrap();
+        assert_eq!(dump(a.path()), dump(b.path()));
+        let e = a
+            .enable_capture(Some(&["missing".to_string()]))
+            .unwrap_err();
+        assert!(e.to_string().contains("`missing` does not exist"), "{e}");
+    }
+}
