@@ -11,6 +11,7 @@
 //! commands, interfaces, servers) and answers `access-denied` for anything
 //! outside.
 
+pub(crate) mod batches;
 mod capability;
 mod clock;
 mod db;
@@ -58,6 +59,11 @@ pub struct Services {
     role: Mutex<Role>,
     peer: std::sync::OnceLock<crate::peer::PeerLink>,
     snapshot_marks: Mutex<std::collections::HashMap<u64, Vec<crate::store::DeviceMark>>>,
+    /// Change batches held for plugins.
+    pub(crate) batches: batches::Batches,
+    /// What each batch read from the change log holds for the devices, by
+    /// the batch's last sequence.
+    change_marks: Mutex<std::collections::BTreeMap<u64, Vec<crate::store::DeviceMark>>>,
 }
 
 /// What the other site holds durably, as a strategy confirmed it.
@@ -88,6 +94,8 @@ impl Services {
             role: Mutex::new(Role::Standby),
             peer: std::sync::OnceLock::new(),
             snapshot_marks: Mutex::new(std::collections::HashMap::new()),
+            batches: batches::Batches::default(),
+            change_marks: Mutex::new(std::collections::BTreeMap::new()),
         }))
     }
 
@@ -130,6 +138,26 @@ impl Services {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id)
             .unwrap_or_default()
+    }
+
+    /// The device marks of every batch through `seq`, removed: the other
+    /// site has applied them.
+    pub(crate) fn take_change_marks(&self, seq: u64) -> Vec<crate::store::DeviceMark> {
+        let mut all = self.change_marks.lock().unwrap_or_else(|p| p.into_inner());
+        let later = all.split_off(&(seq + 1));
+        let done = std::mem::replace(&mut *all, later);
+        done.into_values().flatten().collect()
+    }
+
+    fn record_change_marks(&self, last_seq: u64, marks: Vec<crate::store::DeviceMark>) {
+        if marks.is_empty() {
+            return;
+        }
+        let mut all = self.change_marks.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= 4_096 {
+            all.pop_first();
+        }
+        all.entry(last_seq).or_default().extend(marks);
     }
 
     fn record_snapshot_marks(&self, id: u64, marks: Vec<crate::store::DeviceMark>) {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::caps::batches::HeldBatch;
 use crate::caps::DurableMark;
 use crate::node::core::Core;
 use crate::peer::Incoming;
-use crate::plugin::{FileRef, PluginError, Received, ReceivedFile, Strategy};
+use crate::plugin::{ChangeBatch, FileRef, PluginError, Received, ReceivedFile, Strategy};
 
 /// Tick one strategy whenever it asks to be ticked.
 pub(crate) async fn tick_loop(core: Arc<Core>, strategy: Arc<dyn Strategy>) {
@@ -83,6 +84,39 @@ pub(crate) async fn deliver(core: Arc<Core>, mut incoming: mpsc::Receiver<Incomi
                     }
                 }
             }
+            Incoming::Batch {
+                plugin,
+                body,
+                epoch,
+            } => {
+                let Some(strategy) = core.strategies.iter().find(|s| s.name() == plugin) else {
+                    tracing::warn!(plugin = %plugin, "the peer sent a change batch for an unknown strategy; dropped");
+                    continue;
+                };
+                let batch = match rmp_serde::from_slice::<HeldBatch>(&body) {
+                    Ok(b) => HeldBatch { epoch, ..b },
+                    Err(e) => {
+                        tracing::error!(plugin = %plugin, error = %e, "the peer sent a change batch that does not decode; dropped");
+                        continue;
+                    }
+                };
+                let h = batch.handle(0);
+                let id = core.services.batches.hold(batch);
+                let handle = ChangeBatch {
+                    id,
+                    first_seq: h.first_seq,
+                    last_seq: h.last_seq,
+                    count: h.count,
+                    bytes: h.bytes,
+                    oldest_commit_ms: h.oldest_commit,
+                };
+                if let Err(e) = strategy
+                    .on_receive(&core.context(), Received::Batch(handle))
+                    .await
+                {
+                    tracing::warn!(plugin = %plugin, batch = id, error = %e, "the strategy refused a change batch from the peer");
+                }
+            }
             Incoming::Message {
                 plugin, kind, body, ..
             } => {
@@ -116,19 +150,19 @@ async fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 /// confirmed installed.
 pub(crate) fn apply_durable_marks(core: &Core) {
     for mark in core.services.take_durable_marks() {
-        let DurableMark::Snapshot(id) = mark else {
-            continue;
+        let (device_marks, what) = match mark {
+            DurableMark::Snapshot(id) => (core.services.take_snapshot_marks(id), "snapshot"),
+            DurableMark::Changes(seq) => (core.services.take_change_marks(seq), "changes"),
         };
-        let device_marks = core.services.take_snapshot_marks(id);
         if let Some(marks) = &core.marks {
             for m in &device_marks {
                 marks.advance(m.device_id, m.incarnation, m.contiguous);
             }
         }
         tracing::debug!(
-            snapshot = id,
+            ?mark,
             devices = device_marks.len(),
-            "snapshot installed at the other site"
+            "{what} held at the other site"
         );
     }
 }

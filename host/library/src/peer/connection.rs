@@ -250,7 +250,7 @@ impl Connection {
                 self.refuse_lower(frame.epoch).await;
                 self.receiving.remove(&id);
             }
-            PeerMsg::Message { id, .. } if lower => {
+            PeerMsg::Message { id, .. } | PeerMsg::Batch { id, .. } if lower => {
                 self.refuse_lower(frame.epoch).await;
                 let error = Some(format!("epoch {} is lower than {my_epoch}", frame.epoch));
                 let _ = self
@@ -305,6 +305,23 @@ impl Connection {
                     .send(Incoming::Message {
                         plugin,
                         kind,
+                        body,
+                        epoch: frame.epoch,
+                    })
+                    .await;
+                let error = delivered
+                    .err()
+                    .map(|_| "the node is shutting down".to_string());
+                let _ = self
+                    .tx
+                    .send(self.reply(PeerMsg::MessageAck { id, error }))
+                    .await;
+            }
+            PeerMsg::Batch { id, plugin, body } => {
+                let delivered = inner
+                    .incoming
+                    .send(Incoming::Batch {
+                        plugin,
                         body,
                         epoch: frame.epoch,
                     })

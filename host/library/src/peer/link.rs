@@ -111,6 +111,33 @@ impl PeerLink {
         kind: &str,
         body: Vec<u8>,
     ) -> Result<(), PeerError> {
+        self.send_acknowledged(&format!("message `{kind}`"), |id| PeerMsg::Message {
+            id,
+            plugin: plugin.into(),
+            kind: kind.into(),
+            body,
+        })
+        .await
+    }
+
+    /// Send an encoded change batch to the peer's plugin instance `plugin`;
+    /// returns once the peer holds it (bounded like [`Self::send_message`]).
+    pub(crate) async fn send_batch(&self, plugin: &str, body: Vec<u8>) -> Result<(), PeerError> {
+        self.send_acknowledged("change batch", |id| PeerMsg::Batch {
+            id,
+            plugin: plugin.into(),
+            body,
+        })
+        .await
+    }
+
+    /// Send what `make` builds with a fresh id and wait for its
+    /// acknowledgement.
+    async fn send_acknowledged(
+        &self,
+        what: &str,
+        make: impl FnOnce(u64) -> PeerMsg,
+    ) -> Result<(), PeerError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -121,13 +148,7 @@ impl PeerLink {
         let stall = self.inner.config.transfer_stall;
         // Queueing behind a transfer on a stalled link counts as waiting too.
         let sent_and_acked = async {
-            self.send(PeerMsg::Message {
-                id,
-                plugin: plugin.into(),
-                kind: kind.into(),
-                body,
-            })
-            .await?;
+            self.send(make(id)).await?;
             rx.await.map_err(|_| PeerError::Down)
         };
         let result = match tokio::time::timeout(stall, sent_and_acked).await {
@@ -136,7 +157,7 @@ impl PeerLink {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(PeerError::Stalled {
                 after: stall,
-                last: format!("message `{kind}` not acknowledged"),
+                last: format!("{what} not acknowledged"),
             }),
         };
         self.inner

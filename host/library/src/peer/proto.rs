@@ -103,6 +103,18 @@ pub(crate) enum PeerMsg {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// A batch of captured changes for the peer's plugin instance of the
+    /// same name (acknowledged with [`PeerMsg::MessageAck`] once the peer
+    /// holds it).
+    Batch {
+        /// Message id, echoed by the ack.
+        id: u64,
+        /// Plugin instance.
+        plugin: String,
+        /// The batch, encoded.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
     /// The message was delivered (or refused).
     MessageAck {
         /// Message id.

@@ -98,6 +98,15 @@ pub enum Incoming {
         /// Sender's epoch.
         epoch: u64,
     },
+    /// A batch of captured changes, encoded.
+    Batch {
+        /// Plugin instance.
+        plugin: String,
+        /// The batch.
+        body: Vec<u8>,
+        /// Sender's epoch.
+        epoch: u64,
+    },
     /// A small message.
     Message {
         /// Plugin instance.

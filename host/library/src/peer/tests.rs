@@ -224,6 +224,23 @@ async fn files_arrive_whole_and_checked_and_messages_are_delivered() {
         (kind.as_str(), body.as_slice()),
         ("installed", &b"snap-1"[..])
     );
+    // A change batch of 1 MiB (the most one batch holds) arrives whole,
+    // with the sender's epoch.
+    let batch = vec![0x5a; 1 << 20];
+    a.link.send_batch("cdc", batch.clone()).await.unwrap();
+    let Some(Incoming::Batch {
+        plugin,
+        body,
+        epoch,
+    }) = b.incoming.recv().await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (plugin.as_str(), body.len(), epoch),
+        ("cdc", batch.len(), 1)
+    );
+    assert_eq!(body, batch);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

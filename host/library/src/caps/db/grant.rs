@@ -19,6 +19,10 @@ pub struct DbGrant {
     /// May attach and detach a shared database file.
     #[serde(default)]
     pub attach: bool,
+    /// The tables change capture covers (default: every table but the
+    /// change log's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
 }
 
 /// What a `db` call needs beyond the grant itself.

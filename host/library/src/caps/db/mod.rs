@@ -16,6 +16,7 @@ use crate::wit::strategy::standby::plugin::db::{
 };
 use crate::wit::strategy::standby::plugin::types::{ChangeBatch, Error as WitError, FileRef};
 
+use super::batches::{HeldBatch, MAX_BATCH_BYTES};
 use super::files::grant::Root;
 use super::{blocking, io_error, DurableMark, HostState};
 
@@ -29,6 +30,7 @@ fn store_error(e: StoreError) -> WitError {
         StoreError::Corrupt { .. } | StoreError::Incompatible { .. } => {
             WitError::InvalidArgument(e.to_string())
         }
+        StoreError::Capture { .. } => WitError::Other(e.to_string()),
         other => WitError::Other(other.to_string()),
     }
 }
@@ -65,18 +67,7 @@ impl HostState {
 
 /// Functions of `db` the WIT declares but this host does not implement
 /// yet (marked so in the WIT): a plugin that imports one is refused at load.
-pub(crate) const NOT_IMPLEMENTED: &[&str] = &[
-    "freeze",
-    "thaw",
-    "enable-capture",
-    "read-changes",
-    "apply-changes",
-    "applied-mark",
-    "prune-changes",
-    "release-batch",
-    "attach",
-    "detach",
-];
+pub(crate) const NOT_IMPLEMENTED: &[&str] = &["freeze", "thaw", "attach", "detach"];
 
 /// Add `db`'s host functions to `linker`.
 pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
@@ -179,7 +170,7 @@ impl Host for HostState {
                 journal_mode: i.journal_mode,
                 size: i.size,
                 event_count: i.event_count,
-                last_change: 0,
+                last_change: store.last_change().map_err(store_error)?,
             })
         })
         .await
@@ -215,35 +206,87 @@ impl Host for HostState {
     }
 
     async fn enable_capture(&mut self) -> Result<(), WitError> {
-        self.db_grant(Some(DbSwitch::Capture))?;
-        Err(not_yet("change capture", "the cdc strategy"))
+        let store = self.db_grant(Some(DbSwitch::Capture))?;
+        let tables = self
+            .grants
+            .granted
+            .db
+            .as_ref()
+            .and_then(|g| g.tables.clone());
+        let plugin = self.plugin.clone();
+        blocking(move || {
+            let captured = store
+                .enable_capture(tables.as_deref())
+                .map_err(store_error)?;
+            tracing::info!(plugin = &*plugin, tables = ?captured, "change capture on");
+            Ok(())
+        })
+        .await
     }
 
     async fn read_changes(
         &mut self,
-        _after: u64,
-        _max_changes: u32,
+        after: u64,
+        max_changes: u32,
     ) -> Result<Option<ChangeBatch>, WitError> {
-        self.db_grant(Some(DbSwitch::Capture))?;
-        Err(not_yet("change capture", "the cdc strategy"))
+        let store = self.db_grant(Some(DbSwitch::Capture))?;
+        let services = self.services.clone();
+        blocking(move || {
+            let changes = store
+                .read_changes(after, max_changes.clamp(1, 100_000), MAX_BATCH_BYTES)
+                .map_err(store_error)?;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                return Ok(None);
+            };
+            let batch = HeldBatch { epoch: 0, changes };
+            services.record_change_marks(last, batch.device_marks());
+            let handle = batch.handle(0);
+            let id = services.batches.hold(batch);
+            Ok(Some(ChangeBatch { id, ..handle }))
+        })
+        .await
     }
 
-    async fn apply_changes(&mut self, _batch_id: u64) -> Result<u64, WitError> {
-        self.db_grant(Some(DbSwitch::Capture))?;
-        Err(not_yet("change capture", "the cdc strategy"))
+    async fn apply_changes(&mut self, batch_id: u64) -> Result<u64, WitError> {
+        let store = self.db_grant(Some(DbSwitch::Capture))?;
+        if self.services.role() == Role::Active {
+            return Err(WitError::Conflict(
+                "an active node does not apply the other site's changes".into(),
+            ));
+        }
+        let batch = self.services.batches.get(batch_id).ok_or_else(|| {
+            WitError::NotFound(format!(
+                "no change batch {batch_id} is held (applied or released already?)"
+            ))
+        })?;
+        let services = self.services.clone();
+        blocking(move || {
+            let mark = store
+                .apply_changes(&batch.changes, batch.epoch)
+                .map_err(store_error)?;
+            services.batches.release(batch_id);
+            Ok(mark)
+        })
+        .await
     }
 
     async fn applied_mark(&mut self) -> Result<u64, WitError> {
-        self.db_grant(Some(DbSwitch::Capture))?;
-        Ok(0)
+        let store = self.db_grant(Some(DbSwitch::Capture))?;
+        blocking(move || Ok(store.applied_mark().map_err(store_error)?.0)).await
     }
 
-    async fn prune_changes(&mut self, _through: u64) -> Result<(), WitError> {
-        self.db_grant(Some(DbSwitch::Capture))?;
-        Err(not_yet("change capture", "the cdc strategy"))
+    async fn prune_changes(&mut self, through: u64) -> Result<(), WitError> {
+        let store = self.db_grant(Some(DbSwitch::Capture))?;
+        blocking(move || {
+            store.prune_changes(through).map_err(store_error)?;
+            Ok(())
+        })
+        .await
     }
 
-    async fn release_batch(&mut self, _batch_id: u64) {}
+    async fn release_batch(&mut self, batch_id: u64) {
+        self.services.batches.release(batch_id);
+    }
 
     async fn attach(&mut self) -> Result<(), WitError> {
         self.db_grant(Some(DbSwitch::Attach))?;

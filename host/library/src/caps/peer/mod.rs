@@ -33,7 +33,7 @@ fn peer_error(e: PeerError) -> WitError {
 
 /// Functions of `peer` the WIT declares but this host does not implement
 /// yet (marked so in the WIT): a plugin that imports one is refused at load.
-pub(crate) const NOT_IMPLEMENTED: &[&str] = &["send-batch"];
+pub(crate) const NOT_IMPLEMENTED: &[&str] = &[];
 
 /// Add `peer`'s host functions to `linker`.
 pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
@@ -85,11 +85,18 @@ impl Host for HostState {
         })
     }
 
-    async fn send_batch(&mut self, _batch_id: u64) -> Result<(), WitError> {
-        self.peer_link()?;
-        Err(WitError::Unavailable(
-            "change batches travel with the cdc strategy, not in this host version".into(),
-        ))
+    async fn send_batch(&mut self, batch_id: u64) -> Result<(), WitError> {
+        let link = self.peer_link()?;
+        let batch = self.services.batches.get(batch_id).ok_or_else(|| {
+            WitError::NotFound(format!(
+                "no change batch {batch_id} is held (released already?)"
+            ))
+        })?;
+        let body = rmp_serde::to_vec_named(&*batch)
+            .map_err(|e| WitError::Other(format!("encoding change batch {batch_id}: {e}")))?;
+        link.send_batch(&self.plugin, body)
+            .await
+            .map_err(peer_error)
     }
 
     async fn send_message(&mut self, kind: String, body: Vec<u8>) -> Result<(), WitError> {
