@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod cdc;
 mod cli;
 mod config_golden;
 mod device_auth;

@@ -13,6 +13,15 @@ use serde_json::Value;
 use crate::ports::{free_port, free_port_on};
 use crate::process::{Process, Signal, Standby};
 
+/// The strategy of [`Cluster::new`]: file-copy every second.
+pub const FILE_COPY: &str = "[[strategy]]\nplugin = \"builtin:file-copy\"\n\
+    [strategy.settings]\nevery = \"1s\"\nretain = 3\n\
+    [strategy.grants]\ndb = { install = true }\nfiles = { snapshots = \"snapshots\" }\npeer = { inbox = \"snapshots\" }\n";
+
+/// Change data capture (case 3), for [`Cluster::with_strategy`].
+pub const CDC: &str = "[[strategy]]\nplugin = \"builtin:cdc\"\n\
+    [strategy.grants]\ndb = { capture = true }\nfiles = { inbox = \"cdc-inbox\" }\npeer = { inbox = \"inbox\" }\n";
+
 /// Which site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -62,6 +71,16 @@ impl Cluster {
     /// Write keys and a profile: file-copy every second, devices kept until
     /// a copy holding their events is installed at B, short device timeouts.
     pub fn new(standby: &Standby, dir: &Path, with_witness: bool) -> Self {
+        Self::with_strategy(standby, dir, with_witness, FILE_COPY)
+    }
+
+    /// [`Cluster::new`] with another `[[strategy]]` entry (e.g. [`CDC`]).
+    pub fn with_strategy(
+        standby: &Standby,
+        dir: &Path,
+        with_witness: bool,
+        strategy: &str,
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         standby_host::secret_file::write_secret(
             &dir.join("cluster.key"),
@@ -89,11 +108,9 @@ impl Cluster {
         }
         p.push_str(
             "[devices]\nkeepalive_ms = 300\ndead_link_ms = 1500\ndurable_ack = \"replication\"\n\
-             [devices.auth]\nmode = \"off\"\n\
-             [[strategy]]\nplugin = \"builtin:file-copy\"\n\
-             [strategy.settings]\nevery = \"1s\"\nretain = 3\n\
-             [strategy.grants]\ndb = { install = true }\nfiles = { snapshots = \"snapshots\" }\npeer = { inbox = \"snapshots\" }\n",
+             [devices.auth]\nmode = \"off\"\n",
         );
+        p.push_str(strategy);
         let profile = dir.join("profile.toml");
         std::fs::write(&profile, p).unwrap();
         Self {

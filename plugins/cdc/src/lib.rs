@@ -1,0 +1,351 @@
+//! `cdc`: change data capture. SQLite triggers (the host's) capture every
+//! committed change of the replicated tables into a change log; on the active
+//! node this plugin ships the log in batches over the peer link, in commit
+//! order; the standby applies each batch in one transaction and says how far
+//! it got, and the active node then confirms those changes durable (devices
+//! may forget the events in them) and prunes them from its log.
+//!
+//! Settings (all optional):
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `batch` | 2000 | most changes in one batch |
+//! | `interval_ms` | 20 | pause between looks at the change log |
+//! | `resend_after_ms` | 2000 | shipped changes the standby has not reported applied by then are shipped again |
+//!
+//! Messages between the two instances: `applied` (body: the standby's
+//! applied sequence, decimal), sent after every batch and every 500 ms.
+
+use std::collections::VecDeque;
+
+use standby_plugin_sdk::caps::{clock, db, peer};
+use standby_plugin_sdk::{
+    descriptor, ChangeBatch, Descriptor, Error, NodeContext, PromoteReport, Received, Result, Role,
+    Settings, Strategy, StrategyStatus, TickReport,
+};
+
+/// How often the standby repeats how far it has applied.
+const REPORT_EVERY_MS: u64 = 500;
+/// Most batches shipped in one tick.
+const BATCHES_PER_TICK: usize = 16;
+
+/// The strategy's state.
+#[derive(Debug)]
+pub struct Cdc {
+    batch: u32,
+    interval_ms: u32,
+    resend_after_ms: u64,
+    capture_on: bool,
+    /// Active: the last sequence the peer holds.
+    shipped: u64,
+    /// Active: the last sequence the peer reported applied.
+    applied_remote: u64,
+    /// Active: when the peer last reported progress (or when it was all caught up).
+    progress_at: u64,
+    /// Active: shipped batches not yet reported applied: (last seq, oldest commit).
+    in_flight: VecDeque<(u64, u64)>,
+    /// Standby: the last sequence applied here.
+    applied: u64,
+    /// Standby: when `applied` was last reported to the peer.
+    reported_at: u64,
+    /// Standby: the lag of the last batch applied (commit to applied), ms.
+    last_lag_ms: Option<u64>,
+    /// When a batch was last shipped or applied.
+    last_success: Option<u64>,
+    /// The batch that could not be applied, and why: the stream stops there.
+    stopped: Option<String>,
+    last_error: Option<String>,
+}
+
+impl Default for Cdc {
+    fn default() -> Self {
+        Self {
+            batch: 2_000,
+            interval_ms: 20,
+            resend_after_ms: 2_000,
+            capture_on: false,
+            shipped: 0,
+            applied_remote: 0,
+            progress_at: 0,
+            in_flight: VecDeque::new(),
+            applied: 0,
+            reported_at: 0,
+            last_lag_ms: None,
+            last_success: None,
+            stopped: None,
+            last_error: None,
+        }
+    }
+}
+
+impl Cdc {
+    fn wait(&self) -> TickReport {
+        TickReport {
+            next_tick_ms: self.interval_ms,
+            did: String::new(),
+        }
+    }
+
+    /// Active: ship what the log holds past `shipped`.
+    fn ship(&mut self) -> Result<String> {
+        let now = clock::now();
+        if self.applied_remote < self.shipped
+            && now.saturating_sub(self.progress_at) > self.resend_after_ms
+        {
+            // The standby holds batches it has not applied (it restarted, or
+            // lost them): ship again from what it applied.
+            self.shipped = self.applied_remote;
+            self.in_flight.clear();
+            self.progress_at = now;
+        }
+        let mut shipped = 0u64;
+        for _ in 0..BATCHES_PER_TICK {
+            let Some(b) = db::read_changes(self.shipped, self.batch)? else {
+                break;
+            };
+            let sent = peer::send_batch(b.id);
+            db::release_batch(b.id);
+            sent?;
+            if self.in_flight.is_empty() {
+                self.progress_at = now;
+            }
+            self.in_flight.push_back((b.last_seq, b.oldest_commit));
+            self.shipped = b.last_seq;
+            shipped += u64::from(b.count);
+            self.last_success = Some(clock::now());
+        }
+        Ok(if shipped > 0 {
+            format!("shipped {shipped} change(s) through {}", self.shipped)
+        } else {
+            String::new()
+        })
+    }
+
+    /// Active: the standby applied everything through `seq`.
+    fn peer_applied(&mut self, seq: u64) -> Result<()> {
+        if seq > self.shipped {
+            // This node restarted, or was standby until now: the peer is ahead
+            // of what it remembers shipping.
+            self.shipped = seq;
+        }
+        if seq <= self.applied_remote {
+            return Ok(());
+        }
+        self.applied_remote = seq;
+        self.progress_at = clock::now();
+        while self.in_flight.front().is_some_and(|(last, _)| *last <= seq) {
+            self.in_flight.pop_front();
+        }
+        db::confirm_durable(db::DurableMark::Changes(seq))?;
+        db::prune_changes(seq)
+    }
+
+    /// Standby: apply a batch in order; say how far this node got.
+    fn apply(&mut self, b: &ChangeBatch) -> Result<()> {
+        if let Some(why) = &self.stopped {
+            db::release_batch(b.id);
+            return Err(Error::Conflict(format!(
+                "the change stream is stopped: {why}"
+            )));
+        }
+        if b.last_seq <= self.applied || b.first_seq > self.applied + 1 {
+            // Already applied, or a gap: the active node ships again from
+            // what this node reports.
+            db::release_batch(b.id);
+            return self.report();
+        }
+        match db::apply_changes(b.id) {
+            Ok(mark) => {
+                self.applied = mark;
+                let now = clock::now();
+                self.last_lag_ms = Some(now.saturating_sub(b.oldest_commit));
+                self.last_success = Some(now);
+                self.last_error = None;
+                self.report()
+            }
+            Err(e) => {
+                let why = format!(
+                    "batch {}..{} ({} changes) cannot be applied: {}",
+                    b.first_seq,
+                    b.last_seq,
+                    b.count,
+                    describe_error(&e)
+                );
+                standby_plugin_sdk::error(&format!("cdc: the change stream stops: {why}"));
+                db::release_batch(b.id);
+                self.stopped = Some(why);
+                Err(e)
+            }
+        }
+    }
+
+    /// Standby: tell the active node how far this node has applied.
+    fn report(&mut self) -> Result<()> {
+        self.reported_at = clock::now();
+        if !peer::status().connected {
+            return Ok(());
+        }
+        peer::send_message("applied", self.applied.to_string().as_bytes())
+    }
+}
+
+impl Strategy for Cdc {
+    fn describe(&self) -> Descriptor {
+        descriptor(
+            "cdc",
+            env!("CARGO_PKG_VERSION"),
+            "change data capture: every committed change shipped to the other site and applied there in commit order",
+        )
+    }
+
+    fn configure(&mut self, settings: &Settings) -> Result<()> {
+        settings.deny_unknown(&["batch", "interval_ms", "resend_after_ms"])?;
+        self.batch = settings.integer("batch", 2_000, 1, 100_000)? as u32;
+        self.interval_ms = settings.integer("interval_ms", 20, 1, 60_000)? as u32;
+        self.resend_after_ms = settings.integer("resend_after_ms", 2_000, 100, 600_000)? as u64;
+        Ok(())
+    }
+
+    fn tick(&mut self, ctx: &NodeContext) -> Result<TickReport> {
+        if !self.capture_on {
+            db::enable_capture()?;
+            self.applied = db::applied_mark()?;
+            self.capture_on = true;
+        }
+        if ctx.role != Role::Active {
+            if clock::now().saturating_sub(self.reported_at) >= REPORT_EVERY_MS {
+                self.report()?;
+            }
+            return Ok(self.wait());
+        }
+        if !peer::status().connected {
+            return Ok(self.wait());
+        }
+        let did = match self.ship() {
+            Ok(did) => {
+                self.last_error = None;
+                did
+            }
+            Err(e) => {
+                self.last_error = Some(describe_error(&e));
+                return Err(e);
+            }
+        };
+        Ok(TickReport {
+            next_tick_ms: self.interval_ms,
+            did,
+        })
+    }
+
+    fn on_receive(&mut self, ctx: &NodeContext, item: Received) -> Result<()> {
+        match item {
+            Received::Batch(b) if ctx.role != Role::Active => self.apply(&b),
+            Received::Batch(b) => {
+                db::release_batch(b.id);
+                Err(Error::Conflict(String::from(
+                    "an active node does not apply the other site's changes",
+                )))
+            }
+            Received::Message((kind, body)) if kind == "applied" => {
+                let seq: u64 = core::str::from_utf8(&body)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::InvalidArgument(String::from("bad `applied` message")))?;
+                if ctx.role == Role::Active {
+                    self.peer_applied(seq)
+                } else {
+                    Ok(())
+                }
+            }
+            Received::Message((kind, _)) => {
+                Err(Error::InvalidArgument(format!("unknown message `{kind}`")))
+            }
+            Received::File(f) => Err(Error::InvalidArgument(format!(
+                "cdc takes no files (got {})",
+                f.file.path
+            ))),
+        }
+    }
+
+    fn on_promote(&mut self, _ctx: &NodeContext) -> Result<PromoteReport> {
+        // Every batch is applied as it arrives: the database is as current as
+        // the last batch received.
+        let applied = db::applied_mark()?;
+        self.shipped = 0;
+        self.applied_remote = 0;
+        self.in_flight.clear();
+        Ok(PromoteReport {
+            restored_from: format!("change stream applied through change {applied}"),
+            restored_at: self.last_success,
+            note: match &self.stopped {
+                Some(why) => format!("the stream had stopped: {why}"),
+                None => String::new(),
+            },
+        })
+    }
+
+    fn on_demote(&mut self, _ctx: &NodeContext) -> Result<()> {
+        self.shipped = 0;
+        self.applied_remote = 0;
+        self.in_flight.clear();
+        Ok(())
+    }
+
+    fn status(&self, ctx: &NodeContext) -> StrategyStatus {
+        let now = clock::now();
+        let lag_ms = if ctx.role == Role::Active {
+            Some(
+                self.in_flight
+                    .front()
+                    .map_or(0, |(_, oldest)| now.saturating_sub(*oldest)),
+            )
+        } else {
+            self.last_lag_ms
+        };
+        let mut details = vec![
+            (String::from("applied"), self.applied.to_string()),
+            (String::from("shipped"), self.shipped.to_string()),
+            (
+                String::from("applied_at_peer"),
+                self.applied_remote.to_string(),
+            ),
+        ];
+        if let Some(e) = &self.last_error {
+            details.push((String::from("last_error"), e.clone()));
+        }
+        if let Some(s) = &self.stopped {
+            details.push((String::from("stopped_at"), s.clone()));
+        }
+        StrategyStatus {
+            healthy: self.stopped.is_none() && self.last_error.is_none(),
+            last_success: self.last_success,
+            last_size: None,
+            lag_ms,
+            summary: match (&self.stopped, &self.last_error, ctx.role) {
+                (Some(s), _, _) => format!("stopped: {s}"),
+                (None, Some(e), _) => format!("failing: {e}"),
+                (None, None, Role::Active) => format!(
+                    "shipped through change {}, applied at the peer through {}",
+                    self.shipped, self.applied_remote
+                ),
+                (None, None, _) => format!("applied through change {}", self.applied),
+            },
+            details,
+        }
+    }
+}
+
+/// One line for an error.
+pub fn describe_error(e: &Error) -> String {
+    match e {
+        Error::AccessDenied(s) => format!("access denied: {s}"),
+        Error::NotFound(s) => format!("not found: {s}"),
+        Error::InvalidArgument(s) => format!("invalid argument: {s}"),
+        Error::Unavailable(s) => format!("unavailable: {s}"),
+        Error::Conflict(s) => format!("conflict: {s}"),
+        Error::Other(s) => s.clone(),
+    }
+}
+
+#[cfg(feature = "export")]
+standby_plugin_sdk::export_strategy!(Cdc);
