@@ -478,7 +478,10 @@ impl super::Store {
         self.with_capture(|c| read(c, after, max, max_bytes))
     }
 
-    /// Apply changes from the other site (see [`apply`]); the new applied mark.
+    /// Apply changes from the other site, in commit order, in one
+    /// transaction with capture suppressed inside it: changes at or below
+    /// the applied mark are skipped, and nothing is applied when one change
+    /// fails (the error names it). Returns the new applied mark.
     pub fn apply_changes(&self, changes: &[Change], epoch: u64) -> Result<u64, super::StoreError> {
         self.with_capture(|c| apply(c, changes, epoch))
     }
