@@ -148,10 +148,20 @@ impl Cdc {
                 "the change stream is stopped: {why}"
             )));
         }
-        if b.last_seq <= self.applied || b.first_seq > self.applied + 1 {
-            // Already applied, or a gap: the active node ships again from
-            // what this node reports.
+        if b.last_seq <= self.applied {
+            // Already applied (shipped again after a resend).
             db::release_batch(b.id);
+            return self.report();
+        }
+        if b.first_seq > self.applied + 1 {
+            // A gap: the active node ships again from what this node
+            // reports. If its log no longer holds those changes, this node
+            // needs a fresh copy of the database (said in status).
+            db::release_batch(b.id);
+            self.last_error = Some(format!(
+                "gap: applied through change {}, the next batch starts at {}",
+                self.applied, b.first_seq
+            ));
             return self.report();
         }
         match db::apply_changes(b.id) {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// The change log and its control tables (never captured themselves).
 const LOG_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS standby_changes (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq           INTEGER PRIMARY KEY,
     tbl           TEXT NOT NULL,
     op            TEXT NOT NULL,
     pk            TEXT NOT NULL,
@@ -271,10 +271,13 @@ pub(super) fn read(
     Ok(out)
 }
 
-/// Forget the changes up to and including `through`.
+/// Forget the changes up to and including `through`, except the newest
+/// change of all: a new change's sequence is one above the highest in the
+/// log (a plain rowid, cheaper for the triggers than AUTOINCREMENT), so the
+/// log is never left empty once it has held a change.
 pub(super) fn prune(conn: &Connection, through: u64) -> Result<usize, CaptureError> {
     Ok(conn.execute(
-        "DELETE FROM standby_changes WHERE seq <= ?1",
+        "DELETE FROM standby_changes WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM standby_changes)",
         [through as i64],
     )?)
 }
@@ -414,28 +417,23 @@ fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), Str
                 format!("DO UPDATE SET {}", updates.join(", "))
             };
             let marks = vec!["?"; cols.len()].join(", ");
-            if s.key == ["rowid"] {
-                tx.execute(
-                    &format!(
-                        "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
-                        quote(&s.name),
-                        cols.join(", ")
-                    ),
-                    rusqlite::params_from_iter(values),
+            let sql = if s.key == ["rowid"] {
+                format!(
+                    "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+                    quote(&s.name),
+                    cols.join(", ")
                 )
-                .map_err(|e| e.to_string())?;
-                return Ok(());
-            }
-            tx.execute(
-                &format!(
+            } else {
+                format!(
                     "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT({}) {conflict}",
                     quote(&s.name),
                     cols.join(", "),
                     keys.join(", ")
-                ),
-                rusqlite::params_from_iter(values),
-            )
-            .map_err(|e| e.to_string())?;
+                )
+            };
+            tx.prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+                .map_err(|e| e.to_string())?;
             Ok(())
         }
         other => Err(format!("unknown operation `{other}`")),
@@ -494,18 +492,16 @@ impl super::Store {
     /// The highest change sequence captured here (0 when capture is off).
     pub fn last_change(&self) -> Result<u64, super::StoreError> {
         self.with_capture(|c| {
-            let seq: Option<i64> = c
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'standby_changes'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()
-                .or_else(|e| match e {
-                    // No AUTOINCREMENT table yet: no sqlite_sequence either.
-                    rusqlite::Error::SqliteFailure(..) => Ok(None),
-                    other => Err(other),
-                })?;
+            let has_log: bool = c.query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'standby_changes'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_log {
+                return Ok(0);
+            }
+            let seq: Option<i64> =
+                c.query_row("SELECT max(seq) FROM standby_changes", [], |r| r.get(0))?;
             Ok(seq.map_or(0, |s| s as u64))
         })
     }
@@ -611,8 +607,21 @@ mod tests {
                 .map(|c| c.seq),
             Some(changes[3].seq)
         );
+        // Pruning everything keeps the newest change, so the next change
+        // still follows it.
+        let last = changes.last().unwrap().seq;
+        a.prune_changes(last).unwrap();
+        a.upsert_user(&User {
+            user_id: "u6".into(),
+            name: "Eve".into(),
+            card: None,
+            disabled: false,
+        })
+        .unwrap();
+        let next = a.read_changes(last, 10, u64::MAX).unwrap();
+        assert_eq!(next.first().map(|c| c.seq), Some(last + 1));
         assert_eq!(b.applied_mark().unwrap(), (changes.last().unwrap().seq, 1));
-        assert_eq!(a.last_change().unwrap(), changes.last().unwrap().seq);
+        assert_eq!(a.last_change().unwrap(), changes.last().unwrap().seq + 1);
         assert_eq!(b.last_change().unwrap(), 0);
     }
 
