@@ -184,9 +184,8 @@ async fn every_message_of_an_authenticated_link_is_checked() {
     // A sealed message replayed on a new link (its counter and keys are
     // that link's): closed too.
     let (mut second, _) = authenticate(a.spec.addr(), &creds[0]).unwrap();
-    let mut replay = Message::request(9, command::NOTIFY_EVENT, 3, events(3));
-    link.mac.seal(&mut replay);
-    second.stream.write_all(&encode(replay)).unwrap();
+    let replay = link.seal(Message::request(9, command::NOTIFY_EVENT, 3, events(3)));
+    second.stream.write_all(&replay).unwrap();
     assert!(second.closed_within(Duration::from_secs(5)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

@@ -64,33 +64,51 @@ pub(crate) fn exchange_raw(addr: std::net::SocketAddr, frames: &[u8], want: usiz
 }
 
 /// A connection that went through the authenticated handshake: every
-/// message it sends is sealed, every one it receives is checked.
+/// message it sends is sealed, every one it receives is checked (its codec
+/// holds the link's MAC).
 pub(crate) struct AuthedLink {
     pub(crate) stream: TcpStream,
-    pub(crate) mac: standby_device::auth::LinkMac,
+    codec: DeviceCodec,
     buf: bytes::BytesMut,
     next_seq: u32,
     device_id: u32,
 }
 
 impl AuthedLink {
+    /// The bytes of `m` sealed as this link's next message (sent or not).
+    pub(crate) fn seal(&mut self, m: Message) -> Vec<u8> {
+        use tokio_util::codec::Encoder;
+        let mut b = bytes::BytesMut::new();
+        self.codec.encode(m, &mut b).unwrap();
+        b.to_vec()
+    }
+
     /// Send a request, sealed; returns its sequence.
     pub(crate) fn send(&mut self, command: u16, payload: Vec<u8>) -> u32 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut m = Message::request(self.device_id, command, seq, payload);
-        self.mac.seal(&mut m);
-        self.stream.write_all(&encode(m)).unwrap();
+        let bytes = self.seal(Message::request(self.device_id, command, seq, payload));
+        self.stream.write_all(&bytes).unwrap();
         seq
     }
 
     /// The next message, checked (`None`: the server closed the link).
     pub(crate) fn recv(&mut self) -> Option<Message> {
-        let mut m = read_one(&mut self.stream, &mut self.buf)?;
-        self.mac
-            .open(&mut m)
-            .expect("a server message fails its tag");
-        Some(m)
+        use tokio_util::codec::Decoder;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(m) = self
+                .codec
+                .decode(&mut self.buf)
+                .expect("a server message fails its tag")
+            {
+                return Some(m);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// Whether the server closed the link within `limit`.
@@ -107,13 +125,17 @@ impl AuthedLink {
     }
 }
 
-/// One whole message from `s` (plain codec), or `None` at its end.
-fn read_one(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Option<Message> {
+/// One whole message from `s` (plain codec), or `None` at its end; the
+/// bytes it took are left in `raw`.
+fn read_one(s: &mut TcpStream, buf: &mut bytes::BytesMut, raw: &mut Vec<u8>) -> Option<Message> {
     use tokio_util::codec::Decoder;
     let mut codec = DeviceCodec::default();
     let mut chunk = [0u8; 4096];
     loop {
+        let before = buf.clone();
         if let Some(m) = codec.decode(buf).unwrap() {
+            raw.clear();
+            raw.extend_from_slice(&before[..before.len() - buf.len()]);
             return Some(m);
         }
         match s.read(&mut chunk) {
@@ -131,6 +153,7 @@ pub(crate) fn authenticate(
 ) -> Result<(AuthedLink, Message), Message> {
     use standby_device::auth::{nonce, Transcript};
     use standby_device::frame::status;
+    use tokio_util::codec::Decoder;
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -159,7 +182,8 @@ pub(crate) fn authenticate(
         )))
         .unwrap();
     let mut buf = bytes::BytesMut::new();
-    let reply = read_one(&mut stream, &mut buf).expect("no answer to the handshake");
+    let mut raw = Vec::new();
+    let reply = read_one(&mut stream, &mut buf, &mut raw).expect("no answer to the handshake");
     if reply.code != status::CHALLENGE {
         return Err(reply);
     }
@@ -182,16 +206,22 @@ pub(crate) fn authenticate(
             proof,
         )))
         .unwrap();
-    let mut welcome = read_one(&mut stream, &mut buf).expect("no answer to AUTHENTICATE");
-    if welcome.code != status::OK {
-        return Err(welcome);
+    // A refusal comes unsealed (the server could not check the proof); the
+    // welcome sealed.
+    let answer = read_one(&mut stream, &mut buf, &mut raw).expect("no answer to AUTHENTICATE");
+    if answer.code != status::OK {
+        return Err(answer);
     }
-    let mut mac = t.device_mac(credential.key());
-    mac.open(&mut welcome).expect("the welcome fails its tag");
+    let mut codec = DeviceCodec::default();
+    codec.set_mac(t.device_mac(credential.key()));
+    let welcome = codec
+        .decode(&mut bytes::BytesMut::from(&raw[..]))
+        .expect("the welcome fails its tag")
+        .expect("a whole welcome");
     Ok((
         AuthedLink {
             stream,
-            mac,
+            codec,
             buf,
             next_seq: 3,
             device_id: id,

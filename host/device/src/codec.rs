@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::auth::{BadTag, LinkMac};
+use super::auth::{BadTag, LinkMac, TAG_LEN};
 use super::frame::{self, FrameError, Header, Packet, FLAG_MORE, FLAG_RESPONSE};
 
 /// One whole message (one or more packets).
@@ -151,6 +151,19 @@ impl Budget {
     }
 }
 
+/// The header fields a message's tag covers, in a fixed layout.
+fn tag_header(m: &Message) -> [u8; 21] {
+    let mut h = [0u8; 21];
+    h[0..4].copy_from_slice(&m.device_id.to_be_bytes());
+    h[4..6].copy_from_slice(&m.command.to_be_bytes());
+    h[6..10].copy_from_slice(&m.sequence.to_be_bytes());
+    h[10] = u8::from(m.response);
+    h[11..13].copy_from_slice(&m.code.to_be_bytes());
+    h[13..17].copy_from_slice(&m.param1.to_be_bytes());
+    h[17..21].copy_from_slice(&m.param2.to_be_bytes());
+    h
+}
+
 /// Encoder and decoder of [`Message`]s.
 #[derive(Debug, Default)]
 pub struct DeviceCodec {
@@ -244,7 +257,16 @@ impl Decoder for DeviceCodec {
         self.account(src.len())?;
         let mut decoded = decoded?;
         if let (Some(mac), Some(m)) = (&mut self.mac, &mut decoded) {
-            mac.open(m)?;
+            let bad = |index| BadTag {
+                index,
+                command: m.command,
+            };
+            let Some(body_len) = m.payload.len().checked_sub(TAG_LEN) else {
+                return Err(bad(mac.received_count()).into());
+            };
+            let (body, tag) = m.payload.split_at(body_len);
+            mac.open(&tag_header(m), body, tag).map_err(bad)?;
+            m.payload.truncate(body_len);
         }
         Ok(decoded)
     }
@@ -333,7 +355,8 @@ impl Encoder<Message> for DeviceCodec {
 
     fn encode(&mut self, mut m: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
         if let Some(mac) = &mut self.mac {
-            mac.seal(&mut m);
+            let tag = mac.seal(&tag_header(&m), &m.payload);
+            m.payload.extend_from_slice(&tag);
         }
         let chunk = self.limits.split_at.max(1);
         let chunks: Vec<&[u8]> = if m.payload.is_empty() {

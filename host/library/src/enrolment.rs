@@ -338,6 +338,21 @@ impl Register {
     }
 }
 
+/// Device authentication as `standby status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceAuthStatus {
+    /// `required`, `migrate` or `off`.
+    pub mode: &'static str,
+    /// The end of the migration period (Unix ms), in `migrate` mode.
+    pub migrate_until_ms: Option<u64>,
+    /// The register: counts and the credentials expiring soon.
+    pub credentials: RegisterSummary,
+    /// Devices connected now without a credential.
+    pub unauthenticated_links: usize,
+    /// Handshakes refused since start for want of a valid credential or proof.
+    pub refused: u64,
+}
+
 /// Parse device ids and ranges: `5`, `1-100`, `1-100,205`.
 pub fn parse_device_ids(text: &str) -> Result<Vec<u32>, EnrolmentError> {
     let bad = || EnrolmentError::BadIds(text.to_string());

@@ -91,22 +91,7 @@ pub struct GatewayStatus {
     /// Events newly stored since start.
     pub events_stored: u64,
     /// How devices authenticate, and the credentials expiring soon.
-    pub device_auth: DeviceAuthStatus,
-}
-
-/// Device authentication as `standby status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceAuthStatus {
-    /// `required`, `migrate` or `off`.
-    pub mode: &'static str,
-    /// The end of the migration period (Unix ms), in `migrate` mode.
-    pub migrate_until_ms: Option<u64>,
-    /// The register: counts and the credentials expiring soon.
-    pub credentials: crate::enrolment::RegisterSummary,
-    /// Devices connected now without a credential.
-    pub unauthenticated_links: usize,
-    /// Handshakes refused since start for want of a valid credential or proof.
-    pub refused: u64,
+    pub device_auth: crate::enrolment::DeviceAuthStatus,
 }
 
 /// A strategy's status with its instance name.

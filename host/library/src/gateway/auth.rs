@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::conn::{refusal, Link};
 use super::credentials::Policy;
+use super::link::{refusal, Link};
 use super::Shared;
 use crate::store::unix_ms;
 use standby_device::auth::{self, Transcript, NONCE_LEN};

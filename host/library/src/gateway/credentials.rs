@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::registry::ToConn;
 use super::Shared;
-use crate::enrolment::{EnrolmentKey, Register};
-use crate::failover::status::DeviceAuthStatus;
+use crate::enrolment::{DeviceAuthStatus, EnrolmentKey, Register};
 use crate::store::unix_ms;
 
 /// Who may connect without a credential.

@@ -15,6 +15,7 @@ mod admin;
 mod auth;
 mod conn;
 mod credentials;
+mod link;
 mod rate;
 mod registry;
 
@@ -471,7 +472,7 @@ impl Gateway {
     }
 
     /// Device authentication: policy, register, links without a credential.
-    pub(crate) fn auth_status(&self) -> crate::failover::status::DeviceAuthStatus {
+    pub(crate) fn auth_status(&self) -> crate::enrolment::DeviceAuthStatus {
         credentials::status(&self.shared)
     }
 
