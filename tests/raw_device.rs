@@ -17,9 +17,9 @@ pub(crate) fn encode(m: Message) -> Vec<u8> {
     b.to_vec()
 }
 
-/// A HANDSHAKE request from `device`.
-pub(crate) fn hello_frame(device: u32) -> Vec<u8> {
-    let hello = messages::Hello {
+/// A HANDSHAKE payload, offering `auth` when given.
+fn hello(auth: Option<messages::HelloAuth>) -> Vec<u8> {
+    messages::encode(&messages::Hello {
         model: "raw".into(),
         firmware: "0".into(),
         incarnation: 1,
@@ -27,14 +27,13 @@ pub(crate) fn hello_frame(device: u32) -> Vec<u8> {
         endpoint: 0,
         max_epoch: 0,
         durable: 0,
-        auth: None,
-    };
-    encode(Message::request(
-        device,
-        command::HANDSHAKE,
-        1,
-        messages::encode(&hello),
-    ))
+        auth,
+    })
+}
+
+/// A HANDSHAKE request from `device`, without a credential.
+pub(crate) fn hello_frame(device: u32) -> Vec<u8> {
+    encode(Message::request(device, command::HANDSHAKE, 1, hello(None)))
 }
 
 /// Send `frames` on a new connection and decode what comes back until
@@ -159,19 +158,10 @@ pub(crate) fn authenticate(
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let device_nonce = nonce();
-    let hello = messages::encode(&messages::Hello {
-        model: "raw".into(),
-        firmware: "0".into(),
-        incarnation: 1,
-        last_seq: 0,
-        endpoint: 0,
-        max_epoch: 0,
-        durable: 0,
-        auth: Some(messages::HelloAuth {
-            generation: credential.generation,
-            nonce: device_nonce.to_vec(),
-        }),
-    });
+    let hello = hello(Some(messages::HelloAuth {
+        generation: credential.generation,
+        nonce: device_nonce.to_vec(),
+    }));
     let id = credential.device_id;
     stream
         .write_all(&encode(Message::request(

@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 
 use standby_plugin_sdk::caps::{clock, db, peer};
 use standby_plugin_sdk::{
-    descriptor, ChangeBatch, Descriptor, Error, NodeContext, PromoteReport, Received, Result, Role,
-    Settings, Strategy, StrategyStatus, TickReport,
+    describe_error, descriptor, ChangeBatch, Descriptor, Error, NodeContext, PromoteReport,
+    Received, Result, Role, Settings, Strategy, StrategyStatus, TickReport,
 };
 
 /// How often the standby repeats how far it has applied.
@@ -342,18 +342,6 @@ impl Strategy for Cdc {
             },
             details,
         }
-    }
-}
-
-/// One line for an error.
-pub fn describe_error(e: &Error) -> String {
-    match e {
-        Error::AccessDenied(s) => format!("access denied: {s}"),
-        Error::NotFound(s) => format!("not found: {s}"),
-        Error::InvalidArgument(s) => format!("invalid argument: {s}"),
-        Error::Unavailable(s) => format!("unavailable: {s}"),
-        Error::Conflict(s) => format!("conflict: {s}"),
-        Error::Other(s) => s.clone(),
     }
 }
 

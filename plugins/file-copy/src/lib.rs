@@ -15,8 +15,8 @@
 
 use standby_plugin_sdk::caps::{clock, db, files, peer};
 use standby_plugin_sdk::{
-    descriptor, Descriptor, Error, FileRef, NodeContext, PromoteReport, Received, Result, Role,
-    Settings, Strategy, StrategyStatus, TickReport,
+    describe_error, descriptor, Descriptor, Error, FileRef, NodeContext, PromoteReport, Received,
+    Result, Role, Settings, Strategy, StrategyStatus, TickReport,
 };
 
 mod schedule;
@@ -393,18 +393,6 @@ impl Strategy for FileCopy {
             },
             details,
         }
-    }
-}
-
-/// One line for an error.
-pub fn describe_error(e: &Error) -> String {
-    match e {
-        Error::AccessDenied(s) => format!("access denied: {s}"),
-        Error::NotFound(s) => format!("not found: {s}"),
-        Error::InvalidArgument(s) => format!("invalid argument: {s}"),
-        Error::Unavailable(s) => format!("unavailable: {s}"),
-        Error::Conflict(s) => format!("conflict: {s}"),
-        Error::Other(s) => s.clone(),
     }
 }
 

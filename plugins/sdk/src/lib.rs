@@ -130,6 +130,18 @@ pub fn warn(message: &str) {
     caps::log::write(caps::log::Level::Warn, message);
 }
 
+/// One line for an error, for status output and logs.
+pub fn describe_error(e: &Error) -> String {
+    match e {
+        Error::AccessDenied(s) => format!("access denied: {s}"),
+        Error::NotFound(s) => format!("not found: {s}"),
+        Error::InvalidArgument(s) => format!("invalid argument: {s}"),
+        Error::Unavailable(s) => format!("unavailable: {s}"),
+        Error::Conflict(s) => format!("conflict: {s}"),
+        Error::Other(s) => s.clone(),
+    }
+}
+
 /// Write an `error` line to the host log.
 pub fn error(message: &str) {
     caps::log::write(caps::log::Level::Error, message);

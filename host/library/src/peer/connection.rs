@@ -300,39 +300,21 @@ impl Connection {
                 kind,
                 body,
             } => {
-                let delivered = inner
-                    .incoming
-                    .send(Incoming::Message {
-                        plugin,
-                        kind,
-                        body,
-                        epoch: frame.epoch,
-                    })
-                    .await;
-                let error = delivered
-                    .err()
-                    .map(|_| "the node is shutting down".to_string());
-                let _ = self
-                    .tx
-                    .send(self.reply(PeerMsg::MessageAck { id, error }))
-                    .await;
+                let item = Incoming::Message {
+                    plugin,
+                    kind,
+                    body,
+                    epoch: frame.epoch,
+                };
+                self.deliver_and_ack(id, item).await;
             }
             PeerMsg::Batch { id, plugin, body } => {
-                let delivered = inner
-                    .incoming
-                    .send(Incoming::Batch {
-                        plugin,
-                        body,
-                        epoch: frame.epoch,
-                    })
-                    .await;
-                let error = delivered
-                    .err()
-                    .map(|_| "the node is shutting down".to_string());
-                let _ = self
-                    .tx
-                    .send(self.reply(PeerMsg::MessageAck { id, error }))
-                    .await;
+                let item = Incoming::Batch {
+                    plugin,
+                    body,
+                    epoch: frame.epoch,
+                };
+                self.deliver_and_ack(id, item).await;
             }
             PeerMsg::MessageAck { id, error } => {
                 let waiting = inner
@@ -346,6 +328,19 @@ impl Connection {
             }
             PeerMsg::Refused { reason } => self.on_refused(&reason),
         }
+    }
+
+    /// Hand `item` to the node, then acknowledge message `id` (with the
+    /// reason when the node could not take it).
+    async fn deliver_and_ack(&self, id: u64, item: Incoming) {
+        let delivered = self.inner.incoming.send(item).await;
+        let error = delivered
+            .err()
+            .map(|_| "the node is shutting down".to_string());
+        let _ = self
+            .tx
+            .send(self.reply(PeerMsg::MessageAck { id, error }))
+            .await;
     }
 
     /// The round trip of one of our heartbeats.
