@@ -11,12 +11,7 @@ use standby_device::auth::{CredentialFile, CredentialRecord};
 use standby_host::config::{self, LoadedProfile};
 use standby_host::enrolment::{parse_device_ids, EnrolmentKey, Register};
 use standby_host::secret_file::write_secret;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use standby_host::store::unix_ms;
 
 fn key_file(loaded: &LoadedProfile) -> Result<std::path::PathBuf> {
     loaded.device_key_file().with_context(|| {
@@ -57,7 +52,7 @@ pub(crate) fn enroll(profile: &Path, ids: &str, out: &Path, days: u32, force: bo
     };
     let register_path = loaded.device_register();
     let mut register = Register::load(&register_path)?;
-    let now = now_ms();
+    let now = unix_ms();
     let valid_for = Duration::from_secs(u64::from(days) * 86_400);
     let mut file = CredentialFile::default();
     for id in &ids {
@@ -97,7 +92,7 @@ pub(crate) fn revoke(profile: &Path, ids: &str, generation: Option<u32>) -> Resu
     let ids = parse_device_ids(ids)?;
     let register_path = loaded.device_register();
     let mut register = Register::load(&register_path)?;
-    let now = now_ms();
+    let now = unix_ms();
     let revoked: usize = ids
         .iter()
         .map(|id| register.revoke(*id, generation, now))
@@ -121,7 +116,7 @@ pub(crate) fn revoke(profile: &Path, ids: &str, generation: Option<u32>) -> Resu
 pub(crate) fn list(profile: &Path, json: bool) -> Result<()> {
     let loaded = config::load(profile, &[])?;
     let register = Register::load(&loaded.device_register())?;
-    let now = now_ms();
+    let now = unix_ms();
     let warn =
         Duration::from_secs(u64::from(loaded.profile.devices.auth.expiry_warning_days) * 86_400);
     if json {

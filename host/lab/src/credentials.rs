@@ -31,10 +31,7 @@ pub fn enrol(
         EnrolmentKey::create(&key_path).unwrap()
     };
     let mut register = Register::load(&dir.join(REGISTER)).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = standby_host::store::unix_ms();
     let issued: Vec<Credential> = ids
         .into_iter()
         .map(|id| key.credential(&register.enroll(id, now, valid_for)))

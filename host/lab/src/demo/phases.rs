@@ -209,7 +209,7 @@ impl Demo {
         let dns = self.dns.as_ref().context("the DNS server is stopped")?;
         let fleet = self.standby.spawn(
             "device fleet",
-            &fleet_args(
+            &setup::fleet_args(
                 &self.options,
                 &self.timings,
                 &self.endpoints,
@@ -558,70 +558,6 @@ impl Demo {
             dir: None,
         })
     }
-}
-
-/// `standby devices simulate` as the demo runs it.
-fn fleet_args(
-    options: &DemoOptions,
-    timings: &Timings,
-    endpoints: &str,
-    resolver: SocketAddr,
-    dir: &Path,
-) -> Vec<String> {
-    let flag = |f: &str, v: String| [f.to_string(), v];
-    [
-        vec!["devices".into(), "simulate".into()],
-        flag("--count", options.devices.to_string()).to_vec(),
-        flag("--endpoints", endpoints.into()).to_vec(),
-        flag("--resolver", resolver.to_string()).to_vec(),
-        flag("--event-rate", options.event_rate.to_string()).to_vec(),
-        flag("--data-dir", dir.join("devices").display().to_string()).to_vec(),
-        if options.device_auth {
-            flag(
-                "--credentials",
-                dir.join(setup::DEVICE_KEYS).display().to_string(),
-            )
-            .to_vec()
-        } else {
-            Vec::new()
-        },
-        // Eight loopback source addresses: with thousands of links from one
-        // address the kernel's search for a free port stalls.
-        flag(
-            "--source-ips",
-            (1..=8)
-                .map(|i| format!("127.0.1.{i}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .to_vec(),
-        flag("--keepalive-ms", timings.keepalive_ms.to_string()).to_vec(),
-        flag("--dead-link-ms", timings.dead_link_ms.to_string()).to_vec(),
-        // Long enough for a SYN retransmission (1 s) when the new server's
-        // accept queue overflows in the reconnection storm.
-        flag("--connect-timeout-ms", "2000".into()).to_vec(),
-        flag("--backoff-initial-ms", "100".into()).to_vec(),
-        flag("--backoff-max-ms", "1000".into()).to_vec(),
-        flag("--fail-action", "soft".into()).to_vec(),
-        flag("--drain-secs", "30".into()).to_vec(),
-        // Every device's status only now and then (the final one is written
-        // when the fleet stops): with 10,000 devices each write costs CPU the
-        // reconnection storm needs. The summary, for the live progress,
-        // every second.
-        flag(
-            "--status-file",
-            dir.join("fleet.json").display().to_string(),
-        )
-        .to_vec(),
-        flag("--status-every", "60".into()).to_vec(),
-        flag(
-            "--summary-file",
-            dir.join("fleet-summary.json").display().to_string(),
-        )
-        .to_vec(),
-        vec!["--json".into()],
-    ]
-    .concat()
 }
 
 /// Ask a node's admin endpoint (blocking HTTP in a worker thread).

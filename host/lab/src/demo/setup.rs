@@ -3,6 +3,8 @@
 //! schedule, short device timeouts).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::DemoOptions;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -111,9 +113,7 @@ pub(super) fn enrol_fleet(dir: &Path, count: usize) -> Result<()> {
     let key = EnrolmentKey::create(&dir.join("device-enrolment.key"))
         .context("writing the device enrolment key")?;
     let mut register = Register::default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = standby_host::store::unix_ms();
     let mut file = CredentialFile::default();
     for id in 1..=count as u32 {
         let entry = register.enroll(id, now, std::time::Duration::from_secs(86_400));
@@ -236,4 +236,64 @@ pub(super) fn case1_profile(ports: &Ports, t: &Timings, device_auth: bool) -> Re
         s(&ports.dns.to_string()),
     )?;
     toml::to_string(&p).context("writing the demo profile")
+}
+
+/// `standby devices simulate` as the demo runs it.
+pub(super) fn fleet_args(
+    options: &DemoOptions,
+    timings: &Timings,
+    endpoints: &str,
+    resolver: SocketAddr,
+    dir: &Path,
+) -> Vec<String> {
+    let flag = |f: &str, v: String| [f.to_string(), v];
+    [
+        vec!["devices".into(), "simulate".into()],
+        flag("--count", options.devices.to_string()).to_vec(),
+        flag("--endpoints", endpoints.into()).to_vec(),
+        flag("--resolver", resolver.to_string()).to_vec(),
+        flag("--event-rate", options.event_rate.to_string()).to_vec(),
+        flag("--data-dir", dir.join("devices").display().to_string()).to_vec(),
+        if options.device_auth {
+            flag("--credentials", dir.join(DEVICE_KEYS).display().to_string()).to_vec()
+        } else {
+            Vec::new()
+        },
+        // Eight loopback source addresses: with thousands of links from one
+        // address the kernel's search for a free port stalls.
+        flag(
+            "--source-ips",
+            (1..=8)
+                .map(|i| format!("127.0.1.{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .to_vec(),
+        flag("--keepalive-ms", timings.keepalive_ms.to_string()).to_vec(),
+        flag("--dead-link-ms", timings.dead_link_ms.to_string()).to_vec(),
+        // Long enough for a SYN retransmission (1 s) when the new server's
+        // accept queue overflows in the reconnection storm.
+        flag("--connect-timeout-ms", "2000".into()).to_vec(),
+        flag("--backoff-initial-ms", "100".into()).to_vec(),
+        flag("--backoff-max-ms", "1000".into()).to_vec(),
+        flag("--fail-action", "soft".into()).to_vec(),
+        flag("--drain-secs", "30".into()).to_vec(),
+        // Every device's status only now and then (the final one is written
+        // when the fleet stops): with 10,000 devices each write costs CPU the
+        // reconnection storm needs. The summary, for the live progress,
+        // every second.
+        flag(
+            "--status-file",
+            dir.join("fleet.json").display().to_string(),
+        )
+        .to_vec(),
+        flag("--status-every", "60".into()).to_vec(),
+        flag(
+            "--summary-file",
+            dir.join("fleet-summary.json").display().to_string(),
+        )
+        .to_vec(),
+        vec!["--json".into()],
+    ]
+    .concat()
 }

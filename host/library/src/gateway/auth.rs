@@ -45,8 +45,8 @@ where
                 reply_to: hello.clone(),
                 generation: None,
             }),
-            Err(reason) => {
-                refuse(shared, link, hello, peer, reason).await;
+            Err(why) => {
+                refuse(shared, link, hello, peer, why.to_string()).await;
                 None
             }
         };
@@ -120,32 +120,41 @@ where
     })
 }
 
+/// Why a device without a credential is not admitted.
+#[derive(Debug, thiserror::Error)]
+enum Unadmitted {
+    /// Authentication is required.
+    #[error("device {0} must authenticate (devices.auth.mode = \"required\"): enrol it with `standby devices enroll` and install its credential")]
+    Required(u32),
+    /// The migration period is over.
+    #[error(
+        "the migration period (devices.auth.migrate_until) is over: device {0} must authenticate"
+    )]
+    MigrationOver(u32),
+    /// The device holds a credential.
+    #[error("device {0} is enrolled and must use its credential")]
+    Enrolled(u32),
+    /// The device is connected and authenticated elsewhere.
+    #[error("device {0} is connected and authenticated from {1}")]
+    ConnectedElsewhere(u32, SocketAddr),
+}
+
 /// Whether device `device_id` may connect without a credential.
-fn unauthenticated(shared: &Shared, device_id: u32) -> Result<(), String> {
+fn unauthenticated(shared: &Shared, device_id: u32) -> Result<(), Unadmitted> {
     match shared.credentials.auth.policy {
         Policy::Off => {}
-        Policy::Required => {
-            return Err(format!(
-                "device {device_id} must authenticate (devices.auth.mode = \"required\"): enrol it with `standby devices enroll` and install its credential"
-            ))
-        }
+        Policy::Required => return Err(Unadmitted::Required(device_id)),
         Policy::Migrate { until_ms } => {
             if unix_ms() >= until_ms {
-                return Err(format!(
-                    "the migration period (devices.auth.migrate_until) is over: device {device_id} must authenticate"
-                ));
+                return Err(Unadmitted::MigrationOver(device_id));
             }
             if shared.credentials.register().is_enrolled(device_id) {
-                return Err(format!(
-                    "device {device_id} is enrolled and must use its credential"
-                ));
+                return Err(Unadmitted::Enrolled(device_id));
             }
         }
     }
     if let Some((addr, true)) = shared.registry.link_of(device_id) {
-        return Err(format!(
-            "device {device_id} is connected and authenticated from {addr}"
-        ));
+        return Err(Unadmitted::ConnectedElsewhere(device_id, addr));
     }
     if let Policy::Migrate { .. } = shared.credentials.auth.policy {
         tracing::warn!(

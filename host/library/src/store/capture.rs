@@ -57,7 +57,7 @@ pub enum CaptureError {
     )]
     NoKey(String),
     /// A change could not be applied.
-    #[error("change {seq} ({op} on `{table}`) cannot be applied: {reason}")]
+    #[error("change {seq} ({op} on `{table}`) cannot be applied: {problem}")]
     Apply {
         /// The change's sequence.
         seq: u64,
@@ -66,8 +66,53 @@ pub enum CaptureError {
         /// Its operation.
         op: String,
         /// Why.
-        reason: String,
+        #[source]
+        problem: ApplyProblem,
     },
+}
+
+/// Why one change cannot be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyProblem {
+    /// Its table cannot be captured or applied to here.
+    #[error("{0}")]
+    Table(#[source] Box<CaptureError>),
+    /// Its key is not a JSON array.
+    #[error("its key is not a JSON array: {0}")]
+    KeyNotArray(#[source] serde_json::Error),
+    /// Its key has the wrong number of values.
+    #[error("its key has {got} values, the table's key {want} columns")]
+    KeyArity {
+        /// Values in the change's key.
+        got: usize,
+        /// Columns in the table's key.
+        want: usize,
+    },
+    /// An insert or update without a row image.
+    #[error("no row image")]
+    NoRow,
+    /// The row image is not a JSON object.
+    #[error("its row image is not a JSON object: {0}")]
+    RowNotObject(#[source] serde_json::Error),
+    /// A number that fits neither an integer nor a real.
+    #[error("a number out of range")]
+    NumberOutOfRange,
+    /// A blob value that is not hex.
+    #[error("a blob that is not hex: {0}")]
+    BlobNotHex(#[source] hex::FromHexError),
+    /// An object value other than a blob.
+    #[error("an object value that is not a blob")]
+    ObjectValue,
+    /// An array value.
+    #[error("an array value")]
+    ArrayValue,
+    /// An operation other than I, U and D.
+    #[error("unknown operation `{0}`")]
+    UnknownOp(String),
+    /// SQLite refused the statement.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 /// How a table's rows are identified.
@@ -317,18 +362,18 @@ pub(super) fn apply(
     tx.execute("UPDATE standby_capture SET suppressed = 1 WHERE id = 1", [])?;
     let mut shapes: std::collections::HashMap<String, TableShape> = Default::default();
     for c in changes.iter().filter(|c| c.seq > before) {
-        let failed = |reason: String| CaptureError::Apply {
+        let failed = |problem: ApplyProblem| CaptureError::Apply {
             seq: c.seq,
             table: c.table.clone(),
             op: c.op.clone(),
-            reason,
+            problem,
         };
         if !shapes.contains_key(&c.table) {
-            let s = shape(&tx, &c.table).map_err(|e| failed(e.to_string()))?;
+            let s = shape(&tx, &c.table).map_err(|e| failed(ApplyProblem::Table(Box::new(e))))?;
             shapes.insert(c.table.clone(), s);
         }
         let s = &shapes[&c.table];
-        apply_one(&tx, s, c).map_err(|e| failed(e.to_string()))?;
+        apply_one(&tx, s, c).map_err(failed)?;
         mark = c.seq;
     }
     tx.execute("UPDATE standby_capture SET suppressed = 0 WHERE id = 1", [])?;
@@ -342,54 +387,48 @@ pub(super) fn apply(
 }
 
 /// A JSON value as an SQLite value (`{"$blob": hex}` as a BLOB).
-fn sql_value(v: &serde_json::Value) -> Result<Value, String> {
+fn sql_value(v: &serde_json::Value) -> Result<Value, ApplyProblem> {
     Ok(match v {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
         serde_json::Value::Number(n) => match n.as_i64() {
             Some(i) => Value::Integer(i),
-            None => Value::Real(n.as_f64().ok_or("a number out of range")?),
+            None => Value::Real(n.as_f64().ok_or(ApplyProblem::NumberOutOfRange)?),
         },
         serde_json::Value::String(s) => Value::Text(s.clone()),
         serde_json::Value::Object(o) => match o.get("$blob").and_then(|b| b.as_str()) {
-            Some(h) => {
-                Value::Blob(hex::decode(h).map_err(|e| format!("a blob that is not hex: {e}"))?)
-            }
-            None => return Err("an object value that is not a blob".into()),
+            Some(h) => Value::Blob(hex::decode(h).map_err(ApplyProblem::BlobNotHex)?),
+            None => return Err(ApplyProblem::ObjectValue),
         },
-        serde_json::Value::Array(_) => return Err("an array value".into()),
+        serde_json::Value::Array(_) => return Err(ApplyProblem::ArrayValue),
     })
 }
 
-fn key_values(s: &TableShape, pk: &str) -> Result<Vec<Value>, String> {
+fn key_values(s: &TableShape, pk: &str) -> Result<Vec<Value>, ApplyProblem> {
     let parsed: Vec<serde_json::Value> =
-        serde_json::from_str(pk).map_err(|e| format!("its key is not a JSON array: {e}"))?;
+        serde_json::from_str(pk).map_err(ApplyProblem::KeyNotArray)?;
     if parsed.len() != s.key.len() {
-        return Err(format!(
-            "its key has {} values, the table's key {} columns",
-            parsed.len(),
-            s.key.len()
-        ));
+        return Err(ApplyProblem::KeyArity {
+            got: parsed.len(),
+            want: s.key.len(),
+        });
     }
     parsed.iter().map(sql_value).collect()
 }
 
-fn delete(tx: &Transaction<'_>, s: &TableShape, pk: &str) -> Result<(), String> {
+fn delete(tx: &Transaction<'_>, s: &TableShape, pk: &str) -> Result<(), ApplyProblem> {
     let keys = key_values(s, pk)?;
     let cond: Vec<String> = s.key.iter().map(|k| format!("{} = ?", quote(k))).collect();
-    tx.execute(
-        &format!(
-            "DELETE FROM {} WHERE {}",
-            quote(&s.name),
-            cond.join(" AND ")
-        ),
-        rusqlite::params_from_iter(keys),
-    )
-    .map_err(|e| e.to_string())?;
+    tx.prepare_cached(&format!(
+        "DELETE FROM {} WHERE {}",
+        quote(&s.name),
+        cond.join(" AND ")
+    ))?
+    .execute(rusqlite::params_from_iter(keys))?;
     Ok(())
 }
 
-fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), String> {
+fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), ApplyProblem> {
     match c.op.as_str() {
         "D" => delete(tx, s, &c.pk),
         "I" | "U" => {
@@ -397,8 +436,8 @@ fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), Str
                 delete(tx, s, old)?;
             }
             let row: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(c.row.as_deref().ok_or("no row image")?)
-                    .map_err(|e| format!("its row image is not a JSON object: {e}"))?;
+                serde_json::from_str(c.row.as_deref().ok_or(ApplyProblem::NoRow)?)
+                    .map_err(ApplyProblem::RowNotObject)?;
             let mut cols = Vec::new();
             let mut values = Vec::new();
             for (k, v) in &row {
@@ -431,12 +470,11 @@ fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), Str
                     keys.join(", ")
                 )
             };
-            tx.prepare_cached(&sql)
-                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
-                .map_err(|e| e.to_string())?;
+            tx.prepare_cached(&sql)?
+                .execute(rusqlite::params_from_iter(values))?;
             Ok(())
         }
-        other => Err(format!("unknown operation `{other}`")),
+        other => Err(ApplyProblem::UnknownOp(other.to_string())),
     }
 }
 
@@ -451,7 +489,7 @@ impl super::Store {
         })?;
         f(conn).map_err(|error| super::StoreError::Capture {
             path: self.path.clone(),
-            error,
+            error: Box::new(error),
         })
     }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use ingest::{handshake_tx, ingest_device_tx, ingest_tx, watermark_tx};
 
-pub use capture::{CaptureError, Change};
+pub use capture::{ApplyProblem, CaptureError, Change};
 pub(crate) use group::GroupWriter;
 pub(crate) use snapshot::{device_marks, DeviceMark};
 pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
@@ -119,7 +119,7 @@ pub enum StoreError {
         path: PathBuf,
         /// What failed.
         #[source]
-        error: CaptureError,
+        error: Box<CaptureError>,
     },
 }
 
