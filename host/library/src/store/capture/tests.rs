@@ -1,0 +1,160 @@
+//! Change capture against real SQLite files: any connection's writes
+//! replayed elsewhere row for row, failed batches, rowid tables.
+#![allow(clippy::unwrap_used)]
+
+use super::super::{Store, StoreOptions, User};
+use super::*;
+
+fn store(dir: &std::path::Path, name: &str) -> Store {
+    Store::open(dir.join(name), StoreOptions::default()).unwrap()
+}
+
+/// Every row of every user table, as text, for comparing two databases.
+fn dump(path: &std::path::Path) -> Vec<String> {
+    let c = Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    for t in user_tables(&c).unwrap() {
+        let mut stmt = c.prepare(&format!("SELECT * FROM {}", quote(&t))).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                let vals: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", r.get::<_, Value>(i).unwrap()))
+                    .collect();
+                Ok(format!("{t}: {}", vals.join("|")))
+            })
+            .unwrap();
+        out.extend(rows.map(Result::unwrap));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn changes_from_any_connection_replay_on_another_database_row_for_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    let b = store(dir.path(), "b.db");
+    let tables = a.enable_capture(None).unwrap();
+    assert!(
+        tables.contains(&"users".to_string()) && !tables.iter().any(|t| t.starts_with("standby_")),
+        "{tables:?}"
+    );
+    // The application writes through its own connection.
+    let app = Connection::open(a.path()).unwrap();
+    app.execute_batch(
+        "INSERT INTO users (user_id, name, card, updated_at) VALUES ('u1', 'Ann', 'c1', 1), ('u2', 'Bo', 'c2', 1);
+         UPDATE users SET name = 'Ann B' WHERE user_id = 'u1';
+         UPDATE users SET user_id = 'u3' WHERE user_id = 'u2';
+         INSERT INTO users (user_id, name, card, updated_at) VALUES ('u4', 'Cy', NULL, 2);
+         DELETE FROM users WHERE user_id = 'u4';",
+    )
+    .unwrap();
+    // The host writes too (a blob column, a WITHOUT ROWID table).
+    a.ingest(
+        &[super::super::AccessEvent {
+            device_id: 5,
+            incarnation: 1,
+            seq: 1,
+            event_code: 0x1000,
+            user_id: Some("u1".into()),
+            occurred_at_ms: 7,
+            payload: vec![0, 159, 146, 150, 255],
+        }],
+        "a",
+    )
+    .unwrap();
+    a.upsert_user(&User {
+        user_id: "u5".into(),
+        name: "Dee".into(),
+        card: Some("c5".into()),
+        disabled: false,
+    })
+    .unwrap();
+    let changes = a.read_changes(0, 1_000, u64::MAX).unwrap();
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        b.apply_changes(&changes, 1).unwrap(),
+        changes.last().unwrap().seq
+    );
+    assert_eq!(dump(a.path()), dump(b.path()));
+    // Nothing applied was captured at B: it would loop back after a failover.
+    b.enable_capture(None).unwrap();
+    let again = b.apply_changes(&changes, 1).unwrap();
+    assert_eq!(again, changes.last().unwrap().seq, "applied twice");
+    assert!(b.read_changes(0, 10, u64::MAX).unwrap().is_empty());
+    assert_eq!(dump(a.path()), dump(b.path()));
+    // Pruned changes are gone from A's log.
+    a.prune_changes(changes[2].seq).unwrap();
+    assert_eq!(
+        a.read_changes(0, 1_000, u64::MAX)
+            .unwrap()
+            .first()
+            .map(|c| c.seq),
+        Some(changes[3].seq)
+    );
+    // Pruning everything keeps the newest change, so the next change
+    // still follows it.
+    let last = changes.last().unwrap().seq;
+    a.prune_changes(last).unwrap();
+    a.upsert_user(&User {
+        user_id: "u6".into(),
+        name: "Eve".into(),
+        card: None,
+        disabled: false,
+    })
+    .unwrap();
+    let next = a.read_changes(last, 10, u64::MAX).unwrap();
+    assert_eq!(next.first().map(|c| c.seq), Some(last + 1));
+    assert_eq!(b.applied_mark().unwrap(), (changes.last().unwrap().seq, 1));
+    assert_eq!(a.last_change().unwrap(), changes.last().unwrap().seq + 1);
+    assert_eq!(b.last_change().unwrap(), 0);
+}
+
+#[test]
+fn a_batch_that_cannot_be_applied_changes_nothing_and_names_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    let b = store(dir.path(), "b.db");
+    a.enable_capture(None).unwrap();
+    let app = Connection::open(a.path()).unwrap();
+    app.execute_batch(
+        "INSERT INTO users (user_id, name, updated_at) VALUES ('u1', 'Ann', 1), ('u2', 'Bo', 1);",
+    )
+    .unwrap();
+    let mut changes = a.read_changes(0, 100, u64::MAX).unwrap();
+    changes[1].row = Some("{\"user_id\": \"u2\", \"nonsense\": 1}".into());
+    let e = b.apply_changes(&changes, 1).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("change {}", changes[1].seq)) && text.contains("users"),
+        "{text}"
+    );
+    assert_eq!(b.applied_mark().unwrap(), (0, 0));
+    assert!(
+        b.user("u1").unwrap().is_none(),
+        "part of a failed batch was applied"
+    );
+}
+
+#[test]
+fn rowid_tables_are_captured_by_rowid_and_a_missing_table_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    let b = store(dir.path(), "b.db");
+    for s in [&a, &b] {
+        let c = Connection::open(s.path()).unwrap();
+        c.execute_batch("CREATE TABLE notes (body TEXT, n REAL);")
+            .unwrap();
+    }
+    a.enable_capture(Some(&["notes".to_string()])).unwrap();
+    let app = Connection::open(a.path()).unwrap();
+    app.execute_batch("INSERT INTO notes VALUES ('x', 1.5), ('y', 2); UPDATE notes SET body = 'z' WHERE n = 2; DELETE FROM notes WHERE body = 'x';").unwrap();
+    b.apply_changes(&a.read_changes(0, 100, u64::MAX).unwrap(), 1)
+        .unwrap();
+    assert_eq!(dump(a.path()), dump(b.path()));
+    let e = a
+        .enable_capture(Some(&["missing".to_string()]))
+        .unwrap_err();
+    assert!(e.to_string().contains("`missing` does not exist"), "{e}");
+}
