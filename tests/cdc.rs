@@ -141,3 +141,161 @@ async fn application_writes_and_device_events_follow_to_the_standby_and_survive_
     assert_eq!(rows(&b, "users"), users_on_a);
     agent.shutdown().await;
 }
+
+/// Insert users `ids` with `name` through the application's connection.
+fn add_users(app: &Connection, ids: std::ops::Range<u32>, name: &str) {
+    for i in ids {
+        app.execute(
+            "INSERT INTO users (user_id, name, updated_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![format!("u{i:03}"), name, i],
+        )
+        .unwrap();
+    }
+}
+
+/// `standby replication DECISION` on B: whether it succeeded, its output.
+fn decide(c: &Cluster, decision: &str) -> (bool, String) {
+    let (ok, out, err) = crate::run_standby(&[
+        "replication",
+        decision,
+        c.profile.to_str().unwrap(),
+        "--site",
+        "dr",
+    ]);
+    (ok, format!("{out}{err}"))
+}
+
+fn has_user(db: &Path, id: &str) -> bool {
+    rows(db, "users")
+        .iter()
+        .any(|r| r.contains(&format!("\"{id}\"")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_batch_stops_the_stream_until_an_operator_retries_or_skips_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, CDC);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
+    c.start_active_then_standby();
+    let (a, b) = (c.db(Which::A), c.db(Which::B));
+    // The DR site's schema refuses some rows (a constraint only it has).
+    let dr = Connection::open(&b).unwrap();
+    let poison = "CREATE TRIGGER poison BEFORE INSERT ON users WHEN NEW.name = 'poison' \
+                  BEGIN SELECT RAISE(ABORT, 'refused by the DR site'); END;";
+    dr.execute_batch(poison).unwrap();
+    let app = Connection::open(&a).unwrap();
+    app.busy_timeout(Duration::from_secs(5)).unwrap();
+    add_users(&app, 0..10, "ok");
+    eventually(Duration::from_secs(10), "B holding the first users", || {
+        has_user(&b, "u009")
+    });
+    add_users(&app, 10..11, "poison");
+    add_users(&app, 11..20, "ok");
+
+    // The stream stops at the batch, loudly; nothing after it is applied.
+    let stopped = c.wait_status(Which::B, Duration::from_secs(10), |s| {
+        s["change_stream_stopped"].is_object()
+    });
+    let stop = &stopped["change_stream_stopped"];
+    assert!(
+        stop["cause"]
+            .as_str()
+            .unwrap()
+            .contains("refused by the DR site"),
+        "{stop}"
+    );
+    assert!(stop["failed_seq"].as_u64().is_some(), "{stop}");
+    let strategy = &stopped["strategies"][0]["status"]["Ok"];
+    assert_eq!(strategy["healthy"], false, "{stopped}");
+    assert!(c.log(Which::B).contains("the change stream stops"));
+    let (ok, text, _) =
+        crate::run_standby(&["status", c.profile.to_str().unwrap(), "--site", "dr"]);
+    assert!(ok && text.contains("STREAM STOPPED"), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!has_user(&b, "u010") && !has_user(&b, "u019"));
+
+    // A retry with the cause still there stops again and says so.
+    let (ok, text) = decide(&c, "retry");
+    assert!(!ok && text.contains("stopped again"), "{text}");
+    // The cause fixed, a retry applies the batch and the stream goes on.
+    dr.execute_batch("DROP TRIGGER poison").unwrap();
+    let (ok, text) = decide(&c, "retry");
+    assert!(ok, "{text}");
+    let (ok, text) = decide(&c, "retry");
+    assert!(!ok && text.contains("not stopped"), "{text}");
+    eventually(Duration::from_secs(10), "B equal to A again", || {
+        rows(&a, "users") == rows(&b, "users")
+    });
+
+    // Skip: the failing change is set aside in a file, the rest applied.
+    dr.execute_batch(poison).unwrap();
+    add_users(&app, 20..21, "poison");
+    add_users(&app, 21..30, "ok");
+    c.wait_status(Which::B, Duration::from_secs(10), |s| {
+        s["change_stream_stopped"].is_object()
+    });
+    let (ok, text) = decide(&c, "skip");
+    assert!(
+        ok && text.contains("set the failing change aside in"),
+        "{text}"
+    );
+    eventually(Duration::from_secs(10), "B applying after the skip", || {
+        has_user(&b, "u029")
+    });
+    assert!(!has_user(&b, "u020") && has_user(&a, "u020"));
+    let set_aside: Vec<_> = std::fs::read_dir(dir.path().join("dr/set-aside"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(set_aside.len(), 1);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(set_aside[0].path()).unwrap()).unwrap();
+    assert_eq!(file["skipped"][0]["pk"], "[\"u020\"]", "{file}");
+    let healthy = c.wait_status(Which::B, Duration::from_secs(10), |s| {
+        s["strategies"][0]["status"]["Ok"]["healthy"] == true
+    });
+    assert!(healthy["change_stream_stopped"].is_null(), "{healthy}");
+}
+
+#[test]
+fn a_batch_shipped_again_after_the_active_restarts_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Manual mode (no witness): B is not promoted while A restarts.
+    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), false, CDC);
+    c.start_active_then_standby();
+    let (a, b) = (c.db(Which::A), c.db(Which::B));
+    let mut added = 0;
+    // A restarted knows nothing of B's progress and ships its change log
+    // from the start: at least its newest change, which B applied already.
+    // (B's next report could reach A first and spare the resend: try again.)
+    for attempt in 0..5 {
+        let app = Connection::open(&a).unwrap();
+        app.busy_timeout(Duration::from_secs(5)).unwrap();
+        add_users(&app, added..added + 20, "user");
+        added += 20;
+        let last = format!("u{:03}", added - 1);
+        eventually(Duration::from_secs(10), "B following", || {
+            has_user(&b, &last)
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        c.kill(Which::A);
+        c.start(Which::A, &[]);
+        c.wait_status(Which::B, Duration::from_secs(20), |s| {
+            s["peer"]["connected"] == true
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        if c.log(Which::B).contains("is applied already") {
+            break;
+        }
+        assert!(attempt < 4, "A never shipped an applied batch again");
+    }
+    let app = Connection::open(&a).unwrap();
+    add_users(&app, added..added + 10, "after");
+    eventually(Duration::from_secs(10), "B equal to A", || {
+        rows(&a, "users") == rows(&b, "users")
+    });
+    let s = c.status(Which::B).unwrap();
+    assert_eq!(s["strategies"][0]["status"]["Ok"]["healthy"], true, "{s}");
+    assert!(s["change_stream_stopped"].is_null(), "{s}");
+}

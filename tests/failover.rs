@@ -1,4 +1,4 @@
-//! End-to-end failover of case 1 with separate processes, real sockets, real
+//! End-to-end failover of cases 3 and 1 with separate processes, real sockets, real
 //! SQLite files and the independent checker: kill -9 and SIGSTOP of the
 //! active node under load (through `standby demo`, which runs the witness,
 //! both sites, a DNS server and the device fleet as processes), a cut peer
@@ -57,6 +57,21 @@ fn assert_failover_outcome(o: &Value, err_context: &str) {
     assert_eq!(n("events_lost"), 0, "{o}");
     assert_eq!(n("duplicate_events"), 0, "{o}");
     assert_eq!(o["copies_at_dr_before_fault"], true, "{o}");
+    assert_eq!(
+        n("rpo_recovered"),
+        n("rpo_events"),
+        "every entry replication lacked came back from the devices: {o}"
+    );
+    // The application ran on A until the fault, then on B.
+    assert!(n("app_writes") > 100, "the writer wrote on A: {o}");
+    assert!(n("app_writes_on_b") > 0, "B started its writer: {o}");
+}
+
+/// Case 1: B restored the last verified copy, which lacked what A committed
+/// since; the devices re-sent it.
+fn assert_case1(o: &Value) {
+    let n = |k: &str| o[k].as_u64().unwrap();
+    assert_eq!(o["profile"], "case1", "{o}");
     assert!(
         o["restored_from"]
             .as_str()
@@ -68,10 +83,35 @@ fn assert_failover_outcome(o: &Value, err_context: &str) {
         n("rpo_events") > 0,
         "the last copy lacked nothing, so catch-up was not exercised: {o}"
     );
-    assert_eq!(
-        n("rpo_recovered"),
-        n("rpo_events"),
-        "every entry the copy lacked came back from the devices: {o}"
+    assert!(
+        n("app_writes_unreplicated") > 0,
+        "a copy every 2 s lacks the writer's last writes: {o}"
+    );
+}
+
+/// Case 3: B applied the change stream up to the last ~100 ms before the
+/// fault (more only on a loaded machine: bounds at 300 ms here).
+fn assert_case3(o: &Value) {
+    let n = |k: &str| o[k].as_u64().unwrap();
+    assert_eq!(o["profile"], "case3", "{o}");
+    assert!(
+        o["restored_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("change stream applied through change "),
+        "{o}"
+    );
+    assert!(
+        n("rpo_events") <= 60,
+        "more than 300 ms of events (200/s) were not replicated: {o}"
+    );
+    assert!(
+        n("app_writes_unreplicated") <= 30,
+        "more than 300 ms of application writes (100/s) were not replicated: {o}"
+    );
+    assert!(
+        o["lag_ms_at_fault"].as_u64().is_some_and(|l| l <= 300),
+        "{o}"
     );
 }
 
@@ -79,9 +119,15 @@ fn assert_failover_outcome(o: &Value, err_context: &str) {
 fn kill_of_the_active_node_under_load_loses_nothing() {
     // One second after every device is on A: early enough that B, started
     // just before the fleet, is still inside its 5 s startup grace.
+    // The README's case (the default profile, case 3).
     let o = demo_with(&["--devices", "30", "--kill-after", "1", "--fault", "kill"]);
     assert_failover_outcome(&o, "kill");
+    assert_case3(&o);
     assert_eq!(o["a_after_fault"], "killed");
+    assert_eq!(
+        o["app_writes_divergent"], 0,
+        "a killed writer writes nothing: {o}"
+    );
     let fault_to_active = o["fault_to_active_ms"].as_u64().unwrap();
     assert!(
         fault_to_active <= 1_500,
@@ -139,6 +185,10 @@ fn a_kill_inside_the_standbys_startup_grace_is_detected_from_the_last_heartbeat(
 fn a_hung_active_node_is_replaced_and_comes_back_fenced() {
     let o = demo("hang");
     assert_failover_outcome(&o, "hang");
+    assert_case3(&o);
+    // A's writer resumed with A, and wrote until its node, fenced, stopped
+    // it: a few milliseconds.
+    assert!(o["app_writes_divergent"].as_u64().unwrap() <= 10, "{o}");
     let a = o["a_after_fault"].as_str().unwrap();
     assert!(
         a.contains("active->fenced"),
@@ -400,9 +450,13 @@ fn a_signal_stops_the_demo_and_everything_it_started(signal: standby_lab::proces
         assert_eq!(*mode, 0o600, "{} is {mode:o}", path.display());
     }
     let started = processes_naming(&dir);
+    let writer = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("demo-writer"))
+    };
     assert!(
-        started.len() >= 4,
-        "witness, two nodes and the fleet name {dir}: {started:?}"
+        started.len() >= 5 && started.iter().filter(|p| writer(p)).count() == 1,
+        "witness, two nodes, the fleet and A's application writer (one) name {dir}: {started:?}"
     );
     demo.signal(signal).unwrap();
     let stopped = standby_lab::fixtures::wait_until(Duration::from_secs(5), || {
@@ -428,7 +482,10 @@ fn sigint_stops_the_demo_and_every_process_it_started_within_5_s() {
 
 #[test]
 fn the_demo_also_runs_with_device_authentication_off_for_comparison() {
+    // Case 1 (scheduled copies) with the same fleet and writer.
     let o = demo_with(&[
+        "--profile",
+        "case1",
         "--devices",
         "20",
         "--kill-after",
@@ -439,4 +496,5 @@ fn the_demo_also_runs_with_device_authentication_off_for_comparison() {
         "off",
     ]);
     assert_failover_outcome(&o, "kill, device authentication off");
+    assert_case1(&o);
 }

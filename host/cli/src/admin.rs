@@ -63,6 +63,38 @@ pub(crate) fn promote(node: &NodeArgs, force: bool) -> Result<()> {
     }
 }
 
+/// `standby replication retry|skip PROFILE --site NAME [--remote]`.
+pub(crate) fn replication(node: &NodeArgs, skip: bool) -> Result<()> {
+    let site = &node.site;
+    let what = if skip { "skip" } else { "retry" };
+    let r = match client(node)?.replication(skip) {
+        Ok(r) => r,
+        Err(AdminError::Refused(why)) => {
+            return Err(anyhow::anyhow!("{site}: replication {what} refused: {why}"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(file) = r["set_aside"].as_str() {
+        println!("set the failing change aside in {file}");
+    }
+    match r["stopped_again"].as_object() {
+        Some(stop) => Err(anyhow::anyhow!(
+            "{site}: the change stream stopped again at batch {}..{} (change {}): {}",
+            stop["first_seq"],
+            stop["last_seq"],
+            stop["failed_seq"],
+            stop["cause"].as_str().unwrap_or("?")
+        )),
+        None => {
+            println!(
+                "{site}: the change stream goes on, applied through change {}",
+                r["applied_through"]
+            );
+            Ok(())
+        }
+    }
+}
+
 /// `standby devices list PROFILE --site NAME [--json] [--remote]`.
 pub(crate) fn devices(node: &NodeArgs, json: bool) -> Result<()> {
     let site = &node.site;

@@ -12,7 +12,7 @@ use standby_lab::simulate::SimulateOptions;
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct DemoArgs {
     /// The deployment case to run.
-    #[arg(long, value_enum, default_value_t = ProfileArg::Case1)]
+    #[arg(long, value_enum, default_value_t = ProfileArg::Case3)]
     profile: ProfileArg,
     /// Simulated devices.
     #[arg(long, default_value_t = 100)]
@@ -45,6 +45,10 @@ pub(crate) struct DemoArgs {
     /// (to compare the cost).
     #[arg(long, value_enum, default_value_t = Switch::On)]
     device_auth: Switch,
+    /// Writes per second of the application (the demo's writer, which adds
+    /// and changes users on the active site); 0 runs without it.
+    #[arg(long, default_value_t = 100.0)]
+    app_write_rate: f64,
 }
 
 /// On or off.
@@ -61,6 +65,8 @@ enum Switch {
 enum ProfileArg {
     /// Case 1: scheduled verified copies, DNS failover.
     Case1,
+    /// Case 3: change data capture in real time, DNS failover.
+    Case3,
 }
 
 /// The fault injected into site A.
@@ -77,6 +83,7 @@ impl From<DemoArgs> for DemoOptions {
         Self {
             profile: match a.profile {
                 ProfileArg::Case1 => DemoProfile::Case1,
+                ProfileArg::Case3 => DemoProfile::Case3,
             },
             devices: a.devices,
             event_rate: a.event_rate,
@@ -89,6 +96,7 @@ impl From<DemoArgs> for DemoOptions {
             keep: a.keep,
             child_log: a.child_log,
             device_auth: a.device_auth == Switch::On,
+            app_write_rate: a.app_write_rate,
         }
     }
 }

@@ -70,6 +70,10 @@ enum Command {
     /// Simulated door devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// The change stream (case 3) on a standby: go on after it stopped at a
+    /// batch that could not be applied (`standby status` shows it).
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
     /// Ask a running node for its role, epoch, lease, peer, witness, plugins,
     /// last copy and last failover timeline.
     Status {
@@ -94,6 +98,18 @@ enum Command {
     /// loopback, a DNS server and a fleet of devices; inject a fault into the
     /// active site and check that nothing was lost.
     Demo(DemoArgs),
+    /// The demo's application: adds and changes users in the node's
+    /// database (STANDBY_DB, set by the node that runs it as a service on the
+    /// active site) and logs every commit to STANDBY_DATA_DIR/app-writes.log.
+    DemoWriter {
+        /// The demo's working directory: the writer writes only to a
+        /// database inside it.
+        #[arg(long)]
+        workdir: PathBuf,
+        /// Writes (one transaction each) per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+    },
     /// Run the witness: the third-site service that grants one node at a
     /// time a lease with a new epoch (automatic failover needs one).
     Witness {
@@ -121,6 +137,24 @@ enum Command {
         /// then all be given the new key).
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReplicationCommand {
+    /// Apply the stopped batch again (after fixing its cause).
+    Retry {
+        /// Which node (the standby).
+        #[command(flatten)]
+        node: admin::NodeArgs,
+    },
+    /// Set the change that failed aside in a file under the node's
+    /// set-aside/ directory (with its batch, for the record) and apply the
+    /// rest of the batch.
+    Skip {
+        /// Which node (the standby).
+        #[command(flatten)]
+        node: admin::NodeArgs,
     },
 }
 
@@ -330,10 +364,21 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Status { node, json } => {
             tokio::task::spawn_blocking(move || admin::status(&node, json)).await?
         }
+        Command::Replication(ReplicationCommand::Retry { node }) => {
+            tokio::task::spawn_blocking(move || admin::replication(&node, false)).await?
+        }
+        Command::Replication(ReplicationCommand::Skip { node }) => {
+            tokio::task::spawn_blocking(move || admin::replication(&node, true)).await?
+        }
         Command::Promote { node, force } => {
             tokio::task::spawn_blocking(move || admin::promote(&node, force)).await?
         }
         Command::Demo(args) => demo(args).await,
+        Command::DemoWriter { workdir, rate } => {
+            let options = standby_lab::app_writer::WriterOptions::from_env(&workdir, rate)?;
+            match tokio::task::spawn_blocking(move || standby_lab::app_writer::run(&options))
+                .await?? {}
+        }
         Command::Keygen { file, force } => keygen(&file, force),
     }
 }

@@ -8,7 +8,9 @@
 //!   agents in one process;
 //! - [`dns_server`]: a small authoritative DNS server taking signed updates;
 //! - [`audit`]: the independent checker (devices' own logs against a
-//!   database opened read-only);
+//!   database opened read-only), and [`app_audit`] (the application
+//!   writer's log of commits against one);
+//! - [`app_writer`]: the demo's application (`standby demo-writer`);
 //! - [`ports`] and [`proxy`] (from the testkit crate): listening ports that
 //!   no outgoing connection can take, and a link that can be cut, delayed or
 //!   throttled;
@@ -17,6 +19,8 @@
 //!   [`fixtures`] (repository fixtures, prerequisites, polling),
 //!   [`credentials`] (device credentials issued as `devices enroll` does).
 
+pub mod app_audit;
+pub mod app_writer;
 pub mod audit;
 pub mod bind;
 pub mod cluster;

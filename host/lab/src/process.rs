@@ -126,12 +126,40 @@ impl Standby {
         log_filter: &str,
         capture: bool,
     ) -> Result<Process, ProcessError> {
+        self.spawn_in(name, args, log, log_filter, capture, false)
+    }
+
+    /// [`Standby::spawn`] as the leader of a process group of its own: a
+    /// site. Everything it starts (its application) stays in the group, and
+    /// signals go to the whole group, so a fault hits the site as a whole.
+    pub fn spawn_site<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        name: &str,
+        args: &[S],
+        log: &Path,
+        log_filter: &str,
+    ) -> Result<Process, ProcessError> {
+        self.spawn_in(name, args, log, log_filter, false, true)
+    }
+
+    fn spawn_in<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        name: &str,
+        args: &[S],
+        log: &Path,
+        log_filter: &str,
+        capture: bool,
+        group: bool,
+    ) -> Result<Process, ProcessError> {
         let err = std::fs::File::create(log).map_err(|source| ProcessError::Log {
             path: log.to_path_buf(),
             source,
         })?;
-        let mut child = self
-            .command(args)
+        let mut command = self.command(args);
+        if group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let mut child = command
             .env("STANDBY_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(if capture {
@@ -159,6 +187,7 @@ impl Standby {
             log: log.to_path_buf(),
             child,
             stdout,
+            group,
         })
     }
 }
@@ -171,6 +200,8 @@ pub struct Process {
     log: PathBuf,
     child: Child,
     stdout: Option<JoinHandle<String>>,
+    /// It leads a process group of its own: signals go to the group.
+    group: bool,
 }
 
 /// How often an exit is polled for.
@@ -192,7 +223,7 @@ impl Process {
         &self.log
     }
 
-    /// Send `signal`.
+    /// Send `signal` (to its whole process group when it leads one).
     pub fn signal(&mut self, signal: Signal) -> Result<(), ProcessError> {
         if !self.running() {
             return Err(ProcessError::Exited {
@@ -210,7 +241,22 @@ impl Process {
             .ok()
             .and_then(rustix::process::Pid::from_raw)
             .ok_or_else(|| signal_error(std::io::ErrorKind::InvalidInput.into()))?;
-        rustix::process::kill_process(target, signal).map_err(|e| signal_error(e.into()))
+        if self.group {
+            rustix::process::kill_process_group(target, signal)
+        } else {
+            rustix::process::kill_process(target, signal)
+        }
+        .map_err(|e| signal_error(e.into()))
+    }
+
+    /// Send `signal` to this process alone, not its group.
+    fn signal_leader(&mut self, signal: Signal) {
+        if let Some(pid) = i32::try_from(self.pid())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
     }
 
     /// Whether it is still running (a stopped process is running).
@@ -218,22 +264,39 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// SIGKILL (a crash), and reap it.
+    /// SIGKILL (a crash; the whole group when it leads one), and reap it.
     pub fn kill(&mut self) {
         if self.running() {
             let _ = self.signal(Signal::CONT);
+            if self.group {
+                let _ = self.signal(Signal::KILL);
+            }
             let _ = self.child.kill();
+        } else if self.group {
+            // Its group may outlive it (a child it started).
+            let _ = self.group_signal_after_exit(Signal::KILL);
         }
         let _ = self.child.wait();
     }
 
-    /// Stop it: SIGCONT and SIGTERM, then SIGKILL once `grace` has passed.
+    /// Signal the group of a leader that has exited (its pid names the group
+    /// while any member lives).
+    fn group_signal_after_exit(&self, signal: Signal) -> Option<()> {
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)?;
+        rustix::process::kill_process_group(pid, signal).ok()
+    }
+
+    /// Stop it: SIGCONT and SIGTERM (to it alone: a site's node stops its
+    /// own application), then SIGKILL once `grace` has passed.
     pub async fn stop(&mut self, grace: Duration) {
         if !self.running() {
+            self.kill();
             return;
         }
         let _ = self.signal(Signal::CONT);
-        let _ = self.signal(Signal::TERM);
+        self.signal_leader(Signal::TERM);
         let until = Instant::now() + grace;
         while self.running() && Instant::now() < until {
             tokio::time::sleep(POLL).await;

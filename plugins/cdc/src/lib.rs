@@ -15,6 +15,12 @@
 //!
 //! Messages between the two instances: `applied` (body: the standby's
 //! applied sequence, decimal), sent after every batch and every 500 ms.
+//!
+//! A batch the standby cannot apply stops the stream there (the host
+//! refuses every later batch, so order is kept) until an operator retries or
+//! skips it (`standby replication retry|skip`); the active node ships again
+//! from what the standby applied, so the stream goes on by itself after the
+//! decision. Status: lag in time and in changes (`lag_changes`).
 
 use std::collections::VecDeque;
 
@@ -46,6 +52,8 @@ pub struct Cdc {
     in_flight: VecDeque<(u64, u64)>,
     /// Standby: the last sequence applied here.
     applied: u64,
+    /// Standby: the last sequence received from the peer.
+    received: u64,
     /// Standby: when `applied` was last reported to the peer.
     reported_at: u64,
     /// Standby: the lag of the last batch applied (commit to applied), ms.
@@ -69,6 +77,7 @@ impl Default for Cdc {
             progress_at: 0,
             in_flight: VecDeque::new(),
             applied: 0,
+            received: 0,
             reported_at: 0,
             last_lag_ms: None,
             last_success: None,
@@ -94,6 +103,12 @@ impl Cdc {
         {
             // The standby holds batches it has not applied (it restarted, or
             // lost them): ship again from what it applied.
+            standby_plugin_sdk::warn(&format!(
+                "cdc: the standby has not applied changes {}..{} for {} ms; shipping them again",
+                self.applied_remote + 1,
+                self.shipped,
+                now.saturating_sub(self.progress_at)
+            ));
             self.shipped = self.applied_remote;
             self.in_flight.clear();
             self.progress_at = now;
@@ -142,14 +157,13 @@ impl Cdc {
 
     /// Standby: apply a batch in order; say how far this node got.
     fn apply(&mut self, b: &ChangeBatch) -> Result<()> {
-        if let Some(why) = &self.stopped {
-            db::release_batch(b.id);
-            return Err(Error::Conflict(format!(
-                "the change stream is stopped: {why}"
-            )));
-        }
+        self.received = self.received.max(b.last_seq);
         if b.last_seq <= self.applied {
-            // Already applied (shipped again after a resend).
+            // Already applied (shipped again after a resend or a restart).
+            standby_plugin_sdk::info(&format!(
+                "cdc: batch {}..{} is applied already (through change {}); skipped",
+                b.first_seq, b.last_seq, self.applied
+            ));
             db::release_batch(b.id);
             return self.report();
         }
@@ -166,6 +180,11 @@ impl Cdc {
         }
         match db::apply_changes(b.id) {
             Ok(mark) => {
+                if self.stopped.take().is_some() {
+                    standby_plugin_sdk::warn(&format!(
+                        "cdc: the change stream goes on, applied through change {mark}"
+                    ));
+                }
                 self.applied = mark;
                 let now = clock::now();
                 self.last_lag_ms = Some(now.saturating_sub(b.oldest_commit));
@@ -174,16 +193,23 @@ impl Cdc {
                 self.report()
             }
             Err(e) => {
-                let why = format!(
-                    "batch {}..{} ({} changes) cannot be applied: {}",
-                    b.first_seq,
-                    b.last_seq,
-                    b.count,
-                    describe_error(&e)
-                );
-                standby_plugin_sdk::error(&format!("cdc: the change stream stops: {why}"));
                 db::release_batch(b.id);
-                self.stopped = Some(why);
+                // The host keeps the stop (and refuses later batches) until
+                // an operator decides; say it once.
+                if self.stopped.is_none() {
+                    let why = format!(
+                        "batch {}..{} ({} changes) cannot be applied: {}",
+                        b.first_seq,
+                        b.last_seq,
+                        b.count,
+                        describe_error(&e)
+                    );
+                    standby_plugin_sdk::error(&format!(
+                        "cdc: the change stream stops: {why}; \
+                         `standby replication retry` or `skip` on this node"
+                    ));
+                    self.stopped = Some(why);
+                }
                 Err(e)
             }
         }
@@ -303,14 +329,17 @@ impl Strategy for Cdc {
 
     fn status(&self, ctx: &NodeContext) -> StrategyStatus {
         let now = clock::now();
-        let lag_ms = if ctx.role == Role::Active {
-            Some(
-                self.in_flight
-                    .front()
-                    .map_or(0, |(_, oldest)| now.saturating_sub(*oldest)),
+        let (lag_ms, lag_changes) = if ctx.role == Role::Active {
+            (
+                Some(
+                    self.in_flight
+                        .front()
+                        .map_or(0, |(_, oldest)| now.saturating_sub(*oldest)),
+                ),
+                self.shipped.saturating_sub(self.applied_remote),
             )
         } else {
-            self.last_lag_ms
+            (self.last_lag_ms, self.received.saturating_sub(self.applied))
         };
         let mut details = vec![
             (String::from("applied"), self.applied.to_string()),
@@ -319,6 +348,7 @@ impl Strategy for Cdc {
                 String::from("applied_at_peer"),
                 self.applied_remote.to_string(),
             ),
+            (String::from("lag_changes"), lag_changes.to_string()),
         ];
         if let Some(e) = &self.last_error {
             details.push((String::from("last_error"), e.clone()));
@@ -335,10 +365,13 @@ impl Strategy for Cdc {
                 (Some(s), _, _) => format!("stopped: {s}"),
                 (None, Some(e), _) => format!("failing: {e}"),
                 (None, None, Role::Active) => format!(
-                    "shipped through change {}, applied at the peer through {}",
+                    "shipped through change {}, applied at the peer through {} ({lag_changes} behind)",
                     self.shipped, self.applied_remote
                 ),
-                (None, None, _) => format!("applied through change {}", self.applied),
+                (None, None, _) => format!(
+                    "applied through change {} ({lag_changes} received, not yet applied)",
+                    self.applied
+                ),
             },
             details,
         }

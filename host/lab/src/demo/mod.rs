@@ -1,16 +1,21 @@
 //! `standby demo`: the whole failover on one machine. A witness, site A
 //! (127.0.0.1) and site B (127.0.0.2) run as child processes of the standby
-//! binary with the case 1 profile; a built-in DNS server serves the service
-//! name; a fleet of simulated devices (another child) dials A first and the
-//! name second. Once every device is on A and `kill_after` seconds have
-//! passed, A is killed (SIGKILL) or hung (SIGSTOP); B takes over; the
-//! devices come back to B through DNS. Then the independent checker compares
-//! every device's own log with B's database, opened read-only.
+//! binary with the case 3 profile (change data capture; or case 1, scheduled
+//! copies); a built-in DNS server serves the service name; a fleet of
+//! simulated devices (another child) dials A first and the name second; the
+//! application (the demo's writer, adding and changing users) runs on the
+//! active site as its node's service. Once every device is on A and
+//! `kill_after` seconds have passed, site A as a whole (node and writer) is
+//! killed (SIGKILL) or hung (SIGSTOP); B takes over and starts its writer;
+//! the devices come back to B through DNS. Then the independent checker
+//! compares every device's own log, and A's writer's log, with B's
+//! database, opened read-only.
 //!
 //! The run is a sequence of phases that tests can call one by one:
 //! [`Demo::start`], [`Demo::connect`], [`Demo::fault`], [`Demo::failover`],
 //! [`Demo::drain`] and [`Demo::check`]; [`run`] calls them all.
 
+mod app;
 mod phases;
 mod report;
 mod setup;
@@ -48,12 +53,15 @@ pub struct DemoOptions {
     /// Devices authenticate (enrolled, each with its own key). Off: the
     /// profile's `devices.auth.mode = "off"`, for comparing the cost.
     pub device_auth: bool,
+    /// Writes per second of the application writer on the active site (0:
+    /// no writer).
+    pub app_write_rate: f64,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
         Self {
-            profile: DemoProfile::Case1,
+            profile: DemoProfile::Case3,
             devices: 100,
             event_rate: 200.0,
             kill_after: 8.0,
@@ -61,6 +69,7 @@ impl Default for DemoOptions {
             run_after: 8.0,
             keep: false,
             device_auth: true,
+            app_write_rate: 100.0,
             child_log: "info".into(),
         }
     }
@@ -72,6 +81,8 @@ impl Default for DemoOptions {
 pub enum DemoProfile {
     /// Case 1: scheduled verified copies, DNS failover.
     Case1,
+    /// Case 3: change data capture in real time, DNS failover.
+    Case3,
 }
 
 /// The fault injected into site A.

@@ -12,9 +12,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use standby_host::api::{render_timeline, AdminClient};
 
+use super::app;
 use super::report::{percentile, reconnect_times, Outcome};
 use super::setup::{self, Ports, Timings, A_IP, B_IP, SERVICE_NAME, SERVICE_TTL, ZONE};
-use super::{DemoOptions, Fault, Progress};
+use super::{DemoOptions, DemoProfile, Fault, Progress};
 use crate::audit;
 use crate::dns_server::DnsServer;
 use crate::process::{Process, Signal, Standby};
@@ -98,9 +99,14 @@ impl Demo {
             dead_link_ms: 3_000,
         };
         let profile = dir.join("profile.toml");
+        let writer = (options.app_write_rate > 0.0).then(|| setup::Writer {
+            exe: standby.exe(),
+            dir,
+            rate: options.app_write_rate,
+        });
         std::fs::write(
             &profile,
-            setup::case1_profile(&ports, &timings, options.device_auth)?,
+            setup::profile(&options, &ports, &timings, writer.as_ref())?,
         )
         .context("writing the demo profile")?;
         progress.say(format!("working directory {}", dir.display()));
@@ -153,7 +159,12 @@ impl Demo {
                 site.into(),
             ]
         };
-        let a = spawn("site A", &node("onsite"), "onsite.log")?;
+        // Each site is a process group: its node and the application the
+        // node runs, so a fault hits the site as a whole.
+        let site = |name: &str, args: &[String], log: &str| {
+            standby.spawn_site(name, args, &dir.join(log), &options.child_log)
+        };
+        let a = site("site A", &node("onsite"), "onsite.log")?;
         let sa = wait_status(
             ports.admin_a(),
             Duration::from_secs(60),
@@ -164,9 +175,17 @@ impl Demo {
         .with_context(|| format!("site A's log ends:\n{}", a.tail(20)))?;
         let epoch_before = sa["epoch"].as_u64().unwrap_or(0);
         progress.say(format!(
-            "site A (onsite-1, {A_IP}) is active at epoch {epoch_before}"
+            "site A (onsite-1, {A_IP}) is active at epoch {epoch_before}{}",
+            if options.app_write_rate > 0.0 {
+                format!(
+                    "; its application writes {} users/s (changes and additions)",
+                    options.app_write_rate
+                )
+            } else {
+                String::new()
+            }
         ));
-        let b = spawn("site B", &node("dr"), "dr.log")?;
+        let b = site("site B", &node("dr"), "dr.log")?;
         wait_status(
             ports.admin_b(),
             Duration::from_secs(60),
@@ -280,8 +299,8 @@ impl Demo {
         self.progress.say(format!(
             "FAULT: site A {}",
             match self.options.fault {
-                Fault::Kill => "killed (SIGKILL)",
-                Fault::Hang => "hung (SIGSTOP): its sockets stay open",
+                Fault::Kill => "killed (SIGKILL to its node and application)",
+                Fault::Hang => "hung (SIGSTOP to its node and application): its sockets stay open",
             }
         ));
         Ok(())
@@ -307,10 +326,11 @@ impl Demo {
                     .unwrap_or(0)
             };
             self.progress.say(format!(
-                "devices on A {} | events logged {} acked {} | last copy installed at B {}",
+                "devices on A {} | events logged {} acked {} | app writes on A {} | replication: {}",
                 f.as_ref().map(|f| on(f, "onsite-1")).unwrap_or(0),
                 count("events_logged"),
                 count("events_acked"),
+                app::logged(&self.dir, "onsite"),
                 copy.and_then(|c| c["summary"].as_str()).unwrap_or("-")
             ));
         }
@@ -508,15 +528,21 @@ impl Demo {
         let devices = self.dir.join("devices");
         let b_db = self.dir.join("dr").join("biostar2.db");
         let in_b = audit::check(&devices, &b_db)?;
-        let copy_found = match &failover.restored_copy {
-            Some(p) => audit::check(&devices, p)?.found,
-            None => 0,
-        };
         let b_keys = audit::found_keys(&devices, &b_db)?;
-        let copy_keys = match &failover.restored_copy {
-            Some(p) => audit::found_keys(&devices, p)?,
-            None => Default::default(),
+        // What B held through replication when it became active: in case 1
+        // the copy it restored from; in case 3 the rows it applied from A's
+        // stream (stored by A), as devices re-send to B itself.
+        let copy_keys = match (self.options.profile, &failover.restored_copy) {
+            (DemoProfile::Case3, _) => {
+                let by_a = audit::received_by(&b_db, "onsite-1")?;
+                b_keys.intersection(&by_a).copied().collect()
+            }
+            (DemoProfile::Case1, Some(p)) => audit::found_keys(&devices, p)?,
+            (DemoProfile::Case1, None) => Default::default(),
         };
+        let copy_found = copy_keys.len() as u64;
+        let lease_end_ms = fault.at_unix_ms + failover.fault_to_active_ms;
+        let writes = app::check(&self.dir, &b_db, fault.at_unix_ms, lease_end_ms)?;
         let a_keys = match &failover.a_at_fault {
             Some(p) => audit::found_keys(&devices, p)?,
             None => Default::default(),
@@ -555,6 +581,11 @@ impl Demo {
             a_entries_stored_after_resume: failover.a_after.stored_after,
             endpoints: self.endpoints.clone(),
             copies_at_dr_before_fault: fault.copies_at_dr,
+            app_writes: writes.writes,
+            app_writes_divergent: writes.divergent,
+            app_writes_unreplicated: writes.unreplicated,
+            lag_ms_at_fault: writes.lag_ms_at_fault,
+            app_writes_on_b: writes.writes_on_b,
             dir: None,
         })
     }

@@ -71,8 +71,22 @@ pub struct Outcome {
     pub a_entries_stored_after_resume: Option<u64>,
     /// The devices' server list.
     pub endpoints: String,
-    /// Whether a verified copy had reached B before the fault.
+    /// Whether a verified copy (case 3: an applied batch) had reached B
+    /// before the fault.
     pub copies_at_dr_before_fault: bool,
+    /// Writes the application's writer logged as committed on A while A
+    /// held its lease (before B answered active).
+    pub app_writes: u64,
+    /// Writes it logged as committed on A after that: divergent, never
+    /// replicated.
+    pub app_writes_divergent: u64,
+    /// Of `app_writes`, absent from B's database at the end.
+    pub app_writes_unreplicated: u64,
+    /// From the commit of the newest of A's writes that B holds to the
+    /// fault, ms (null when B holds none).
+    pub lag_ms_at_fault: Option<u64>,
+    /// Writes B's writer logged after B became active.
+    pub app_writes_on_b: u64,
     /// The working directory, when kept.
     pub dir: Option<PathBuf>,
 }
@@ -83,7 +97,8 @@ impl Outcome {
         eprintln!(
             "\nOUTCOME ({:?}, {:?}): {} devices, {} log entries, {} in B's database, {} lost, {} duplicated\n  \
              B started from {}; the copy lacked {} entries A had committed ({} of them came back from the devices); B got {} entries from the devices after promotion\n  \
-             B active {} ms after the fault (detection {} ms + promotion {} ms); devices on B after the fault: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms; epoch {} -> {}",
+             B active {} ms after the fault (detection {} ms + promotion {} ms); devices on B after the fault: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms; epoch {} -> {}\n  \
+             application: {} writes on A while it held its lease, {} of them not on B (lag at the fault {} ms), {} divergent; {} writes on B after the failover",
             self.profile,
             self.fault,
             self.devices,
@@ -103,7 +118,12 @@ impl Outcome {
             opt(self.reconnect_p99_ms),
             opt(self.reconnect_all_ms),
             self.epoch_before,
-            self.epoch_after
+            self.epoch_after,
+            self.app_writes,
+            self.app_writes_unreplicated,
+            opt(self.lag_ms_at_fault),
+            self.app_writes_divergent,
+            self.app_writes_on_b
         );
     }
 }

@@ -1,10 +1,10 @@
-//! The demo's ground: free ports on loopback, fresh keys, and the case 1
+//! The demo's ground: free ports on loopback, fresh keys, and the case's
 //! profile rewritten for this machine (addresses, ports, a short copy
-//! schedule, short device timeouts).
+//! schedule, short device timeouts, the demo's writer as the application).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::DemoOptions;
+use super::{DemoOptions, DemoProfile};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +14,8 @@ use toml::Value;
 
 /// The case 1 profile, as shipped in examples/.
 pub(super) const CASE1: &str = include_str!("../../../../examples/profiles/case1-wan-copy.toml");
+/// The case 3 profile, as shipped in examples/.
+pub(super) const CASE3: &str = include_str!("../../../../examples/profiles/case3-cdc.toml");
 
 /// Site A's address.
 pub(super) const A_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -185,57 +187,125 @@ fn remove(root: &mut Value, path: &[&str]) {
     }
 }
 
-/// The case 1 profile with this run's addresses and timings.
-pub(super) fn case1_profile(ports: &Ports, t: &Timings, device_auth: bool) -> Result<String> {
-    let mut p: Value = toml::from_str(CASE1).context("the embedded case 1 profile")?;
+/// The application as the demo runs it: `standby demo-writer`, a service
+/// of the active node.
+pub(super) struct Writer<'a> {
+    /// The standby binary.
+    pub exe: &'a Path,
+    /// The working directory (named on its command line).
+    pub dir: &'a Path,
+    /// Writes a second.
+    pub rate: f64,
+}
+
+/// The `app` failover entry running the demo's writer, in place of the
+/// example's (which runs BioStar's unit through systemctl).
+fn writer_entry(w: &Writer) -> Result<Value> {
+    let exe = w.exe.display().to_string();
+    let dir = w.dir.display().to_string();
+    let rate = w.rate.to_string();
+    let command: Vec<&str> = vec![&exe, "demo-writer", "--workdir", &dir, "--rate", &rate];
+    let mut entry = toml::map::Map::new();
+    entry.insert("plugin".into(), Value::String("builtin:app".into()));
+    entry.insert(
+        "settings".into(),
+        toml::from_str("service = \"writer\"\nstop_grace_ms = 1000")?,
+    );
+    let mut grant = toml::map::Map::new();
+    grant.insert("command".into(), Value::try_from(command)?);
+    let mut exec = toml::map::Map::new();
+    exec.insert("writer".into(), Value::Table(grant));
+    let mut grants = toml::map::Map::new();
+    grants.insert("exec".into(), Value::Table(exec));
+    entry.insert("grants".into(), Value::Table(grants));
+    Ok(Value::Table(entry))
+}
+
+/// Put the demo's writer in place of the example's application (or take
+/// the application out when `writer` is None).
+fn set_application(p: &mut Value, writer: Option<&Writer>) -> Result<()> {
+    let failover = p
+        .get_mut("failover")
+        .and_then(Value::as_array_mut)
+        .context("the profile has no [[failover]]")?;
+    failover.retain(|e| e.get("plugin").and_then(Value::as_str) != Some("builtin:app"));
+    if let Some(w) = writer {
+        failover.push(writer_entry(w)?);
+    }
+    Ok(())
+}
+
+/// The profile of `options.profile` with this run's addresses, timings and
+/// application.
+pub(super) fn profile(
+    options: &DemoOptions,
+    ports: &Ports,
+    t: &Timings,
+    writer: Option<&Writer>,
+) -> Result<String> {
+    let (text, what) = match options.profile {
+        DemoProfile::Case1 => (CASE1, "case 1"),
+        DemoProfile::Case3 => (CASE3, "case 3"),
+    };
+    let mut p: Value =
+        toml::from_str(text).with_context(|| format!("the embedded {what} profile"))?;
+    common(&mut p, ports, t, options.device_auth)?;
+    if options.profile == DemoProfile::Case1 {
+        remove(&mut p, &["strategy", "settings", "daily_at"]);
+        set(
+            &mut p,
+            &["strategy", "settings", "every"],
+            Value::String(t.copy_every.clone()),
+        )?;
+    }
+    set_application(&mut p, writer)?;
+    toml::to_string(&p).context("writing the demo profile")
+}
+
+/// What every case's profile needs on this machine.
+fn common(p: &mut Value, ports: &Ports, t: &Timings, device_auth: bool) -> Result<()> {
     let s = |v: &str| Value::String(v.to_string());
     let i = |v: u64| Value::Integer(v as i64);
     for (site, ip, peer, admin) in [
         ("onsite", A_IP, ports.peer.0, ports.admin.0),
         ("dr", B_IP, ports.peer.1, ports.admin.1),
     ] {
-        set(&mut p, &["sites", site, "data_dir"], s(site))?;
+        set(p, &["sites", site, "data_dir"], s(site))?;
         set(
-            &mut p,
+            p,
             &["sites", site, "peer_listen"],
             s(&format!("{ip}:{peer}")),
         )?;
         set(
-            &mut p,
+            p,
             &["sites", site, "admin_listen"],
             s(&format!("{ip}:{admin}")),
         )?;
         set(
-            &mut p,
+            p,
             &["sites", site, "gateway", "listen"],
             s(&format!("{ip}:{}", ports.device)),
         )?;
     }
-    set(
-        &mut p,
-        &["cluster", "witness"],
-        s(&ports.witness.to_string()),
-    )?;
-    set(&mut p, &["cluster", "startup_grace_ms"], i(5_000))?;
-    set(&mut p, &["devices", "keepalive_ms"], i(t.keepalive_ms))?;
-    set(&mut p, &["devices", "dead_link_ms"], i(t.dead_link_ms))?;
-    set(&mut p, &["plugins", "cache"], Value::Boolean(true))?;
+    set(p, &["cluster", "witness"], s(&ports.witness.to_string()))?;
+    set(p, &["cluster", "startup_grace_ms"], i(5_000))?;
+    set(p, &["devices", "keepalive_ms"], i(t.keepalive_ms))?;
+    set(p, &["devices", "dead_link_ms"], i(t.dead_link_ms))?;
+    set(p, &["plugins", "cache"], Value::Boolean(true))?;
     if !device_auth {
-        set(&mut p, &["devices", "auth", "mode"], s("off"))?;
+        set(p, &["devices", "auth", "mode"], s("off"))?;
     }
-    remove(&mut p, &["strategy", "settings", "daily_at"]);
-    set(&mut p, &["strategy", "settings", "every"], s(&t.copy_every))?;
     set(
-        &mut p,
+        p,
         &["failover", "settings", "ttl"],
         i(u64::from(SERVICE_TTL)),
     )?;
     set(
-        &mut p,
+        p,
         &["failover", "grants", "dns", "primary", "server"],
         s(&ports.dns.to_string()),
     )?;
-    toml::to_string(&p).context("writing the demo profile")
+    Ok(())
 }
 
 /// `standby devices simulate` as the demo runs it.

@@ -196,6 +196,18 @@ impl AdminClient {
         )
     }
 
+    /// `POST /replication/retry` or `/replication/skip`: what the decision
+    /// on the stopped change stream did (blocking).
+    pub fn replication(&self, skip: bool) -> Result<Value, AdminError> {
+        let decision = if skip { "skip" } else { "retry" };
+        self.call(
+            "POST",
+            &format!("/replication/{decision}"),
+            None,
+            PROMOTE_WAIT,
+        )
+    }
+
     /// `POST /promote`: the promotion's timeline as JSON, or why the node
     /// refused (blocking).
     pub fn promote(&self, force: bool) -> Result<Value, AdminError> {

@@ -126,6 +126,22 @@ pub fn render_status(s: &Value) -> String {
             ),
         );
     }
+    let stop = &s["change_stream_stopped"];
+    if stop.is_object() {
+        line(
+            "STREAM STOPPED",
+            format!(
+                "at batch {}..{} ({} changes; change {} failed) since {}: {}; \
+                 `standby replication retry` once fixed, or `standby replication skip`",
+                text(&stop["first_seq"]),
+                text(&stop["last_seq"]),
+                text(&stop["count"]),
+                text(&stop["failed_seq"]),
+                date(&stop["since_ms"]),
+                text(&stop["cause"])
+            ),
+        );
+    }
     for st in s["strategies"].as_array().into_iter().flatten() {
         let status = &st["status"];
         let v = if status["Ok"].is_object() {

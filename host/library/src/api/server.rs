@@ -129,6 +129,7 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .route("/promote", post(promote))
+        .route("/replication/{decision}", post(replication))
         .route("/devices", get(devices))
         .route("/devices/servers", post(set_servers))
         .layer(axum::middleware::from_fn(admit))
@@ -363,6 +364,44 @@ async fn promote(
             error(StatusCode::CONFLICT, e.to_string())
         }
         Err(e @ CommandError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `POST /replication/retry` or `/replication/skip`: the operator's
+/// decision on a stopped change stream.
+async fn replication(
+    State(node): State<NodeHandle>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(decision): axum::extract::Path<String>,
+) -> Response {
+    use crate::caps::stream::{Decision, StreamError};
+    use crate::node::handle::StreamCommandError;
+    let decision = match decision.as_str() {
+        "retry" => Decision::Retry,
+        "skip" => Decision::Skip,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no replication decision `{other}`: retry or skip"),
+            )
+        }
+    };
+    tracing::warn!(%caller, ?decision, "admin: replication decision requested");
+    match node.resolve_stream(decision).await {
+        Ok(r) => {
+            tracing::warn!(%caller, ?decision, applied_through = r.applied_through, stopped_again = r.stopped_again.is_some(), "admin: replication decision carried out");
+            Json(r).into_response()
+        }
+        Err(
+            e @ (StreamCommandError::Active
+            | StreamCommandError::Stream(
+                StreamError::NotStopped | StreamError::NoFailedChange(_),
+            )),
+        ) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ StreamCommandError::Stopping) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -16,7 +16,7 @@ mod capability;
 mod clock;
 mod db;
 mod dns;
-mod exec;
+pub(crate) mod exec;
 mod files;
 mod grant_error;
 pub(crate) mod grants;
@@ -25,6 +25,7 @@ mod net;
 pub(crate) mod output;
 mod peer;
 pub(crate) mod registry;
+pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,12 @@ pub struct Services {
     /// What each batch read from the change log holds for the devices, by
     /// the batch's last sequence.
     change_marks: Mutex<std::collections::BTreeMap<u64, Vec<crate::store::DeviceMark>>>,
+    /// The epoch the node presents now.
+    epoch: AtomicU64,
+    /// Long-running commands started for plugins (the application).
+    pub(crate) supervisor: exec::service::Supervisor,
+    /// The change stream's stop at a batch that cannot be applied.
+    pub(crate) stream: stream::StreamStop,
 }
 
 /// What the other site holds durably, as a strategy confirmed it.
@@ -96,6 +103,9 @@ impl Services {
             snapshot_marks: Mutex::new(std::collections::HashMap::new()),
             batches: batches::Batches::default(),
             change_marks: Mutex::new(std::collections::BTreeMap::new()),
+            epoch: AtomicU64::new(0),
+            supervisor: exec::service::Supervisor::default(),
+            stream: stream::StreamStop::default(),
         }))
     }
 
@@ -117,6 +127,16 @@ impl Services {
     /// Record the node's role (the node does this on every transition).
     pub(crate) fn set_role(&self, role: Role) {
         *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// The node's current epoch, as the capabilities see it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Record the node's epoch (the node does this on every change).
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
     }
 
     /// Connect the `peer` capability to the node's peer link (once).

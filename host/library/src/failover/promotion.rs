@@ -3,6 +3,7 @@
 //! timed step by step.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -219,11 +220,33 @@ async fn undo_actions_and_demote_strategies(
             Err(e) => tl.step(&format!("deactivate:{}", a.name()), false, e.to_string()),
         }
     }
+    stop_services(core, tl).await;
     for s in &core.strategies {
         match s.on_demote(ctx).await {
             Ok(()) => tl.step(&format!("on-demote:{}", s.name()), true, ""),
             Err(e) => tl.step(&format!("on-demote:{}", s.name()), false, e.to_string()),
         }
+    }
+}
+
+/// How long a service still running when its node stops being active is
+/// given after SIGTERM (its failover action normally stopped it already).
+pub(crate) const SERVICE_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Stop every service a plugin left running: whatever the plugins did, a
+/// node that is no longer active runs none.
+async fn stop_services(core: &Core, tl: &mut TimelineBuilder) {
+    let stopped = core.services.supervisor.stop_all(SERVICE_STOP_GRACE).await;
+    if stopped > 0 {
+        tracing::warn!(
+            stopped,
+            "services were still running after the failover actions were undone; stopped"
+        );
+        tl.step(
+            "stop-services",
+            true,
+            format!("{stopped} still running, stopped"),
+        );
     }
 }
 
@@ -326,7 +349,20 @@ async fn release_lease(core: &Core, state: &mut ControlState) {
 pub(crate) async fn shut_down(core: &Core, state: &mut ControlState) {
     close_gateway(core).await;
     if state.role() == Role::Active {
+        // The application stops before the lease is given back: nothing it
+        // writes afterwards can be divergent.
+        let mut tl =
+            TimelineBuilder::begin("shutdown", "the node is stopping", state.epoch(), None);
+        let ctx = core.context();
+        for a in &core.actions {
+            if let Err(e) = a.deactivate(&ctx).await {
+                tracing::warn!(action = a.name(), error = %e, "deactivating at shutdown failed");
+            }
+        }
+        stop_services(core, &mut tl).await;
         release_lease(core, state).await;
+    } else {
+        core.services.supervisor.stop_all(SERVICE_STOP_GRACE).await;
     }
 }
 

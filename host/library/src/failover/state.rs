@@ -152,6 +152,7 @@ impl ControlState {
             changed
         });
         if changed {
+            self.services.set_epoch(epoch);
             self.services.set_role(role);
             if let Some(g) = &self.gateway {
                 g.set_identity(role, epoch);

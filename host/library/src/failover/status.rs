@@ -43,6 +43,9 @@ pub struct NodeStatus {
     pub plugins: Vec<Health>,
     /// Each strategy's own status (last copy, lag).
     pub strategies: Vec<NamedStrategyStatus>,
+    /// The change stream stopped at a batch this node could not apply
+    /// (`standby replication retry|skip`).
+    pub change_stream_stopped: Option<crate::caps::stream::StreamStopped>,
     /// What the strategies restored from at the last promotion.
     pub promoted_from: Vec<NamedPromoteReport>,
     /// The last promotion's timeline.
@@ -203,6 +206,7 @@ pub(crate) async fn collect(core: &Core) -> NodeStatus {
         gateway,
         plugins: core.runtime.health(),
         strategies,
+        change_stream_stopped: core.services.stream.current(),
         promoted_from,
         last_failover: control.last_failover,
         last_demotion: control.last_demotion,

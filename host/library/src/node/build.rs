@@ -56,7 +56,7 @@ pub(super) async fn assemble(
         Some(r) => r,
         None => Arc::new(PluginRuntime::new(runtime_options(&loaded, &data_dir))?),
     };
-    let (store, services) = open_storage(&loaded, &site, &data_dir)?;
+    let (store, services) = open_storage(&loaded, (&site_name, &site), &data_dir)?;
     let cluster = loaded.profile.cluster.clone();
     let psk = match &cluster {
         Some(c) => Some(Psk::from_file(&loaded.base_dir.join(&c.psk_file))?),
@@ -195,7 +195,7 @@ fn admin_tcp(
 /// The site's database and the services its plugins' capabilities share.
 fn open_storage(
     loaded: &LoadedProfile,
-    site: &Site,
+    (site_name, site): (&str, &Site),
     data_dir: &Path,
 ) -> Result<(Arc<Store>, Arc<Services>), NodeError> {
     let store = Arc::new(Store::open(
@@ -212,6 +212,14 @@ fn open_storage(
             path: staging.clone(),
             error: source,
         })?;
+    services
+        .supervisor
+        .set_env(crate::caps::exec::service::ServiceEnv {
+            node_id: site.node_id.clone(),
+            site: site_name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            db: store.path().to_path_buf(),
+        });
     Ok((store, services))
 }
 

@@ -22,6 +22,20 @@ pub(crate) enum CommandError {
     Refused(#[from] PromoteError),
 }
 
+/// Why a decision on the change stream was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamCommandError {
+    /// The node is active.
+    #[error("this node is active: it applies no other site's changes, so there is no stream to go on with")]
+    Active,
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+    /// The decision failed.
+    #[error(transparent)]
+    Stream(#[from] crate::caps::stream::StreamError),
+}
+
 /// A narrow handle on a running node: commands in, status out.
 #[derive(Clone)]
 pub(crate) struct NodeHandle {
@@ -60,6 +74,26 @@ impl NodeHandle {
             Some(g) => Some(g.set_servers(devices, endpoints).await),
             None => None,
         }
+    }
+
+    /// Carry out an operator's decision on a stopped change stream
+    /// (refused on an active node: it applies no other site's changes).
+    pub(crate) async fn resolve_stream(
+        &self,
+        decision: crate::caps::stream::Decision,
+    ) -> Result<crate::caps::stream::Resolution, StreamCommandError> {
+        if self.core.role() == crate::role::Role::Active {
+            return Err(StreamCommandError::Active);
+        }
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || {
+            core.services
+                .stream
+                .resolve(decision, &core.store, &core.data_dir)
+        })
+        .await
+        .map_err(|_| StreamCommandError::Stopping)?
+        .map_err(StreamCommandError::Stream)
     }
 
     /// Ask the control loop to promote the node (`force`: without a

@@ -205,7 +205,7 @@ pub struct Node {
 /// How long a stopping node waits for its control loop to finish what it is
 /// doing and hand its lease back before it stops the loop outright (the
 /// lease then expires on its own).
-const CONTROL_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const CONTROL_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Node {
     /// Start building a node of `profile`.
@@ -308,6 +308,11 @@ impl Node {
         }
         tasks.abort_all();
         promotion::close_gateway(&core).await;
+        // Whatever the control loop managed, no service outlives the node.
+        core.services
+            .supervisor
+            .stop_all(promotion::SERVICE_STOP_GRACE)
+            .await;
         while tasks.join_next().await.is_some() {}
         drop(admin);
         tracing::info!(node = %core.node_id, "node stopped");

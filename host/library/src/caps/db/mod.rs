@@ -259,13 +259,36 @@ impl Host for HostState {
                 "no change batch {batch_id} is held (applied or released already?)"
             ))
         })?;
+        if let Some(stop) = self.services.stream.current() {
+            // Order is kept: nothing after the stopped batch is applied.
+            if batch
+                .changes
+                .last()
+                .is_some_and(|c| c.seq >= stop.first_seq)
+            {
+                self.services.batches.release(batch_id);
+                return Err(WitError::Conflict(format!(
+                    "the change stream is stopped at batch {}..{} since {}: {}; \
+                     `standby replication retry` or `skip`",
+                    stop.first_seq, stop.last_seq, stop.since_ms, stop.cause
+                )));
+            }
+        }
         let services = self.services.clone();
         blocking(move || {
-            let mark = store
-                .apply_changes(&batch.changes, batch.epoch)
-                .map_err(store_error)?;
+            let applied = store.apply_changes(&batch.changes, batch.epoch);
             services.batches.release(batch_id);
-            Ok(mark)
+            match applied {
+                Ok(mark) => Ok(mark),
+                Err(e) => {
+                    if matches!(&e, StoreError::Capture { error, .. }
+                        if matches!(error.as_ref(), crate::store::CaptureError::Apply { .. }))
+                    {
+                        services.stream.stop(&batch.changes, batch.epoch, &e);
+                    }
+                    Err(store_error(e))
+                }
+            }
         })
         .await
     }

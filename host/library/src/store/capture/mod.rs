@@ -69,6 +69,15 @@ pub enum CaptureError {
         #[source]
         problem: ApplyProblem,
     },
+    /// A batch from an older epoch than the changes applied here: it comes
+    /// from a node that has since lost its lease.
+    #[error("a batch captured at epoch {batch} comes after changes of epoch {applied}: its node is no longer active")]
+    StaleEpoch {
+        /// The batch's epoch.
+        batch: u64,
+        /// The epoch of the changes applied here.
+        applied: u64,
+    },
 }
 
 /// Why one change cannot be applied.
@@ -357,7 +366,13 @@ pub(super) fn apply(
 ) -> Result<u64, CaptureError> {
     let tx = conn.transaction()?;
     tx.execute_batch(LOG_TABLES)?;
-    let (before, _) = applied(&tx)?;
+    let (before, applied_epoch) = applied(&tx)?;
+    if epoch < applied_epoch {
+        return Err(CaptureError::StaleEpoch {
+            batch: epoch,
+            applied: applied_epoch,
+        });
+    }
     let mut mark = before;
     tx.execute("UPDATE standby_capture SET suppressed = 1 WHERE id = 1", [])?;
     let mut shapes: std::collections::HashMap<String, TableShape> = Default::default();
@@ -520,6 +535,21 @@ impl super::Store {
     /// fails (the error names it). Returns the new applied mark.
     pub fn apply_changes(&self, changes: &[Change], epoch: u64) -> Result<u64, super::StoreError> {
         self.with_capture(|c| apply(c, changes, epoch))
+    }
+
+    /// Record every change through `seq` (captured at `epoch`) as applied
+    /// here without applying anything (an operator skipped them); the mark
+    /// never goes back. Returns the mark.
+    pub fn mark_applied(&self, seq: u64, epoch: u64) -> Result<u64, super::StoreError> {
+        self.with_capture(|c| {
+            c.execute_batch(LOG_TABLES)?;
+            c.execute(
+                "INSERT INTO standby_applied (id, seq, epoch) VALUES (1, ?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET seq = max(seq, excluded.seq), epoch = excluded.epoch",
+                params![seq as i64, epoch as i64],
+            )?;
+            Ok(applied(c)?.0)
+        })
     }
 
     /// The highest change applied here and the epoch it came from.

@@ -158,3 +158,30 @@ fn rowid_tables_are_captured_by_rowid_and_a_missing_table_is_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("`missing` does not exist"), "{e}");
 }
+
+#[test]
+fn a_batch_from_an_older_epoch_is_refused_and_a_skipped_mark_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    let b = store(dir.path(), "b.db");
+    a.enable_capture(None).unwrap();
+    let app = Connection::open(a.path()).unwrap();
+    app.execute_batch(
+        "INSERT INTO users (user_id, name, updated_at) VALUES ('u1', 'Ann', 1), ('u2', 'Bo', 1);",
+    )
+    .unwrap();
+    let changes = a.read_changes(0, 100, u64::MAX).unwrap();
+    assert_eq!(b.apply_changes(&changes[..1], 3).unwrap(), changes[0].seq);
+    let e = b.apply_changes(&changes[1..], 2).unwrap_err();
+    assert!(e.to_string().contains("epoch 2"), "{e}");
+    assert!(b.user("u2").unwrap().is_none());
+    // An operator's skip moves the mark on; an older mark never moves it back.
+    let last = changes[1].seq;
+    assert_eq!(b.mark_applied(last, 3).unwrap(), last);
+    assert_eq!(b.mark_applied(1, 3).unwrap(), last);
+    assert_eq!(b.apply_changes(&changes, 3).unwrap(), last);
+    assert!(
+        b.user("u2").unwrap().is_none(),
+        "a skipped change was applied"
+    );
+}
