@@ -258,44 +258,145 @@ async fn a_poisoned_batch_stops_the_stream_until_an_operator_retries_or_skips_it
     assert!(healthy["change_stream_stopped"].is_null(), "{healthy}");
 }
 
-#[test]
-fn a_batch_shipped_again_after_the_active_restarts_is_applied_once() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_shipped_again_to_a_slow_standby_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    // Manual mode (no witness): B is not promoted while A restarts.
-    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), false, CDC);
+    // A ships again what B has not reported applied after 300 ms.
+    let cdc = CDC.replace(
+        "[strategy.grants]",
+        "[strategy.settings]\nresend_after_ms = 300\n[strategy.grants]",
+    );
+    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, &cdc);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
     c.start_active_then_standby();
     let (a, b) = (c.db(Which::A), c.db(Which::B));
-    let mut added = 0;
-    // A restarted knows nothing of B's progress and ships its change log
-    // from the start: at least its newest change, which B applied already.
-    // (B's next report could reach A first and spare the resend: try again.)
-    for attempt in 0..5 {
-        let app = Connection::open(&a).unwrap();
-        app.busy_timeout(Duration::from_secs(5)).unwrap();
-        add_users(&app, added..added + 20, "user");
-        added += 20;
-        let last = format!("u{:03}", added - 1);
-        eventually(Duration::from_secs(10), "B following", || {
-            has_user(&b, &last)
-        });
-        std::thread::sleep(Duration::from_millis(700));
-        c.kill(Which::A);
-        c.start(Which::A, &[]);
-        c.wait_status(Which::B, Duration::from_secs(20), |s| {
-            s["peer"]["connected"] == true
-        });
-        std::thread::sleep(Duration::from_millis(700));
-        if c.log(Which::B).contains("is applied already") {
-            break;
-        }
-        assert!(attempt < 4, "A never shipped an applied batch again");
-    }
+    // Every row B writes into `users` is counted (by triggers of B's own):
+    // a change applied twice would count twice.
+    Connection::open(&b)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE applied_writes (n INTEGER NOT NULL); INSERT INTO applied_writes VALUES (0);
+             CREATE TRIGGER count_insert AFTER INSERT ON users BEGIN UPDATE applied_writes SET n = n + 1; END;
+             CREATE TRIGGER count_update AFTER UPDATE ON users BEGIN UPDATE applied_writes SET n = n + 1; END;",
+        )
+        .unwrap();
     let app = Connection::open(&a).unwrap();
-    add_users(&app, added..added + 10, "after");
-    eventually(Duration::from_secs(10), "B equal to A", || {
+    app.busy_timeout(Duration::from_secs(5)).unwrap();
+    add_users(&app, 0..20, "before");
+    eventually(Duration::from_secs(10), "B following", || {
+        has_user(&b, "u019")
+    });
+    // B cannot apply for 1.5 s (another connection holds its database):
+    // its reports stop, A ships the same changes again, and B finds both
+    // copies queued once it can apply (the store skips what it applied).
+    let blocker = Connection::open(&b).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for i in 20..40 {
+        add_users(&app, i..i + 1, "while B was slow");
+        // Each insert is followed by a change of the same row: a copy of
+        // the insert applied again after it would undo the change.
+        app.execute(
+            "UPDATE users SET name = 'changed' WHERE user_id = ?1",
+            [format!("u{i:03}")],
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.execute_batch("COMMIT").unwrap();
+    add_users(&app, 40..50, "after");
+    eventually(Duration::from_secs(15), "B equal to A", || {
         rows(&a, "users") == rows(&b, "users")
     });
+    assert!(
+        c.log(Which::A).contains("shipping them again"),
+        "A shipped the batches again"
+    );
+    // 50 inserts and 20 updates on A: each applied once on B.
+    let writes: i64 = Connection::open_with_flags(&b, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap()
+        .query_row("SELECT n FROM applied_writes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(writes, 70, "changes applied more than once");
     let s = c.status(Which::B).unwrap();
     assert_eq!(s["strategies"][0]["status"]["Ok"]["healthy"], true, "{s}");
     assert!(s["change_stream_stopped"].is_null(), "{s}");
+}
+
+/// The `seeds` detail of a node's cdc status.
+fn seeds(s: &serde_json::Value) -> String {
+    s["strategies"][0]["status"]["Ok"]["details"]
+        .as_array()
+        .and_then(|d| d.iter().find(|kv| kv[0] == "seeds"))
+        .map(|kv| kv[1].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_away_past_the_logs_bound_is_reseeded_and_follows_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdc = CDC.replace(
+        "[strategy.grants]",
+        "[strategy.settings]\nmax_log_changes = 1000\n[strategy.grants]",
+    );
+    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, &cdc);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
+    // A runs alone (B is away, its database empty) and writes 3,000 changes.
+    c.start(Which::A, &[]);
+    c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");
+    let a = c.db(Which::A);
+    let mut app = Connection::open(&a).unwrap();
+    app.busy_timeout(Duration::from_secs(5)).unwrap();
+    for chunk in 0..30 {
+        let tx = app.transaction().unwrap();
+        add_users(&tx, chunk * 100..(chunk + 1) * 100, "while B was away");
+        tx.commit().unwrap();
+    }
+    // The log is held to its bound: what B would need first is gone.
+    let log_size = || -> i64 {
+        Connection::open_with_flags(&a, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+            .query_row("SELECT count(*) FROM standby_changes", [], |r| r.get(0))
+            .unwrap()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "A's log held to 1,000 changes",
+        || log_size() <= 1_000,
+    );
+
+    // B starts empty: it is sent a snapshot, installs it, and follows.
+    c.start(Which::B, &[]);
+    c.wait_status(Which::B, Duration::from_secs(30), |s| {
+        s["role"] == "standby" && s["peer"]["connected"] == true
+    });
+    let b = c.db(Which::B);
+    eventually(Duration::from_secs(30), "B seeded with A's users", || {
+        rows(&b, "users").len() == 3_000
+    });
+    add_users(&app, 3_000..3_010, "after the seed");
+    app.execute(
+        "UPDATE users SET name = 'changed' WHERE user_id = 'u005'",
+        [],
+    )
+    .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "B following after the seed",
+        || rows(&a, "users") == rows(&b, "users"),
+    );
+    let sb = c.status(Which::B).unwrap();
+    assert_eq!(seeds(&sb), "1", "{sb}");
+    assert_eq!(sb["strategies"][0]["status"]["Ok"]["healthy"], true, "{sb}");
+    let sa = c.status(Which::A).unwrap();
+    assert_eq!(seeds(&sa), "1", "{sa}");
+    assert!(c.log(Which::A).contains("sending it a snapshot"));
+    // Nothing of A's log came along to be shipped from B.
+    let b_log: i64 = Connection::open_with_flags(&b, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap()
+        .query_row("SELECT count(*) FROM standby_changes", [], |r| r.get(0))
+        .unwrap();
+    assert!(b_log <= 1, "{b_log}");
 }

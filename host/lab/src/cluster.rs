@@ -20,7 +20,7 @@ pub const FILE_COPY: &str = "[[strategy]]\nplugin = \"builtin:file-copy\"\n\
 
 /// Change data capture (case 3), for [`Cluster::with_strategy`].
 pub const CDC: &str = "[[strategy]]\nplugin = \"builtin:cdc\"\n\
-    [strategy.grants]\ndb = { capture = true }\nfiles = { inbox = \"cdc-inbox\" }\npeer = { inbox = \"inbox\" }\n";
+    [strategy.grants]\ndb = { capture = true, install = true }\nfiles = { inbox = \"cdc-inbox\" }\npeer = { inbox = \"inbox\" }\n";
 
 /// Which site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

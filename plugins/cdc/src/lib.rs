@@ -12,9 +12,17 @@
 //! | `batch` | 2000 | most changes in one batch |
 //! | `interval_ms` | 20 | pause between looks at the change log |
 //! | `resend_after_ms` | 2000 | shipped changes the standby has not reported applied by then are shipped again |
+//! | `max_log_changes` | 1000000 | most changes the log keeps for a standby that is away; past it the standby is reseeded |
 //!
 //! Messages between the two instances: `applied` (body: the standby's
-//! applied sequence, decimal), sent after every batch and every 500 ms.
+//! applied sequence, decimal), sent after every batch and every 500 ms;
+//! `seeded` (the same) once a seed is installed.
+//!
+//! When the log cannot serve the standby (it is empty and the active node
+//! had rows before capture began, or it was away past `max_log_changes`),
+//! the active node sends a snapshot instead ([`seed`]); the grant needs
+//! `db = { capture = true, install = true }` and a `files` root `inbox`,
+//! which is also the peer's inbox.
 //!
 //! A batch the standby cannot apply stops the stream there (the host
 //! refuses every later batch, so order is kept) until an operator retries or
@@ -23,6 +31,8 @@
 //! decision. Status: lag in time and in changes (`lag_changes`).
 
 use std::collections::VecDeque;
+
+pub mod seed;
 
 use standby_plugin_sdk::caps::{clock, db, peer};
 use standby_plugin_sdk::{
@@ -34,6 +44,8 @@ use standby_plugin_sdk::{
 const REPORT_EVERY_MS: u64 = 500;
 /// Most batches shipped in one tick.
 const BATCHES_PER_TICK: usize = 16;
+/// How often the active node holds its log to `max_log_changes`.
+const BOUND_EVERY_MS: u64 = 5_000;
 
 /// The strategy's state.
 #[derive(Debug)]
@@ -41,7 +53,18 @@ pub struct Cdc {
     batch: u32,
     interval_ms: u32,
     resend_after_ms: u64,
+    max_log_changes: u64,
     capture_on: bool,
+    /// Active: the standby has said how far it applied since this node
+    /// started or became active (until then nothing is shipped: a node that
+    /// restarted would otherwise ship, or seed, from nothing).
+    heard: bool,
+    /// Active: a seed was sent at this time; waiting for `seeded`.
+    seeding: Option<u64>,
+    /// Active: when the log was last held to its bound.
+    bound_at: u64,
+    /// Seeds sent (active) or installed (standby) since start.
+    seeds: u64,
     /// Active: the last sequence the peer holds.
     shipped: u64,
     /// Active: the last sequence the peer reported applied.
@@ -71,7 +94,12 @@ impl Default for Cdc {
             batch: 2_000,
             interval_ms: 20,
             resend_after_ms: 2_000,
+            max_log_changes: 1_000_000,
             capture_on: false,
+            heard: false,
+            seeding: None,
+            bound_at: 0,
+            seeds: 0,
             shipped: 0,
             applied_remote: 0,
             progress_at: 0,
@@ -95,9 +123,62 @@ impl Cdc {
         }
     }
 
+    /// Turn capture on (once), and learn what this node applied.
+    fn capture(&mut self) -> Result<()> {
+        if !self.capture_on {
+            db::enable_capture()?;
+            self.applied = db::applied_mark()?;
+            self.capture_on = true;
+        }
+        Ok(())
+    }
+
+    /// Active: the log keeps at most `max_log_changes` changes; a standby
+    /// further behind is reseeded.
+    fn hold_bound(&mut self, now: u64) -> Result<()> {
+        if now.saturating_sub(self.bound_at) < BOUND_EVERY_MS {
+            return Ok(());
+        }
+        self.bound_at = now;
+        let last = db::info()?.last_change;
+        if last > self.max_log_changes {
+            db::prune_changes(last - self.max_log_changes)?;
+        }
+        Ok(())
+    }
+
+    /// Active: the log cannot serve the standby; send it a snapshot.
+    fn seed(&mut self, now: u64, why: &str) -> Result<String> {
+        standby_plugin_sdk::warn(&format!(
+            "cdc: the standby applied through change {} and the log cannot serve it ({why}); \
+             sending it a snapshot of the database",
+            self.applied_remote
+        ));
+        let size = seed::send(now)?;
+        self.seeding = Some(now);
+        self.seeds += 1;
+        self.in_flight.clear();
+        self.last_success = Some(clock::now());
+        Ok(format!(
+            "sent a snapshot of {size} bytes to seed the standby"
+        ))
+    }
+
     /// Active: ship what the log holds past `shipped`.
     fn ship(&mut self) -> Result<String> {
         let now = clock::now();
+        if !self.heard {
+            return Ok(String::new());
+        }
+        if let Some(since) = self.seeding {
+            if now.saturating_sub(since) < seed::WAIT_MS {
+                return Ok(String::new());
+            }
+            standby_plugin_sdk::warn(
+                "cdc: the standby never said it installed the seed; seeding again",
+            );
+            self.seeding = None;
+        }
         if self.applied_remote < self.shipped
             && now.saturating_sub(self.progress_at) > self.resend_after_ms
         {
@@ -115,8 +196,11 @@ impl Cdc {
         }
         let mut shipped = 0u64;
         for _ in 0..BATCHES_PER_TICK {
-            let Some(b) = db::read_changes(self.shipped, self.batch)? else {
-                break;
+            let b = match db::read_changes(self.shipped, self.batch) {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(Error::NotFound(why)) => return self.seed(now, &why),
+                Err(e) => return Err(e),
             };
             let sent = peer::send_batch(b.id);
             db::release_batch(b.id);
@@ -138,6 +222,13 @@ impl Cdc {
 
     /// Active: the standby applied everything through `seq`.
     fn peer_applied(&mut self, seq: u64) -> Result<()> {
+        if !self.heard {
+            self.heard = true;
+            self.shipped = seq;
+            self.applied_remote = seq;
+            self.progress_at = clock::now();
+            return Ok(());
+        }
         if seq > self.shipped {
             // This node restarted, or was standby until now: the peer is ahead
             // of what it remembers shipping.
@@ -192,6 +283,13 @@ impl Cdc {
                 self.last_error = None;
                 self.report()
             }
+            Err(e @ Error::Unavailable(_)) => {
+                // Busy (the application holds the database): the active
+                // node ships it again.
+                db::release_batch(b.id);
+                self.last_error = Some(describe_error(&e));
+                Err(e)
+            }
             Err(e) => {
                 db::release_batch(b.id);
                 // The host keeps the stop (and refuses later batches) until
@@ -235,25 +333,24 @@ impl Strategy for Cdc {
     }
 
     fn configure(&mut self, settings: &Settings) -> Result<()> {
-        settings.deny_unknown(&["batch", "interval_ms", "resend_after_ms"])?;
+        settings.deny_unknown(&["batch", "interval_ms", "resend_after_ms", "max_log_changes"])?;
         self.batch = settings.integer("batch", 2_000, 1, 100_000)? as u32;
         self.interval_ms = settings.integer("interval_ms", 20, 1, 60_000)? as u32;
         self.resend_after_ms = settings.integer("resend_after_ms", 2_000, 100, 600_000)? as u64;
+        self.max_log_changes =
+            settings.integer("max_log_changes", 1_000_000, 1_000, 1_000_000_000)? as u64;
         Ok(())
     }
 
     fn tick(&mut self, ctx: &NodeContext) -> Result<TickReport> {
-        if !self.capture_on {
-            db::enable_capture()?;
-            self.applied = db::applied_mark()?;
-            self.capture_on = true;
-        }
+        self.capture()?;
         if ctx.role != Role::Active {
             if clock::now().saturating_sub(self.reported_at) >= REPORT_EVERY_MS {
                 self.report()?;
             }
             return Ok(self.wait());
         }
+        self.hold_bound(clock::now())?;
         if !peer::status().connected {
             return Ok(self.wait());
         }
@@ -282,31 +379,70 @@ impl Strategy for Cdc {
                     "an active node does not apply the other site's changes",
                 )))
             }
-            Received::Message((kind, body)) if kind == "applied" => {
+            Received::Message((kind, body)) if kind == "applied" || kind == "seeded" => {
                 let seq: u64 = core::str::from_utf8(&body)
                     .ok()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Error::InvalidArgument(String::from("bad `applied` message")))?;
-                if ctx.role == Role::Active {
-                    self.peer_applied(seq)
-                } else {
-                    Ok(())
+                    .ok_or_else(|| Error::InvalidArgument(format!("bad `{kind}` message")))?;
+                if ctx.role != Role::Active {
+                    return Ok(());
                 }
+                if kind == "seeded" {
+                    // The standby holds everything through the seed's
+                    // position: the stream goes on from there.
+                    self.seeding = None;
+                    self.heard = true;
+                    self.shipped = seq;
+                    self.applied_remote = seq;
+                    self.in_flight.clear();
+                    standby_plugin_sdk::warn(&format!(
+                        "cdc: the standby installed the seed; the stream goes on after change {seq}"
+                    ));
+                    return Ok(());
+                }
+                if self.seeding.is_some() {
+                    // A report from before the seed was installed.
+                    return Ok(());
+                }
+                self.peer_applied(seq)
             }
             Received::Message((kind, _)) => {
                 Err(Error::InvalidArgument(format!("unknown message `{kind}`")))
             }
-            Received::File(f) => Err(Error::InvalidArgument(format!(
-                "cdc takes no files (got {})",
-                f.file.path
-            ))),
+            Received::File(f) if f.tag.starts_with(seed::TAG) && ctx.role != Role::Active => {
+                self.capture()?;
+                let position = seed::install(&f)?;
+                self.applied = position;
+                self.received = position;
+                self.stopped = None;
+                self.seeds += 1;
+                self.last_success = Some(clock::now());
+                standby_plugin_sdk::warn(&format!(
+                    "cdc: installed a seed of {} bytes; applied through change {position}",
+                    f.size
+                ));
+                self.reported_at = clock::now();
+                peer::send_message("seeded", position.to_string().as_bytes())
+            }
+            Received::File(f) => {
+                let _ = standby_plugin_sdk::caps::files::remove(&f.file);
+                Err(Error::InvalidArgument(format!(
+                    "cdc takes only seeds on a standby (got {} tagged `{}`)",
+                    f.file.path, f.tag
+                )))
+            }
         }
     }
 
     fn on_promote(&mut self, _ctx: &NodeContext) -> Result<PromoteReport> {
+        // Capture is on before the application starts (the failover
+        // actions run after this): none of its writes escapes the log.
+        self.capture()?;
         // Every batch is applied as it arrives: the database is as current as
         // the last batch received.
         let applied = db::applied_mark()?;
+        self.seeding = None;
+        self.heard = false;
         self.shipped = 0;
         self.applied_remote = 0;
         self.in_flight.clear();
@@ -321,6 +457,8 @@ impl Strategy for Cdc {
     }
 
     fn on_demote(&mut self, _ctx: &NodeContext) -> Result<()> {
+        self.heard = false;
+        self.seeding = None;
         self.shipped = 0;
         self.applied_remote = 0;
         self.in_flight.clear();
@@ -349,7 +487,14 @@ impl Strategy for Cdc {
                 self.applied_remote.to_string(),
             ),
             (String::from("lag_changes"), lag_changes.to_string()),
+            (String::from("seeds"), self.seeds.to_string()),
         ];
+        if self.seeding.is_some() {
+            details.push((
+                String::from("seeding"),
+                String::from("waiting for the standby to install the seed"),
+            ));
+        }
         if let Some(e) = &self.last_error {
             details.push((String::from("last_error"), e.clone()));
         }

@@ -552,6 +552,12 @@ impl Store {
         }
         let staged = sibling(&self.path, ".installing");
         copy_synced(src, &staged)?;
+        // A copy with a change log: it becomes this node's as a standby
+        // (applied through its position) before it is put in place.
+        capture::prepare_install(&staged).map_err(|error| StoreError::Capture {
+            path: staged.clone(),
+            error: Box::new(error),
+        })?;
         let mut guard = self.lock();
         if abandoned() {
             drop(guard);

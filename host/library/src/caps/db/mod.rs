@@ -30,6 +30,18 @@ fn store_error(e: StoreError) -> WitError {
         StoreError::Corrupt { .. } | StoreError::Incompatible { .. } => {
             WitError::InvalidArgument(e.to_string())
         }
+        StoreError::Capture { ref error, .. }
+            if matches!(error.as_ref(), crate::store::CaptureError::Pruned { .. }) =>
+        {
+            WitError::NotFound(e.to_string())
+        }
+        StoreError::Capture { ref error, .. }
+            if matches!(error.as_ref(), crate::store::CaptureError::Sqlite(s)
+                if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    || s.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseLocked)) =>
+        {
+            WitError::Unavailable(e.to_string())
+        }
         StoreError::Capture { .. } => WitError::Other(e.to_string()),
         other => WitError::Other(other.to_string()),
     }

@@ -12,6 +12,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+mod log_start;
+
 /// The change log and its control tables (never captured themselves).
 const LOG_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS standby_changes (
@@ -32,6 +34,10 @@ CREATE TABLE IF NOT EXISTS standby_applied (
     id      INTEGER PRIMARY KEY CHECK (id = 1),
     seq     INTEGER NOT NULL,
     epoch   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS standby_log_start (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    after  INTEGER NOT NULL
 );
 ";
 
@@ -68,6 +74,15 @@ pub enum CaptureError {
         /// Why.
         #[source]
         problem: ApplyProblem,
+    },
+    /// The changes asked for are no longer (or were never) in the log: the
+    /// other site needs a snapshot first.
+    #[error("change capture: the change log holds only changes after {start}, not those after {after}: the standby needs a snapshot of the database (a reseed)")]
+    Pruned {
+        /// Asked for changes after this.
+        after: u64,
+        /// The log holds changes after this.
+        start: u64,
     },
     /// A batch from an older epoch than the changes applied here: it comes
     /// from a node that has since lost its lease.
@@ -285,6 +300,7 @@ pub(super) fn enable(
         let s = shape(&tx, name)?;
         tx.execute_batch(&triggers(&s))?;
     }
+    log_start::on_enable(&tx, &names)?;
     tx.commit()?;
     Ok(names)
 }
@@ -297,6 +313,10 @@ pub(super) fn read(
     max: u32,
     max_bytes: u64,
 ) -> Result<Vec<Change>, CaptureError> {
+    let start = log_start::start(conn)?;
+    if after < start {
+        return Err(CaptureError::Pruned { after, start });
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT seq, tbl, op, pk, old_pk, row, committed_ms FROM standby_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
@@ -330,10 +350,22 @@ pub(super) fn read(
 /// log (a plain rowid, cheaper for the triggers than AUTOINCREMENT), so the
 /// log is never left empty once it has held a change.
 pub(super) fn prune(conn: &Connection, through: u64) -> Result<usize, CaptureError> {
+    log_start::on_prune(conn, through)?;
     Ok(conn.execute(
         "DELETE FROM standby_changes WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM standby_changes)",
         [through as i64],
     )?)
+}
+
+/// Make the copy at `path` (not yet installed) a standby's database: its
+/// change log is the other site's, so it keeps only its newest entry, and
+/// it counts as applied through that position (returned; 0 without
+/// capture).
+pub(crate) fn prepare_install(path: &std::path::Path) -> Result<u64, CaptureError> {
+    let conn = Connection::open(path)?;
+    let position = log_start::on_install(&conn)?;
+    conn.close().map_err(|(_, e)| e)?;
+    Ok(position)
 }
 
 /// The highest change applied here, and the epoch it came from.
@@ -364,7 +396,9 @@ pub(super) fn apply(
     changes: &[Change],
     epoch: u64,
 ) -> Result<u64, CaptureError> {
-    let tx = conn.transaction()?;
+    // The write lock first, so a busy database (the application's long
+    // transaction) is waited for, up to the busy timeout.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(LOG_TABLES)?;
     let (before, applied_epoch) = applied(&tx)?;
     if epoch < applied_epoch {
@@ -383,6 +417,11 @@ pub(super) fn apply(
             op: c.op.clone(),
             problem,
         };
+        if c.op == log_start::ORIGIN {
+            // Marks where the log began; nothing to apply.
+            mark = c.seq;
+            continue;
+        }
         if !shapes.contains_key(&c.table) {
             let s = shape(&tx, &c.table).map_err(|e| failed(ApplyProblem::Table(Box::new(e))))?;
             shapes.insert(c.table.clone(), s);
@@ -445,6 +484,7 @@ fn delete(tx: &Transaction<'_>, s: &TableShape, pk: &str) -> Result<(), ApplyPro
 
 fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), ApplyProblem> {
     match c.op.as_str() {
+        log_start::ORIGIN => Ok(()),
         "D" => delete(tx, s, &c.pk),
         "I" | "U" => {
             if let Some(old) = &c.old_pk {

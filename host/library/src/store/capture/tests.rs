@@ -73,13 +73,14 @@ fn changes_from_any_connection_replay_on_another_database_row_for_row() {
     .unwrap();
     let changes = a.read_changes(0, 1_000, u64::MAX).unwrap();
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    // B captures too (as the plugin turns it on before it applies anything).
+    b.enable_capture(None).unwrap();
     assert_eq!(
         b.apply_changes(&changes, 1).unwrap(),
         changes.last().unwrap().seq
     );
     assert_eq!(dump(a.path()), dump(b.path()));
     // Nothing applied was captured at B: it would loop back after a failover.
-    b.enable_capture(None).unwrap();
     let again = b.apply_changes(&changes, 1).unwrap();
     assert_eq!(again, changes.last().unwrap().seq, "applied twice");
     assert!(b.read_changes(0, 10, u64::MAX).unwrap().is_empty());
@@ -87,11 +88,15 @@ fn changes_from_any_connection_replay_on_another_database_row_for_row() {
     // Pruned changes are gone from A's log.
     a.prune_changes(changes[2].seq).unwrap();
     assert_eq!(
-        a.read_changes(0, 1_000, u64::MAX)
+        a.read_changes(changes[2].seq, 1_000, u64::MAX)
             .unwrap()
             .first()
             .map(|c| c.seq),
         Some(changes[3].seq)
+    );
+    assert!(
+        a.read_changes(0, 1_000, u64::MAX).is_err(),
+        "pruned changes asked for"
     );
     // Pruning everything keeps the newest change, so the next change
     // still follows it.
@@ -184,4 +189,65 @@ fn a_batch_from_an_older_epoch_is_refused_and_a_skipped_mark_never_goes_back() {
         b.user("u2").unwrap().is_none(),
         "a skipped change was applied"
     );
+}
+
+#[test]
+fn a_standby_the_log_cannot_serve_is_reseeded_from_a_snapshot_and_follows_from_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    let b = store(dir.path(), "b.db");
+    // Rows that were there before capture was turned on are in no change.
+    let app = Connection::open(a.path()).unwrap();
+    app.execute_batch("INSERT INTO users (user_id, name, updated_at) VALUES ('old', 'Before', 1);")
+        .unwrap();
+    a.enable_capture(None).unwrap();
+    app.execute_batch("INSERT INTO users (user_id, name, updated_at) VALUES ('u1', 'Ann', 2);")
+        .unwrap();
+    let e = a.read_changes(0, 100, u64::MAX).unwrap_err().to_string();
+    assert!(e.contains("needs a snapshot"), "{e}");
+
+    // The reseed: a snapshot of A installed at B; B counts as applied
+    // through the snapshot's newest change, and nothing of A's log is left
+    // to ship from B.
+    let snap = dir.path().join("seed.db");
+    a.snapshot_to(&snap).unwrap();
+    b.install_from(&snap).unwrap();
+    let (position, _) = b.applied_mark().unwrap();
+    assert_eq!(position, a.last_change().unwrap());
+    assert!(b.read_changes(position, 100, u64::MAX).unwrap().is_empty());
+    assert!(b.user("old").unwrap().is_some() && b.user("u1").unwrap().is_some());
+
+    // The stream goes on from the position.
+    app.execute_batch("UPDATE users SET name = 'Ann B' WHERE user_id = 'u1';")
+        .unwrap();
+    let next = a.read_changes(position, 100, u64::MAX).unwrap();
+    assert_eq!(next.len(), 1);
+    b.apply_changes(&next, 1).unwrap();
+    assert_eq!(
+        dump(a.path())
+            .iter()
+            .filter(|r| r.starts_with("users"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        dump(a.path())
+            .into_iter()
+            .filter(|r| r.starts_with("users"))
+            .collect::<Vec<_>>(),
+        dump(b.path())
+            .into_iter()
+            .filter(|r| r.starts_with("users"))
+            .collect::<Vec<_>>()
+    );
+
+    // Pruned past a standby's mark (the log's bound): a snapshot again.
+    app.execute_batch(
+        "INSERT INTO users (user_id, name, updated_at) VALUES ('u2', 'Bo', 3), ('u3', 'Cy', 3);",
+    )
+    .unwrap();
+    let last = a.last_change().unwrap();
+    a.prune_changes(last - 1).unwrap();
+    assert!(a.read_changes(position, 100, u64::MAX).is_err());
+    assert_eq!(a.read_changes(last - 1, 100, u64::MAX).unwrap().len(), 1);
 }
