@@ -41,13 +41,30 @@ fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A witness and two nodes with the cdc strategy (`settings`: lines of its
+/// `[strategy.settings]`), the witness started.
+fn cdc_cluster(dir: &Path, settings: &str) -> Cluster {
+    let strategy = CDC.replace(
+        "[strategy.grants]",
+        &format!("[strategy.settings]\n{settings}\n[strategy.grants]"),
+    );
+    let mut c = Cluster::with_strategy(&crate::standby(), dir, true, &strategy);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
+    c
+}
+
+/// [`cdc_cluster`] with A active and B its standby.
+fn cdc_pair(dir: &Path, settings: &str) -> Cluster {
+    let mut c = cdc_cluster(dir, settings);
+    c.start_active_then_standby();
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_writes_and_device_events_follow_to_the_standby_and_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, CDC);
-    let witness = c.witness_addr.clone().unwrap();
-    c.start_witness(&witness);
-    c.start_active_then_standby();
+    let mut c = cdc_pair(dir.path(), "");
 
     // The application: its own connection to A's database.
     let app = Connection::open(c.db(Which::A)).unwrap();
@@ -174,10 +191,7 @@ fn has_user(db: &Path, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poisoned_batch_stops_the_stream_until_an_operator_retries_or_skips_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, CDC);
-    let witness = c.witness_addr.clone().unwrap();
-    c.start_witness(&witness);
-    c.start_active_then_standby();
+    let c = cdc_pair(dir.path(), "");
     let (a, b) = (c.db(Which::A), c.db(Which::B));
     // The DR site's schema refuses some rows (a constraint only it has).
     let dr = Connection::open(&b).unwrap();
@@ -262,14 +276,7 @@ async fn a_poisoned_batch_stops_the_stream_until_an_operator_retries_or_skips_it
 async fn batches_shipped_again_to_a_slow_standby_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     // A ships again what B has not reported applied after 300 ms.
-    let cdc = CDC.replace(
-        "[strategy.grants]",
-        "[strategy.settings]\nresend_after_ms = 300\n[strategy.grants]",
-    );
-    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, &cdc);
-    let witness = c.witness_addr.clone().unwrap();
-    c.start_witness(&witness);
-    c.start_active_then_standby();
+    let c = cdc_pair(dir.path(), "resend_after_ms = 300");
     let (a, b) = (c.db(Which::A), c.db(Which::B));
     // Every row B writes into `users` is counted (by triggers of B's own):
     // a change applied twice would count twice.
@@ -336,13 +343,7 @@ fn seeds(s: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_away_past_the_logs_bound_is_reseeded_and_follows_the_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let cdc = CDC.replace(
-        "[strategy.grants]",
-        "[strategy.settings]\nmax_log_changes = 1000\n[strategy.grants]",
-    );
-    let mut c = Cluster::with_strategy(&crate::standby(), dir.path(), true, &cdc);
-    let witness = c.witness_addr.clone().unwrap();
-    c.start_witness(&witness);
+    let mut c = cdc_cluster(dir.path(), "max_log_changes = 1000");
     // A runs alone (B is away, its database empty) and writes 3,000 changes.
     c.start(Which::A, &[]);
     c.wait_status(Which::A, Duration::from_secs(30), |s| s["role"] == "active");

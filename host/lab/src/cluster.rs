@@ -264,6 +264,13 @@ impl Cluster {
         }
     }
 
+    /// Stop a node cleanly (SIGTERM; SIGKILL after `grace`); its log stays.
+    pub async fn terminate(&mut self, which: Which, grace: Duration) {
+        if let Some(c) = &mut self.nodes[which as usize] {
+            c.stop(grace).await;
+        }
+    }
+
     /// SIGSTOP.
     pub fn hang(&mut self, which: Which) {
         self.signal(which, Signal::STOP);

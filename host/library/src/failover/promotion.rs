@@ -338,8 +338,9 @@ pub(crate) async fn demote(
 async fn release_lease(core: &Core, state: &mut ControlState) {
     let lease = state.take_lease();
     if let (Some(w), Some(lease)) = (&core.witness, lease) {
-        if let Err(e) = w.release(&lease).await {
-            tracing::warn!(error = %e, "could not release the lease");
+        match w.release(&lease).await {
+            Ok(()) => tracing::info!(epoch = lease.epoch, "lease given back to the witness"),
+            Err(e) => tracing::warn!(error = %e, "could not release the lease"),
         }
     }
 }

@@ -22,12 +22,7 @@ pub(super) const ORIGIN: &str = "O";
 
 /// The log holds every change after this (0: every change).
 pub(super) fn start(conn: &Connection) -> Result<u64, CaptureError> {
-    let has_table: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'standby_log_start'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_table {
+    if !super::table_exists(conn, "standby_log_start")? {
         return Ok(0);
     }
     let after: Option<i64> = conn
@@ -102,12 +97,7 @@ pub(super) fn on_prune(conn: &Connection, through: u64) -> Result<(), CaptureErr
 /// and starts after it; it counts as applied through it. Nothing to do on a
 /// database without capture.
 pub(super) fn on_install(conn: &Connection) -> Result<u64, CaptureError> {
-    let has_log: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'standby_changes'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_log {
+    if !super::table_exists(conn, "standby_changes")? {
         return Ok(0);
     }
     conn.execute_batch(super::LOG_TABLES)?;

@@ -168,6 +168,15 @@ pub struct Change {
     pub committed_ms: u64,
 }
 
+/// Whether the table `name` exists.
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, rusqlite::Error> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+}
+
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
@@ -370,12 +379,7 @@ pub(crate) fn prepare_install(path: &std::path::Path) -> Result<u64, CaptureErro
 
 /// The highest change applied here, and the epoch it came from.
 pub(super) fn applied(conn: &Connection) -> Result<(u64, u64), CaptureError> {
-    let has_table: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'standby_applied'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_table {
+    if !table_exists(conn, "standby_applied")? {
         return Ok((0, 0));
     }
     let mark: Option<(i64, i64)> = conn
@@ -600,12 +604,7 @@ impl super::Store {
     /// The highest change sequence captured here (0 when capture is off).
     pub fn last_change(&self) -> Result<u64, super::StoreError> {
         self.with_capture(|c| {
-            let has_log: bool = c.query_row(
-                "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'standby_changes'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !has_log {
+            if !table_exists(c, "standby_changes")? {
                 return Ok(0);
             }
             let seq: Option<i64> =
