@@ -399,13 +399,13 @@ async fn a_plugin_importing_functions_not_implemented_yet_is_refused_at_load_nam
         )
         .await
         .err()
-        .expect("a plugin importing db.freeze must not load");
+        .expect("a plugin importing db.attach must not load");
     assert!(matches!(err, LoadError::NotImplemented { .. }), "{err}");
     let msg = err.to_string();
     assert!(
         msg.contains("plugin unimplemented")
-            && msg.contains("db.freeze")
-            && msg.contains("db.thaw")
+            && msg.contains("db.attach")
+            && msg.contains("db.detach")
             && msg.contains("does not implement yet"),
         "{msg}"
     );
@@ -415,7 +415,7 @@ async fn a_plugin_importing_functions_not_implemented_yet_is_refused_at_load_nam
     let (ok, out, err) = crate::run_standby(&["plugin", "inspect", &path]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("NOT IMPLEMENTED") && out.contains("db.freeze, db.thaw"),
+        out.contains("NOT IMPLEMENTED") && out.contains("db.attach, db.detach"),
         "{out}"
     );
     // The built-in plugins import nothing unimplemented, and export `lifecycle`.

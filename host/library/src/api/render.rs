@@ -126,6 +126,12 @@ pub fn render_status(s: &Value) -> String {
             ),
         );
     }
+    if s["database_frozen"] == Value::Bool(true) {
+        line(
+            "database",
+            "FROZEN by a plugin: writes wait until it thaws (60 s at most)".to_string(),
+        );
+    }
     let stop = &s["change_stream_stopped"];
     if stop.is_object() {
         line(

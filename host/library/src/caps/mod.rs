@@ -14,7 +14,7 @@
 pub(crate) mod batches;
 mod capability;
 mod clock;
-mod db;
+pub(crate) mod db;
 mod dns;
 pub(crate) mod exec;
 mod files;
@@ -71,6 +71,8 @@ pub struct Services {
     pub(crate) supervisor: exec::service::Supervisor,
     /// The change stream's stop at a batch that cannot be applied.
     pub(crate) stream: stream::StreamStop,
+    /// The database's freeze, if a plugin holds one.
+    pub(crate) freeze: Arc<db::freeze::FreezeHold>,
 }
 
 /// What the other site holds durably, as a strategy confirmed it.
@@ -106,6 +108,7 @@ impl Services {
             epoch: AtomicU64::new(0),
             supervisor: exec::service::Supervisor::default(),
             stream: stream::StreamStop::default(),
+            freeze: Arc::default(),
         }))
     }
 

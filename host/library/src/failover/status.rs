@@ -46,6 +46,8 @@ pub struct NodeStatus {
     /// The change stream stopped at a batch this node could not apply
     /// (`standby replication retry|skip`).
     pub change_stream_stopped: Option<crate::caps::stream::StreamStopped>,
+    /// A plugin holds the database frozen (writes wait).
+    pub database_frozen: bool,
     /// What the strategies restored from at the last promotion.
     pub promoted_from: Vec<NamedPromoteReport>,
     /// The last promotion's timeline.
@@ -207,6 +209,7 @@ pub(crate) async fn collect(core: &Core) -> NodeStatus {
         plugins: core.runtime.health(),
         strategies,
         change_stream_stopped: core.services.stream.current(),
+        database_frozen: core.services.freeze.is_frozen(),
         promoted_from,
         last_failover: control.last_failover,
         last_demotion: control.last_demotion,

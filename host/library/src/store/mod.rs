@@ -5,6 +5,7 @@
 //! The API is blocking; async callers run it with `tokio::task::spawn_blocking`.
 
 mod capture;
+mod freeze;
 mod group;
 mod ingest;
 mod schema;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use ingest::{handshake_tx, ingest_device_tx, ingest_tx, watermark_tx};
 
 pub use capture::{ApplyProblem, CaptureError, Change};
+pub use freeze::Frozen;
 pub(crate) use group::GroupWriter;
 pub(crate) use snapshot::{device_marks, DeviceMark};
 pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};

@@ -6,6 +6,7 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cap_std::fs::OpenOptions;
 
@@ -20,6 +21,7 @@ use super::batches::{HeldBatch, MAX_BATCH_BYTES};
 use super::files::grant::Root;
 use super::{blocking, io_error, DurableMark, HostState};
 
+pub(crate) mod freeze;
 pub(crate) mod grant;
 
 use grant::DbSwitch;
@@ -79,7 +81,7 @@ impl HostState {
 
 /// Functions of `db` the WIT declares but this host does not implement
 /// yet (marked so in the WIT): a plugin that imports one is refused at load.
-pub(crate) const NOT_IMPLEMENTED: &[&str] = &["freeze", "thaw", "attach", "detach"];
+pub(crate) const NOT_IMPLEMENTED: &[&str] = &["attach", "detach"];
 
 /// Add `db`'s host functions to `linker`.
 pub(crate) fn link(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
@@ -193,13 +195,26 @@ impl Host for HostState {
         blocking(move || store.checkpoint().map_err(store_error)).await
     }
 
-    async fn freeze(&mut self, _max_ms: u32) -> Result<(), WitError> {
-        self.db_grant(None)?;
-        Err(not_yet("freeze", "the vm-snapshot strategy"))
+    async fn freeze(&mut self, max_ms: u32) -> Result<(), WitError> {
+        let store = self.db_grant(None)?;
+        let max = Duration::from_millis(u64::from(max_ms));
+        if max.is_zero() || max > freeze::MAX_FREEZE {
+            return Err(WitError::InvalidArgument(format!(
+                "max-ms = {max_ms}: a freeze lasts 1 to {} ms",
+                freeze::MAX_FREEZE.as_millis()
+            )));
+        }
+        if self.services.freeze.extend(max, &self.plugin) {
+            return Ok(());
+        }
+        let frozen = blocking(move || store.freeze().map_err(store_error)).await?;
+        self.services.freeze.hold(frozen, max, &self.plugin);
+        Ok(())
     }
 
     async fn thaw(&mut self) -> Result<(), WitError> {
         self.db_grant(None)?;
+        self.services.freeze.thaw(&self.plugin);
         Ok(())
     }
 
