@@ -9,6 +9,7 @@
 //! cargo bench -p standby --bench failover
 //! FAILOVER_BENCH_DEVICES=1000 FAILOVER_BENCH_FAULTS=kill FAILOVER_BENCH_RUNS=5 cargo bench -p standby --bench failover
 //! FAILOVER_BENCH_AUTH=on,off cargo bench -p standby --bench failover   # with and without device authentication
+//! FAILOVER_BENCH_PROFILES=case3,case1 cargo bench -p standby --bench failover   # the demo's cases (default case3)
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -35,20 +36,23 @@ fn main() {
     let devices = env_list("FAILOVER_BENCH_DEVICES", "1000,10000");
     let faults = env_list("FAILOVER_BENCH_FAULTS", "kill,hang");
     let auths = env_list("FAILOVER_BENCH_AUTH", "on");
+    let profiles = env_list("FAILOVER_BENCH_PROFILES", "case3");
     let runs: usize = std::env::var("FAILOVER_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     println!(
-        "| devices | device auth | fault | runs | detect ms (median) | promote ms (median) | fault to active ms, demo's clock (median / worst) | all devices on B ms (median / worst) | events | lost |"
+        "| case | devices | device auth | fault | runs | detect ms (median) | promote ms (median) | fault to active ms, demo's clock (median / worst) | all devices on B ms (median / worst) | events | lost |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for n in &devices {
         let count: usize = n.parse().expect("FAILOVER_BENCH_DEVICES: numbers");
-        for (fault, auth) in faults
+        let combos: Vec<(&String, &String, &String)> = profiles
             .iter()
-            .flat_map(|f| auths.iter().map(move |a| (f, a)))
-        {
+            .flat_map(|p| faults.iter().map(move |f| (p, f)))
+            .flat_map(|(p, f)| auths.iter().map(move |a| (p, f, a)))
+            .collect();
+        for (profile, fault, auth) in combos {
             let (mut detect, mut promote, mut both, mut reconnect) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let (mut events, mut lost) = (0u64, 0u64);
@@ -57,6 +61,7 @@ fn main() {
                 let rate = (count as f64 / 10.0).clamp(100.0, 1_000.0);
                 let out = Command::new(env!("CARGO_BIN_EXE_standby"))
                     .args(["--log", "warn", "demo", "--json", "--fault", fault])
+                    .args(["--profile", profile])
                     .args(["--devices", &count.to_string()])
                     .args(["--event-rate", &rate.to_string()])
                     .args(["--kill-after", &kill_after.to_string()])
@@ -78,7 +83,7 @@ fn main() {
                 };
                 let g = |k: &str| o[k].as_u64().unwrap_or(u64::MAX);
                 eprintln!(
-                    "run {run}: {count} devices, auth {auth}, {fault}: fault to active {} ms (detect {} ms, promote {} ms), on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
+                    "run {run}: {profile}, {count} devices, auth {auth}, {fault}: fault to active {} ms (detect {} ms, promote {} ms), on B: half {} ms, 90 % {} ms, 99 % {} ms, all {} ms, {} events, {} lost",
                     g("fault_to_active_ms"), g("detect_ms"), g("promote_ms"), g("reconnect_p50_ms"), g("reconnect_p90_ms"), g("reconnect_p99_ms"), g("reconnect_all_ms"), g("events_generated"), g("events_lost")
                 );
                 detect.push(g("detect_ms"));
@@ -90,7 +95,7 @@ fn main() {
             }
             let worst = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
             println!(
-                "| {count} | {auth} | {fault} | {} | {} | {} | {} / {} | {} / {} | {events} | {lost} |",
+                "| {profile} | {count} | {auth} | {fault} | {} | {} | {} | {} / {} | {} / {} | {events} | {lost} |",
                 detect.len(),
                 median(&mut detect.clone()),
                 median(&mut promote.clone()),
