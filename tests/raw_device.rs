@@ -150,6 +150,15 @@ pub(crate) fn authenticate(
     addr: std::net::SocketAddr,
     credential: &standby_device::auth::Credential,
 ) -> Result<(AuthedLink, Message), Message> {
+    try_authenticate(addr, credential).expect("no answer from the server within 5 s")
+}
+
+/// [`authenticate`], or None when the server answered nothing within 5 s
+/// or closed the link (a server under attack may).
+pub(crate) fn try_authenticate(
+    addr: std::net::SocketAddr,
+    credential: &standby_device::auth::Credential,
+) -> Option<Result<(AuthedLink, Message), Message>> {
     use standby_device::auth::{nonce, Transcript};
     use standby_device::frame::status;
     use tokio_util::codec::Decoder;
@@ -173,9 +182,9 @@ pub(crate) fn authenticate(
         .unwrap();
     let mut buf = bytes::BytesMut::new();
     let mut raw = Vec::new();
-    let reply = read_one(&mut stream, &mut buf, &mut raw).expect("no answer to the handshake");
+    let reply = read_one(&mut stream, &mut buf, &mut raw)?;
     if reply.code != status::CHALLENGE {
-        return Err(reply);
+        return Some(Err(reply));
     }
     let challenge: messages::Challenge = messages::decode("challenge", &reply.payload).unwrap();
     let t = Transcript::new(
@@ -198,9 +207,9 @@ pub(crate) fn authenticate(
         .unwrap();
     // A refusal comes unsealed (the server could not check the proof); the
     // welcome sealed.
-    let answer = read_one(&mut stream, &mut buf, &mut raw).expect("no answer to AUTHENTICATE");
+    let answer = read_one(&mut stream, &mut buf, &mut raw)?;
     if answer.code != status::OK {
-        return Err(answer);
+        return Some(Err(answer));
     }
     let mut codec = DeviceCodec::default();
     codec.set_mac(t.device_mac(credential.key()));
@@ -208,7 +217,7 @@ pub(crate) fn authenticate(
         .decode(&mut bytes::BytesMut::from(&raw[..]))
         .expect("the welcome fails its tag")
         .expect("a whole welcome");
-    Ok((
+    Some(Ok((
         AuthedLink {
             stream,
             codec,
@@ -217,5 +226,5 @@ pub(crate) fn authenticate(
             device_id: id,
         },
         welcome,
-    ))
+    )))
 }
