@@ -24,6 +24,7 @@ mod plugin_runtime;
 mod plugin_sdk;
 mod promotion_limits;
 mod raw_device;
+mod returning;
 
 use standby_lab::process::Standby;
 

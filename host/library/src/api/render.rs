@@ -132,6 +132,9 @@ pub fn render_status(s: &Value) -> String {
             "FROZEN by a plugin: writes wait until it thaws (60 s at most)".to_string(),
         );
     }
+    for f in s["set_aside"].as_array().into_iter().flatten() {
+        line("set aside", text(f));
+    }
     let stop = &s["change_stream_stopped"];
     if stop.is_object() {
         line(

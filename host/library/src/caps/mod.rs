@@ -127,9 +127,40 @@ impl Services {
         *self.role.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record the node's role (the node does this on every transition).
+    /// Record the node's role (the node does this on every transition;
+    /// the epoch first). Becoming active is remembered on disk: if the node
+    /// comes back after another took over, what it committed meanwhile is
+    /// set aside before a copy from the new active replaces it.
     pub(crate) fn set_role(&self, role: Role) {
         *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+        if role == Role::Active {
+            let marker = self.active_marker();
+            if let Err(e) = std::fs::write(&marker, self.epoch().to_string()) {
+                tracing::warn!(path = %marker.display(), error = %e, "could not record the active epoch");
+            }
+        }
+    }
+
+    /// The node's data directory (the staging directory's parent).
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.staging.parent().unwrap_or(&self.staging)
+    }
+
+    fn active_marker(&self) -> PathBuf {
+        self.data_dir().join(".active-epoch")
+    }
+
+    /// The epoch at which this node was last active, if a later epoch has
+    /// since begun (it came back after another node took over).
+    pub(crate) fn returning_from_epoch(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.active_marker()).ok()?;
+        let was: u64 = text.trim().parse().ok()?;
+        (was < self.epoch()).then_some(was)
+    }
+
+    /// What the node held from its last active epoch is dealt with.
+    pub(crate) fn forget_active_epoch(&self) {
+        let _ = std::fs::remove_file(self.active_marker());
     }
 
     /// The node's current epoch, as the capabilities see it.

@@ -11,9 +11,6 @@ use serde::Serialize;
 
 use crate::store::{CaptureError, Change, Store, StoreError};
 
-/// Where skipped changes are set aside, in the node's data directory.
-pub const SET_ASIDE_DIR: &str = "set-aside";
-
 /// What status shows of a stopped stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamStopped {
@@ -195,7 +192,7 @@ impl StreamStop {
 /// Write the stopped batch, naming the change set aside, to
 /// `DATA_DIR/set-aside/changes-FIRST-LAST-seqFAILED.json` (synced).
 fn write_set_aside(data_dir: &Path, s: &Stopped, failed: u64) -> Result<PathBuf, StreamError> {
-    let dir = data_dir.join(SET_ASIDE_DIR);
+    let dir = data_dir.join(crate::store::SET_ASIDE_DIR);
     let path = dir.join(format!(
         "changes-{}-{}-seq{failed}.json",
         s.info.first_seq, s.info.last_seq

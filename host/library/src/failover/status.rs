@@ -48,6 +48,9 @@ pub struct NodeStatus {
     pub change_stream_stopped: Option<crate::caps::stream::StreamStopped>,
     /// A plugin holds the database frozen (writes wait).
     pub database_frozen: bool,
+    /// What was set aside in `DATA_DIR/set-aside/` (summaries of databases
+    /// set aside, files of skipped changes), oldest first.
+    pub set_aside: Vec<String>,
     /// What the strategies restored from at the last promotion.
     pub promoted_from: Vec<NamedPromoteReport>,
     /// The last promotion's timeline.
@@ -210,11 +213,26 @@ pub(crate) async fn collect(core: &Core) -> NodeStatus {
         strategies,
         change_stream_stopped: core.services.stream.current(),
         database_frozen: core.services.freeze.is_frozen(),
+        set_aside: set_aside(&core.data_dir),
         promoted_from,
         last_failover: control.last_failover,
         last_demotion: control.last_demotion,
         transitions: control.transitions,
     }
+}
+
+/// The summaries and set-aside changes in `data_dir/set-aside/`, by name.
+fn set_aside(data_dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir.join(crate::store::SET_ASIDE_DIR))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().display().to_string())
+                .filter(|p| p.ends_with(".summary.json") || !p.ends_with(".db"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn unreachable_witness(addr: std::net::SocketAddr, error: String) -> WitnessStatus {

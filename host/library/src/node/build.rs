@@ -72,6 +72,7 @@ pub(super) async fn assemble(
         _ => None,
     };
     let (role, epoch) = first_role(&site, &data_dir, witness.as_deref()).await;
+    services.set_epoch(epoch);
     services.set_role(role);
     let (strategies, inboxes) = load_strategies(&loaded, &runtime, &services, &data_dir).await?;
     let actions = load_actions(&loaded, &runtime, &services, &data_dir).await?;

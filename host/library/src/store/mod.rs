@@ -9,6 +9,7 @@ mod freeze;
 mod group;
 mod ingest;
 mod schema;
+mod set_aside;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use ingest::{handshake_tx, ingest_device_tx, ingest_tx, watermark_tx};
 pub use capture::{ApplyProblem, CaptureError, Change};
 pub use freeze::Frozen;
 pub(crate) use group::GroupWriter;
+pub use set_aside::{SetAsideSummary, TableSummary, SET_ASIDE_DIR};
 pub(crate) use snapshot::{device_marks, DeviceMark};
 pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
 

@@ -161,8 +161,23 @@ impl Host for HostState {
         let what = format!("{}:{}", file.root, file.path);
         let plugin = self.plugin.clone();
         let abandoned = self.abandoned.clone();
+        let services = self.services.clone();
         blocking(move || {
             let (_pin, real) = confined_real_path(&root, &rel, &what)?;
+            // Back from an older epoch: keep what this node committed then
+            // before the copy replaces it.
+            if let Some(epoch) = services.returning_from_epoch() {
+                let summary = store
+                    .set_aside_before_install(&real, services.data_dir(), epoch)
+                    .map_err(store_error)?;
+                let differing: u64 = summary.tables.iter().map(|t| t.not_in_the_new_copy).sum();
+                tracing::warn!(
+                    file = %summary.file.display(),
+                    active_at_epoch = epoch,
+                    rows_not_in_the_new_copy = differing,
+                    "this node was active at an older epoch: its database is set aside before a copy from the new active replaces it"
+                );
+            }
             // A call stopped for a promotion or its time limit must not
             // replace the live database afterwards.
             store
@@ -170,6 +185,7 @@ impl Host for HostState {
                     abandoned.load(std::sync::atomic::Ordering::SeqCst)
                 })
                 .map_err(store_error)?;
+            services.forget_active_epoch();
             tracing::info!(plugin = &*plugin, file = %what, "installed a copy as the live database");
             Ok(())
         })

@@ -1,0 +1,123 @@
+//! The old active's return (case 1): it comes back fenced, learns the new
+//! epoch and becomes the new active's standby; before the first copy from
+//! the new active replaces its database, it sets that database aside (with
+//! a summary naming what the copy lacks), so what it committed after the
+//! last copy it sent is not lost without a trace; afterwards its database
+//! equals the new active's, row for row.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use standby_lab::cluster::{Cluster, Which};
+use standby_lab::fixtures::wait_until;
+
+/// Every row of `table` in `db` (read-only), sorted, as text.
+fn rows(db: &Path, table: &str) -> Vec<String> {
+    let Ok(c) = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Vec::new();
+    };
+    let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
+    let n = stmt.column_count();
+    let mut out: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok((0..n)
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_active_sets_its_database_aside_before_the_new_actives_copy_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Case 1: a verified copy every second.
+    let mut c = Cluster::new(&crate::standby(), dir.path(), true);
+    let witness = c.witness_addr.clone().unwrap();
+    c.start_witness(&witness);
+    c.start_active_then_standby();
+    c.wait_status(Which::B, Duration::from_secs(30), |s| {
+        s["strategies"][0]["status"]["Ok"]["last_success_ms"].is_u64()
+    });
+    // A user added on A just before A dies: no copy carries it.
+    let (a, b) = (c.db(Which::A), c.db(Which::B));
+    Connection::open(&a)
+        .unwrap()
+        .execute(
+            "INSERT INTO users (user_id, name, updated_at) VALUES ('late', 'Added just before the crash', 1)",
+            [],
+        )
+        .unwrap();
+    c.kill(Which::A);
+    c.wait_status(Which::B, Duration::from_secs(30), |s| s["role"] == "active");
+    assert!(!rows(&b, "users").iter().any(|r| r.contains("\"late\"")));
+
+    // A comes back: standby of B, and B's copies reach it.
+    c.start(Which::A, &[]);
+    let status = c.wait_status(Which::A, Duration::from_secs(30), |s| {
+        s["set_aside"].as_array().is_some_and(|f| !f.is_empty())
+    });
+    assert_eq!(status["role"], "standby", "{status}");
+    let summary_path = status["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with(".summary.json"))
+        .unwrap_or_else(|| panic!("no summary named: {status}"))
+        .to_string();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let users = summary["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "users")
+        .unwrap();
+    assert!(
+        users["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "[\"late\"]"),
+        "the summary names the user B lacks: {summary}"
+    );
+    assert_eq!(summary["active_at_epoch"], 1, "{summary}");
+    // The set-aside database holds it.
+    let kept = summary["file"].as_str().unwrap();
+    assert!(rows(Path::new(kept), "users")
+        .iter()
+        .any(|r| r.contains("\"late\"")));
+    // `standby status` names the file for people.
+    let (ok, text, err) =
+        crate::run_standby(&["status", c.profile.to_str().unwrap(), "--site", "onsite"]);
+    assert!(
+        ok && text.contains("set aside") && text.contains(&summary_path),
+        "{text}{err}"
+    );
+
+    // Afterwards A's database equals B's, row for row.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            rows(&a, "users") == rows(&b, "users")
+                && rows(&a, "access_events") == rows(&b, "access_events")
+        }),
+        "A's database never became B's"
+    );
+    // Only one set-aside: later copies replace A's database as usual.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = c.status(Which::A).unwrap();
+    let summaries = s["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f.as_str().is_some_and(|f| f.ends_with(".summary.json")))
+        .count();
+    assert_eq!(summaries, 1, "{s}");
+}
