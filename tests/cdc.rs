@@ -10,24 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use standby_lab::cluster::{quick_device, Cluster, Which, CDC};
 
-/// Every row of `table`, sorted, as text.
-fn rows(db: &Path, table: &str) -> Vec<String> {
-    let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
-    let n = stmt.column_count();
-    let mut out: Vec<String> = stmt
-        .query_map([], |r| {
-            Ok((0..n)
-                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-                .collect::<Vec<_>>()
-                .join("|"))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    out.sort();
-    out
-}
+use crate::table_rows as rows;
 
 /// Wait until `f` holds, up to `limit`.
 fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {

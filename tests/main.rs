@@ -38,6 +38,29 @@ fn step<'a>(timeline: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
         .unwrap_or_else(|| panic!("no `{name}` step: {timeline}"))
 }
 
+/// Every row of `table` in the database at `db` (opened read-only), each
+/// as text, sorted; none when the database cannot be opened (yet).
+fn table_rows(db: &std::path::Path, table: &str) -> Vec<String> {
+    use rusqlite::{Connection, OpenFlags};
+    let Ok(c) = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Vec::new();
+    };
+    let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
+    let n = stmt.column_count();
+    let mut out: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok((0..n)
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    out.sort();
+    out
+}
+
 /// The `standby` binary under test.
 fn standby() -> Standby {
     Standby::at(env!("CARGO_BIN_EXE_standby"))

@@ -9,30 +9,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use standby_lab::cluster::{Cluster, Which};
 use standby_lab::fixtures::wait_until;
 
-/// Every row of `table` in `db` (read-only), sorted, as text.
-fn rows(db: &Path, table: &str) -> Vec<String> {
-    let Ok(c) = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return Vec::new();
-    };
-    let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
-    let n = stmt.column_count();
-    let mut out: Vec<String> = stmt
-        .query_map([], |r| {
-            Ok((0..n)
-                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-                .collect::<Vec<_>>()
-                .join("|"))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    out.sort();
-    out
-}
+use crate::table_rows as rows;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_active_sets_its_database_aside_before_the_new_actives_copy_replaces_it() {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+use super::capture::quote;
 use super::{Store, StoreError};
 
 /// Where set-aside files go, in the node's data directory.
@@ -78,10 +79,6 @@ impl Store {
         std::fs::write(&summary_path, text).map_err(io("writing", &summary_path))?;
         Ok(summary)
     }
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 /// The declared primary key's columns of `table`, or every column when it

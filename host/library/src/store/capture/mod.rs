@@ -177,7 +177,8 @@ fn table_exists(conn: &Connection, name: &str) -> Result<bool, rusqlite::Error> 
     )
 }
 
-fn quote(ident: &str) -> String {
+/// `ident` as an SQL identifier.
+pub(super) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
