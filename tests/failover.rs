@@ -29,7 +29,7 @@ fn demo(fault: &str) -> Value {
 }
 
 /// `standby demo --json ARGS`; the outcome object.
-fn demo_with(args: &[&str]) -> Value {
+pub(crate) fn demo_with(args: &[&str]) -> Value {
     let mut all = vec!["demo", "--json"];
     all.extend_from_slice(args);
     let (ok, out, err) = crate::run_standby(&all);
@@ -38,7 +38,7 @@ fn demo_with(args: &[&str]) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("demo output `{line}`: {e}\n{err}"))
 }
 
-fn assert_failover_outcome(o: &Value, err_context: &str) {
+pub(crate) fn assert_failover_outcome(o: &Value, err_context: &str) {
     let n = |k: &str| o[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {o}"));
     assert!(n("epoch_after") > n("epoch_before"), "{o}\n{err_context}");
     assert_eq!(n("devices_on_b"), n("devices"), "every device on B: {o}");

@@ -25,6 +25,7 @@ mod plugin_sdk;
 mod promotion_limits;
 mod raw_device;
 mod returning;
+mod switchover;
 
 use standby_lab::process::Standby;
 

@@ -102,3 +102,81 @@ async fn an_old_active_sets_its_database_aside_before_the_new_actives_copy_repla
         .count();
     assert_eq!(summaries, 1, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_active_in_case_3_sets_its_divergent_changes_aside_and_follows_after_a_reseed() {
+    use crate::cdc::{add_users, cdc_pair, eventually, has_user, seeds};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cdc_pair(dir.path(), "");
+    let (a, b) = (c.db(Which::A), c.db(Which::B));
+    let app = Connection::open(&a).unwrap();
+    app.busy_timeout(Duration::from_secs(5)).unwrap();
+    add_users(&app, 0..20, "replicated");
+    eventually(Duration::from_secs(10), "B following A", || {
+        has_user(&b, "u019")
+    });
+    // B refuses one user (a constraint only B has): the stream stops there,
+    // and the user never reaches B before A dies.
+    let dr = Connection::open(&b).unwrap();
+    dr.execute_batch(
+        "CREATE TRIGGER refuse_late BEFORE INSERT ON users WHEN NEW.user_id = 'late' \
+         BEGIN SELECT RAISE(ABORT, 'not here'); END;",
+    )
+    .unwrap();
+    app.execute(
+        "INSERT INTO users (user_id, name, updated_at) VALUES ('late', 'Added just before the crash', 1)",
+        [],
+    )
+    .unwrap();
+    c.wait_status(Which::B, Duration::from_secs(10), |s| {
+        s["change_stream_stopped"].is_object()
+    });
+    c.kill(Which::A);
+    dr.execute_batch("DROP TRIGGER refuse_late").unwrap();
+    c.wait_status(Which::B, Duration::from_secs(30), |s| s["role"] == "active");
+    assert!(!has_user(&b, "late"));
+    // B's application writes too: the databases differ both ways.
+    let app_b = Connection::open(&b).unwrap();
+    app_b.busy_timeout(Duration::from_secs(5)).unwrap();
+    add_users(&app_b, 100..110, "on B");
+
+    // A comes back as B's standby: B sends it a snapshot, and before it
+    // replaces A's database A sets its own aside, naming the divergent write.
+    c.start(Which::A, &[]);
+    let status = c.wait_status(Which::A, Duration::from_secs(30), |s| {
+        s["set_aside"].as_array().is_some_and(|f| !f.is_empty())
+    });
+    assert_eq!(status["role"], "standby", "{status}");
+    let summary_path = status["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with(".summary.json"))
+        .unwrap_or_else(|| panic!("no summary named: {status}"))
+        .to_string();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let divergent = summary["divergent_changes"].as_array().unwrap();
+    assert!(
+        divergent
+            .iter()
+            .any(|d| d["table"] == "users" && d["key"] == "[\"late\"]" && d["op"] == "I"),
+        "the summary names the divergent write: {summary}"
+    );
+    assert!(
+        divergent.iter().all(|d| d["key"] != "[\"u019\"]"),
+        "only what B never applied is divergent: {summary}"
+    );
+    let kept = summary["file"].as_str().unwrap();
+    assert!(has_user(Path::new(kept), "late"));
+
+    // Afterwards A follows B's stream: equal row for row, B's new writes too.
+    add_users(&app_b, 110..120, "after A came back");
+    eventually(Duration::from_secs(20), "A equal to B", || {
+        rows(&a, "users") == rows(&b, "users") && has_user(&a, "u119")
+    });
+    assert!(!has_user(&a, "late"));
+    let sa = c.status(Which::A).unwrap();
+    assert_eq!(seeds(&sa), "1", "{sa}");
+}

@@ -63,6 +63,68 @@ pub(crate) fn promote(node: &NodeArgs, force: bool) -> Result<()> {
     }
 }
 
+/// `standby switchover PROFILE --to NAME`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct SwitchoverArgs {
+    /// The profile file.
+    profile: PathBuf,
+    /// The site to hand the service to (the command asks the other site,
+    /// which must be the active one).
+    #[arg(long)]
+    to: String,
+    /// Ask over the active site's TCP admin endpoint (HTTPS with the
+    /// profile's `admin_tls_cert` and `admin_token_file`) instead of its
+    /// owner-only admin socket.
+    #[arg(long)]
+    remote: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `standby switchover PROFILE --to NAME [--remote] [--json]`.
+pub(crate) fn switchover(args: &SwitchoverArgs) -> Result<()> {
+    let loaded = config::load(&args.profile, &[])?;
+    let to = &args.to;
+    let Some((from, _)) = loaded.other_site(to) else {
+        let sites: Vec<&String> = loaded.profile.sites.keys().collect();
+        anyhow::bail!("`{to}` is not a site of this profile (its sites: {sites:?})");
+    };
+    if !loaded.profile.sites.contains_key(to) {
+        let sites: Vec<&String> = loaded.profile.sites.keys().collect();
+        anyhow::bail!("`{to}` is not a site of this profile (its sites: {sites:?})");
+    }
+    let client = if args.remote {
+        AdminClient::for_site_remote(&loaded, from)?
+    } else {
+        AdminClient::for_site(&loaded, from)?
+    };
+    eprintln!("switchover: asking {from} to hand the service over to {to}");
+    let r = match client.switchover(to) {
+        Ok(r) => r,
+        Err(AdminError::Refused(why)) => {
+            anyhow::bail!("the switchover from {from} to {to} did not happen: {why}")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{r}");
+        return Ok(());
+    }
+    println!(
+        "switchover {from} -> {to}: epoch {} -> {}; handed over in {} ms; no active server for {} ms",
+        r["epoch_before"],
+        r["epoch_after"],
+        r["handover_ms"],
+        r["no_active_server_ms"]
+    );
+    println!("{}", render_timeline(&r["timeline"]));
+    if r["epoch_after"].is_null() {
+        anyhow::bail!("{to} did not announce itself active in time; `standby status` on both sites shows where they are")
+    }
+    Ok(())
+}
+
 /// `standby replication retry|skip PROFILE --site NAME [--remote]`.
 pub(crate) fn replication(node: &NodeArgs, skip: bool) -> Result<()> {
     let site = &node.site;

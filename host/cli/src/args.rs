@@ -76,6 +76,9 @@ enum FaultArg {
     Kill,
     /// SIGSTOP: the process hangs with its sockets open; only keep-alives tell.
     Hang,
+    /// Not a fault: a planned switchover to B (`standby switchover`) under
+    /// the same load; nothing may be lost.
+    Switchover,
 }
 
 impl From<DemoArgs> for DemoOptions {
@@ -91,6 +94,7 @@ impl From<DemoArgs> for DemoOptions {
             fault: match a.fault {
                 FaultArg::Kill => Fault::Kill,
                 FaultArg::Hang => Fault::Hang,
+                FaultArg::Switchover => Fault::Switchover,
             },
             run_after: a.run_after,
             keep: a.keep,

@@ -94,6 +94,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Move the service to the other site on purpose, losing nothing: the
+    /// active site stops acknowledging devices, holds the application's
+    /// writes, hands the rest of the data over, and once the other site has
+    /// confirmed it holds all of it, gives it the lease. If the other site
+    /// does not confirm within `[cluster] switchover_timeout_ms`, nothing is
+    /// handed over and the active site goes on.
+    Switchover(admin::SwitchoverArgs),
     /// Run the whole failover on this machine: a witness, two sites on
     /// loopback, a DNS server and a fleet of devices; inject a fault into the
     /// active site and check that nothing was lost.
@@ -369,6 +376,9 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Replication(ReplicationCommand::Skip { node }) => {
             tokio::task::spawn_blocking(move || admin::replication(&node, true)).await?
+        }
+        Command::Switchover(args) => {
+            tokio::task::spawn_blocking(move || admin::switchover(&args)).await?
         }
         Command::Promote { node, force } => {
             tokio::task::spawn_blocking(move || admin::promote(&node, force)).await?

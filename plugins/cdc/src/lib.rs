@@ -15,8 +15,20 @@
 //! | `max_log_changes` | 1000000 | most changes the log keeps for a standby that is away; past it the standby is reseeded |
 //!
 //! Messages between the two instances: `applied` (body: the standby's
-//! applied sequence, decimal), sent after every batch and every 500 ms;
-//! `seeded` (the same) once a seed is installed.
+//! position, `SEQ EPOCH OWN`: the newest change its database holds, the
+//! epoch of the node that captured it, and 1 when it was captured there),
+//! sent after every batch and every 500 ms; `seeded` (the sequence) once a
+//! seed is installed.
+//!
+//! Both sites number changes in one sequence: a node that becomes active
+//! numbers its own changes on from what it had applied (its position then,
+//! its `base`). The active node goes on with a standby's stream from the
+//! standby's position only when that position is on its own line: the
+//! standby applied this node's changes at its current epoch, or the standby
+//! stands exactly at `base` (it was the active node before and handed
+//! everything over, or lost nothing). Otherwise (a returning old active
+//! with changes the new one never had, or a standby too far behind) the
+//! standby is reseeded; its host sets its database aside first.
 //!
 //! When the log cannot serve the standby (it is empty and the active node
 //! had rows before capture began, or it was away past `max_log_changes`),
@@ -36,8 +48,8 @@ pub mod seed;
 
 use standby_plugin_sdk::caps::{clock, db, peer};
 use standby_plugin_sdk::{
-    describe_error, descriptor, ChangeBatch, Descriptor, Error, NodeContext, PromoteReport,
-    Received, Result, Role, Settings, Strategy, StrategyStatus, TickReport,
+    describe_error, descriptor, ChangeBatch, Descriptor, Error, HandoverProgress, NodeContext,
+    PromoteReport, Received, Result, Role, Settings, Strategy, StrategyStatus, TickReport,
 };
 
 /// How often the standby repeats how far it has applied.
@@ -85,6 +97,16 @@ pub struct Cdc {
     last_success: Option<u64>,
     /// The batch that could not be applied, and why: the stream stops there.
     stopped: Option<String>,
+    /// The last change of the batch the stream stopped at.
+    stopped_through: u64,
+    /// Active: where the database stood when this node became active.
+    base: Option<db::StreamPosition>,
+    /// Active: the standby is not on this node's line (why); the next
+    /// tick sends it a snapshot.
+    reseed: Option<String>,
+    /// Active, during a planned switchover: the last change the standby
+    /// must confirm.
+    handover: Option<u64>,
     last_error: Option<String>,
 }
 
@@ -110,6 +132,10 @@ impl Default for Cdc {
             last_lag_ms: None,
             last_success: None,
             stopped: None,
+            stopped_through: 0,
+            base: None,
+            reseed: None,
+            handover: None,
             last_error: None,
         }
     }
@@ -123,11 +149,11 @@ impl Cdc {
         }
     }
 
-    /// Turn capture on (once), and learn what this node applied.
+    /// Turn capture on (once), and learn where this node stands.
     fn capture(&mut self) -> Result<()> {
         if !self.capture_on {
             db::enable_capture()?;
-            self.applied = db::applied_mark()?;
+            self.applied = db::position()?.seq;
             self.capture_on = true;
         }
         Ok(())
@@ -169,6 +195,9 @@ impl Cdc {
         let now = clock::now();
         if !self.heard {
             return Ok(String::new());
+        }
+        if let Some(why) = self.reseed.take() {
+            return self.seed(now, &why);
         }
         if let Some(since) = self.seeding {
             if now.saturating_sub(since) < seed::WAIT_MS {
@@ -249,6 +278,11 @@ impl Cdc {
     /// Standby: apply a batch in order; say how far this node got.
     fn apply(&mut self, b: &ChangeBatch) -> Result<()> {
         self.received = self.received.max(b.last_seq);
+        if b.first_seq > self.applied + 1 {
+            // An operator's retry or skip moved the database on without this
+            // instance: the database says where it stands.
+            self.applied = self.applied.max(db::position()?.seq);
+        }
         if b.last_seq <= self.applied {
             // Already applied (shipped again after a resend or a restart).
             standby_plugin_sdk::info(&format!(
@@ -283,6 +317,15 @@ impl Cdc {
                 self.last_error = None;
                 self.report()
             }
+            Err(e @ Error::Conflict(_)) => {
+                // This database holds changes of its own the batch would
+                // overwrite (or the batch is from an older active): say
+                // where it stands; the active node reseeds it.
+                db::release_batch(b.id);
+                self.last_error = Some(describe_error(&e));
+                let _ = self.report();
+                Err(e)
+            }
             Err(e @ Error::Unavailable(_)) => {
                 // Busy (the application holds the database): the active
                 // node ships it again.
@@ -307,19 +350,41 @@ impl Cdc {
                          `standby replication retry` or `skip` on this node"
                     ));
                     self.stopped = Some(why);
+                    self.stopped_through = b.last_seq;
                 }
                 Err(e)
             }
         }
     }
 
-    /// Standby: tell the active node how far this node has applied.
+    /// Standby: tell the active node where this node's database stands.
     fn report(&mut self) -> Result<()> {
         self.reported_at = clock::now();
         if !peer::status().connected {
             return Ok(());
         }
-        peer::send_message("applied", self.applied.to_string().as_bytes())
+        let p = db::position()?;
+        if self.stopped.is_some() && p.seq >= self.stopped_through {
+            // An operator's retry or skip got the database past the batch.
+            self.stopped = None;
+            self.last_error = None;
+            self.applied = self.applied.max(p.seq);
+            standby_plugin_sdk::warn(&format!(
+                "cdc: the change stream goes on, applied through change {}",
+                p.seq
+            ));
+        }
+        let body = format!("{} {} {}", p.seq, p.epoch, u8::from(p.captured_here));
+        peer::send_message("applied", body.as_bytes())
+    }
+
+    /// Active: whether the stream can go on from the standby's position `p`
+    /// (see the module's doc).
+    fn follows(&self, ctx: &NodeContext, p: &db::StreamPosition) -> bool {
+        (p.epoch == ctx.epoch && !p.captured_here)
+            || self
+                .base
+                .is_some_and(|b| b.seq == p.seq && b.epoch == p.epoch)
     }
 }
 
@@ -380,10 +445,9 @@ impl Strategy for Cdc {
                 )))
             }
             Received::Message((kind, body)) if kind == "applied" || kind == "seeded" => {
-                let seq: u64 = core::str::from_utf8(&body)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
+                let p = parse_position(&body)
                     .ok_or_else(|| Error::InvalidArgument(format!("bad `{kind}` message")))?;
+                let seq = p.seq;
                 if ctx.role != Role::Active {
                     return Ok(());
                 }
@@ -402,6 +466,20 @@ impl Strategy for Cdc {
                 }
                 if self.seeding.is_some() {
                     // A report from before the seed was installed.
+                    return Ok(());
+                }
+                if !self.follows(ctx, &p) {
+                    let why = format!(
+                        "it stands at change {} of epoch {}{}, not on this node's line (this node took over at change {} of epoch {})",
+                        p.seq,
+                        p.epoch,
+                        if p.captured_here { ", captured there" } else { "" },
+                        self.base.map_or(0, |b| b.seq),
+                        self.base.map_or(0, |b| b.epoch),
+                    );
+                    self.heard = true;
+                    self.applied_remote = seq;
+                    self.reseed = Some(why);
                     return Ok(());
                 }
                 self.peer_applied(seq)
@@ -441,6 +519,9 @@ impl Strategy for Cdc {
         // Every batch is applied as it arrives: the database is as current as
         // the last batch received.
         let applied = db::applied_mark()?;
+        self.base = Some(db::position()?);
+        self.reseed = None;
+        self.handover = None;
         self.seeding = None;
         self.heard = false;
         self.shipped = 0;
@@ -457,12 +538,48 @@ impl Strategy for Cdc {
     }
 
     fn on_demote(&mut self, _ctx: &NodeContext) -> Result<()> {
+        // A standby now: the stream goes on after what this node holds
+        // (its own changes included, when it handed over).
+        if self.capture_on {
+            self.applied = db::position()?.seq;
+            self.received = self.applied;
+        }
+        self.base = None;
+        self.reseed = None;
+        self.handover = None;
         self.heard = false;
         self.seeding = None;
         self.shipped = 0;
         self.applied_remote = 0;
         self.in_flight.clear();
         Ok(())
+    }
+
+    fn handover(&mut self, ctx: &NodeContext, first: bool) -> Result<HandoverProgress> {
+        if ctx.role != Role::Active {
+            return Err(Error::Conflict(String::from(
+                "only the active node hands over",
+            )));
+        }
+        if !self.heard || self.seeding.is_some() || self.reseed.is_some() {
+            return Err(Error::Unavailable(String::from(
+                "the standby is not following the change stream yet (no report, or a seed under way)",
+            )));
+        }
+        if first || self.handover.is_none() {
+            // The database is frozen: its newest change is the last one.
+            self.handover = Some(db::info()?.last_change);
+        }
+        let target = self.handover.unwrap_or(0);
+        self.ship()?;
+        let done = self.applied_remote >= target;
+        Ok(HandoverProgress {
+            done,
+            note: format!(
+                "the standby applied through change {} of {target}",
+                self.applied_remote
+            ),
+        })
     }
 
     fn status(&self, ctx: &NodeContext) -> StrategyStatus {
@@ -525,3 +642,17 @@ impl Strategy for Cdc {
 
 #[cfg(feature = "export")]
 standby_plugin_sdk::export_strategy!(Cdc);
+
+/// An `applied` or `seeded` body: `SEQ EPOCH OWN`, or `SEQ` alone.
+fn parse_position(body: &[u8]) -> Option<db::StreamPosition> {
+    let text = core::str::from_utf8(body).ok()?;
+    let mut words = text.split_whitespace();
+    let seq = words.next()?.parse().ok()?;
+    let epoch = words.next().map_or(Some(0), |w| w.parse().ok())?;
+    let own = words.next().is_some_and(|w| w == "1");
+    Some(db::StreamPosition {
+        seq,
+        epoch,
+        captured_here: own,
+    })
+}

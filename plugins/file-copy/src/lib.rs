@@ -15,8 +15,8 @@
 
 use standby_plugin_sdk::caps::{clock, db, files, peer};
 use standby_plugin_sdk::{
-    describe_error, descriptor, Descriptor, Error, FileRef, NodeContext, PromoteReport, Received,
-    Result, Role, Settings, Strategy, StrategyStatus, TickReport,
+    describe_error, descriptor, Descriptor, Error, FileRef, HandoverProgress, NodeContext,
+    PromoteReport, Received, Result, Role, Settings, Strategy, StrategyStatus, TickReport,
 };
 
 mod schedule;
@@ -59,6 +59,9 @@ pub struct FileCopy {
     last_shipped: Option<(Copy, u64)>,
     last_installed: Option<Copy>,
     last_error: Option<String>,
+    /// A planned switchover's last copy (its snapshot id), and whether the
+    /// standby said it installed it.
+    handover: Option<(u64, bool)>,
 }
 
 impl Default for FileCopy {
@@ -73,6 +76,7 @@ impl Default for FileCopy {
             last_shipped: None,
             last_installed: None,
             last_error: None,
+            handover: None,
         }
     }
 }
@@ -334,6 +338,9 @@ impl Strategy for FileCopy {
                     .ok_or_else(|| {
                         Error::InvalidArgument(String::from("bad `installed` message"))
                     })?;
+                if let Some((awaited, confirmed)) = &mut self.handover {
+                    *confirmed |= *awaited == id;
+                }
                 db::confirm_durable(db::DurableMark::Snapshot(id))
             }
             Received::Message((kind, _)) => {
@@ -366,7 +373,44 @@ impl Strategy for FileCopy {
 
     fn on_demote(&mut self, _ctx: &NodeContext) -> Result<()> {
         self.last_local = None;
+        self.handover = None;
         Ok(())
+    }
+
+    fn handover(&mut self, ctx: &NodeContext, first: bool) -> Result<HandoverProgress> {
+        if ctx.role != Role::Active {
+            return Err(Error::Conflict(String::from(
+                "only the active node hands over",
+            )));
+        }
+        if first || self.handover.is_none() {
+            // The database is frozen: this copy holds every commit.
+            if !self.ship || !peer::status().connected {
+                return Err(Error::Unavailable(String::from(
+                    "the last copy cannot reach the other site (shipping off, or the peer link down)",
+                )));
+            }
+            let copy = self.copy_now()?;
+            self.last_local = Some(copy.clone());
+            self.ship(&copy)?;
+            self.handover = Some((copy.id, false));
+            return Ok(HandoverProgress {
+                done: false,
+                note: format!(
+                    "sent the last copy {} ({} bytes); waiting for the standby to install it",
+                    copy.name, copy.size
+                ),
+            });
+        }
+        let done = self.handover.is_some_and(|(_, confirmed)| confirmed);
+        Ok(HandoverProgress {
+            done,
+            note: String::from(if done {
+                "the standby installed the last copy"
+            } else {
+                "waiting for the standby to install the last copy"
+            }),
+        })
     }
 
     fn status(&self, _ctx: &NodeContext) -> StrategyStatus {

@@ -111,7 +111,7 @@ pub use platform::standby::plugin::types::{
     ChangeBatch, Descriptor, Error, FileRef, NodeContext, Role, Setting, Value,
 };
 pub use strategy_world::exports::standby::plugin::strategy::{
-    PromoteReport, Received, ReceivedFile, StrategyStatus, TickReport,
+    HandoverProgress, PromoteReport, Received, ReceivedFile, StrategyStatus, TickReport,
 };
 
 mod settings;
@@ -164,6 +164,15 @@ pub trait Strategy: Default + 'static {
     fn on_demote(&mut self, ctx: &NodeContext) -> Result<()>;
     /// Health and progress.
     fn status(&self, ctx: &NodeContext) -> StrategyStatus;
+    /// A planned switchover on the active node, the database frozen: send
+    /// the other node what it lacks when `first`, and say `done` once it has
+    /// confirmed holding all of it. The default refuses: a strategy that
+    /// cannot hand over makes the switchover fail before anything moves.
+    fn handover(&mut self, _ctx: &NodeContext, _first: bool) -> Result<HandoverProgress> {
+        Err(Error::Conflict(String::from(
+            "this strategy cannot hand over for a planned switchover",
+        )))
+    }
 }
 
 /// A failover action. One value lives per plugin instance.
@@ -243,6 +252,9 @@ macro_rules! export_strategy {
                 }
                 fn status(ctx: $crate::NodeContext) -> wit::StrategyStatus {
                     with(|p| p.status(&ctx))
+                }
+                fn handover(ctx: $crate::NodeContext, first: bool) -> ::core::result::Result<wit::HandoverProgress, $crate::Error> {
+                    with(|p| p.handover(&ctx, first))
                 }
             }
 

@@ -16,9 +16,11 @@
 //! [`Demo::drain`] and [`Demo::check`]; [`run`] calls them all.
 
 mod app;
+mod observe;
 mod phases;
 mod report;
 mod setup;
+mod switchover;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -93,6 +95,9 @@ pub enum Fault {
     Kill,
     /// SIGSTOP: the process hangs with its sockets open; only keep-alives tell.
     Hang,
+    /// Not a fault: a planned switchover to B through A's admin socket
+    /// (`standby switchover`); nothing may be lost.
+    Switchover,
 }
 
 /// Progress lines on stderr, each with the time since the demo started.

@@ -3,18 +3,22 @@
 //! for `kill_after` seconds, then SIGKILL or SIGSTOP of A), failover (B
 //! active, the devices on B, a hung A resumed and fenced), drain (the fleet
 //! stops and drains; every process stops), check (the independent checker).
+//! With `--fault switchover` the fault is a planned switchover to B instead.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use standby_host::api::{render_timeline, AdminClient};
+use standby_host::api::render_timeline;
 
 use super::app;
+use super::observe::{
+    copy_database, keep_restored_copy, on, read_json, status, text, wait_status, wait_status_every,
+};
 use super::report::{percentile, reconnect_times, Outcome};
 use super::setup::{self, Ports, Timings, A_IP, B_IP, SERVICE_NAME, SERVICE_TTL, ZONE};
+use super::switchover;
 use super::{DemoOptions, DemoProfile, Fault, Progress};
 use crate::audit;
 use crate::dns_server::DnsServer;
@@ -45,6 +49,8 @@ struct FaultSeen {
     at: Instant,
     at_unix_ms: u64,
     copies_at_dr: bool,
+    /// A planned switchover's report.
+    switchover: Option<Value>,
 }
 
 /// What the failover phase saw.
@@ -286,23 +292,43 @@ impl Demo {
                 "no verified copy reached B before the fault; B will start from its own database",
             );
         }
-        self.a.signal(match self.options.fault {
+        let signal = match self.options.fault {
             Fault::Kill => Signal::KILL,
             Fault::Hang => Signal::STOP,
-        })?;
+            Fault::Switchover => return self.switch_over(copies_at_dr).await,
+        };
+        self.a.signal(signal)?;
         // The fault's moment is taken once the signal is delivered.
         self.fault = Some(FaultSeen {
             at: Instant::now(),
             at_unix_ms: standby_host::store::unix_ms(),
             copies_at_dr,
+            switchover: None,
         });
         self.progress.say(format!(
             "FAULT: site A {}",
             match self.options.fault {
                 Fault::Kill => "killed (SIGKILL to its node and application)",
-                Fault::Hang => "hung (SIGSTOP to its node and application): its sockets stay open",
+                _ => "hung (SIGSTOP to its node and application): its sockets stay open",
             }
         ));
+        Ok(())
+    }
+
+    /// The planned switchover in place of a fault: its moment is when A is
+    /// asked; A answers once B says it is active.
+    async fn switch_over(&mut self, copies_at_dr: bool) -> Result<()> {
+        self.progress
+            .say("SWITCHOVER: site A is asked (admin socket) to hand the service over to B");
+        let (at, at_unix_ms) = (Instant::now(), standby_host::store::unix_ms());
+        let report = switchover::request(&self.dir.join("profile.toml")).await?;
+        self.progress.say(switchover::summary(&report));
+        self.fault = Some(FaultSeen {
+            at,
+            at_unix_ms,
+            copies_at_dr,
+            switchover: Some(report),
+        });
         Ok(())
     }
 
@@ -361,10 +387,13 @@ impl Demo {
         // What A had committed when it stopped (it may later become standby
         // and take B's copies, so its live file no longer tells). A stays
         // stopped or dead until it is resumed below.
-        let a_at_fault = copy_database(
-            &self.dir.join("onsite").join("biostar2.db"),
-            &self.dir.join("a-at-fault.db"),
-        );
+        let a_at_fault = match self.options.fault {
+            Fault::Switchover => switchover::copy_a(&self.dir),
+            _ => copy_database(
+                &self.dir.join("onsite").join("biostar2.db"),
+                &self.dir.join("a-at-fault.db"),
+            ),
+        };
         let timeline = sb["last_failover"].clone();
         self.progress.say(format!(
             "site B is active at epoch {} ({fault_to_active_ms} ms after the fault)",
@@ -385,6 +414,19 @@ impl Demo {
                 stored_after: None,
             },
             Fault::Hang => self.resume_a(a_at_fault.as_deref()).await?,
+            Fault::Switchover => {
+                let sa = status(self.ports.admin_a()).await.unwrap_or_default();
+                AfterResume {
+                    summary: format!(
+                        "handed over: {} at epoch {}",
+                        text(&sa["role"]),
+                        sa["epoch"]
+                    ),
+                    acknowledging: sa["acknowledging"].as_bool(),
+                    accepts_devices: None,
+                    stored_after: None,
+                }
+            }
         };
         self.failover = Some(FailoverSeen {
             fault_to_active_ms,
@@ -544,6 +586,15 @@ impl Demo {
         let lease_end_ms = fault.at_unix_ms + failover.fault_to_active_ms;
         let writes = app::check(&self.dir, &b_db, fault.at_unix_ms, lease_end_ms)?;
         let a_keys = match &failover.a_at_fault {
+            // After a switchover A goes on as B's standby: what it received
+            // itself is what it must have handed over.
+            Some(p) if self.options.fault == Fault::Switchover => {
+                let own = audit::received_by(p, "onsite-1")?;
+                audit::found_keys(&devices, p)?
+                    .intersection(&own)
+                    .copied()
+                    .collect()
+            }
             Some(p) => audit::found_keys(&devices, p)?,
             None => Default::default(),
         };
@@ -586,91 +637,15 @@ impl Demo {
             app_writes_unreplicated: writes.unreplicated,
             lag_ms_at_fault: writes.lag_ms_at_fault,
             app_writes_on_b: writes.writes_on_b,
+            switchover_handover_ms: fault
+                .switchover
+                .as_ref()
+                .and_then(|r| r["handover_ms"].as_u64()),
+            switchover_no_active_server_ms: fault
+                .switchover
+                .as_ref()
+                .and_then(|r| r["no_active_server_ms"].as_u64()),
             dir: None,
         })
     }
-}
-
-/// Ask a node's admin endpoint (blocking HTTP in a worker thread).
-async fn status(addr: SocketAddr) -> Option<Value> {
-    tokio::task::spawn_blocking(move || AdminClient::new(addr).status().ok())
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Poll a node's status every 100 ms until `ok` holds.
-async fn wait_status(
-    addr: SocketAddr,
-    limit: Duration,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    wait_status_every(addr, limit, Duration::from_millis(100), what, ok)
-        .await
-        .map(|(s, _)| s)
-}
-
-/// Poll a node's status every `every` until `ok` holds; the status, and the
-/// moment (by this process's clock) the answer that satisfied `ok` arrived.
-async fn wait_status_every(
-    addr: SocketAddr,
-    limit: Duration,
-    every: Duration,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Result<(Value, Instant)> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = status(addr).await {
-            if ok(&s) {
-                return Ok((s, Instant::now()));
-            }
-        }
-        if Instant::now() > until {
-            bail!("{what} did not happen within {limit:?}");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// A JSON file the fleet writes (None while it does not exist yet).
-fn read_json(path: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// How many devices the fleet's summary has on `node`.
-fn on(summary: &Value, node: &str) -> usize {
-    summary["summary"]["by_server"][node].as_u64().unwrap_or(0) as usize
-}
-
-fn text(v: &Value) -> String {
-    v.as_str()
-        .map(String::from)
-        .unwrap_or_else(|| v.to_string())
-}
-
-/// Copy a database with its WAL (the writer is stopped or gone).
-fn copy_database(src: &Path, dest: &Path) -> Option<PathBuf> {
-    std::fs::copy(src, dest).ok()?;
-    for suffix in ["-wal", "-shm"] {
-        let from = PathBuf::from(format!("{}{suffix}", src.display()));
-        if from.exists() {
-            let _ = std::fs::copy(&from, format!("{}{suffix}", dest.display()));
-        }
-    }
-    Some(dest.to_path_buf())
-}
-
-/// Copy the snapshot B restored from (named in its promotion report) before
-/// B's own schedule prunes it: the check counts what it lacked.
-fn keep_restored_copy(dir: &Path, restored_from: &str) -> Option<PathBuf> {
-    let name = restored_from
-        .split_whitespace()
-        .find(|w| w.starts_with("biostar2-") && w.ends_with(".db"))?;
-    let src = dir.join("dr").join("snapshots").join(name);
-    let dest = dir.join("restored-copy.db");
-    std::fs::copy(&src, &dest).ok()?;
-    Some(dest)
 }

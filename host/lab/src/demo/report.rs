@@ -87,6 +87,12 @@ pub struct Outcome {
     pub lag_ms_at_fault: Option<u64>,
     /// Writes B's writer logged after B became active.
     pub app_writes_on_b: u64,
+    /// A planned switchover (`--fault switchover`): from holding A's writes
+    /// to B's confirmation that it holds everything, ms (A's report).
+    pub switchover_handover_ms: Option<u64>,
+    /// A planned switchover: from A's gateway closing to B announcing itself
+    /// active, ms (devices could reach no active server meanwhile).
+    pub switchover_no_active_server_ms: Option<u64>,
     /// The working directory, when kept.
     pub dir: Option<PathBuf>,
 }
@@ -125,6 +131,12 @@ impl Outcome {
             self.app_writes_divergent,
             self.app_writes_on_b
         );
+        if let Some(ms) = self.switchover_handover_ms {
+            eprintln!(
+                "  switchover: handed over in {ms} ms; no active server for {} ms",
+                opt(self.switchover_no_active_server_ms)
+            );
+        }
     }
 }
 

@@ -208,6 +208,13 @@ impl AdminClient {
         )
     }
 
+    /// `POST /switchover?to=SITE`: what the switchover did as JSON, or why
+    /// it was refused or abandoned (blocking).
+    pub fn switchover(&self, to: &str) -> Result<Value, AdminError> {
+        let to: String = url_encode(to);
+        self.call("POST", &format!("/switchover?to={to}"), None, PROMOTE_WAIT)
+    }
+
     /// `POST /promote`: the promotion's timeline as JSON, or why the node
     /// refused (blocking).
     pub fn promote(&self, force: bool) -> Result<Value, AdminError> {
@@ -374,4 +381,15 @@ fn parse_answer(raw: &[u8], at: &str) -> Result<(u16, Vec<u8>), AdminError> {
         Some(_) => Err(bad("the answer is shorter than its Content-Length")),
         None => Err(bad("the answer has no Content-Length")),
     }
+}
+
+/// `text` as a URL query value (site names are short words; anything else
+/// is percent-encoded).
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }

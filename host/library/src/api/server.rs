@@ -129,6 +129,7 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .route("/promote", post(promote))
+        .route("/switchover", post(switchover))
         .route("/replication/{decision}", post(replication))
         .route("/devices", get(devices))
         .route("/devices/servers", post(set_servers))
@@ -364,6 +365,43 @@ async fn promote(
             error(StatusCode::CONFLICT, e.to_string())
         }
         Err(e @ CommandError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The query of `POST /switchover`.
+#[derive(Debug, serde::Deserialize)]
+struct SwitchoverQuery {
+    to: String,
+}
+
+/// `POST /switchover?to=SITE`: hand the service over to the other site.
+async fn switchover(
+    State(node): State<NodeHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SwitchoverQuery>,
+) -> Response {
+    use crate::failover::SwitchoverError;
+    use crate::node::handle::SwitchoverCommandError as E;
+    tracing::warn!(%caller, to = %q.to, "admin: switchover requested");
+    match node.switchover(q.to).await {
+        Ok(report) => {
+            tracing::warn!(%caller, epoch_after = ?report.epoch_after, handover_ms = report.handover_ms, "admin: switchover done");
+            Json(report).into_response()
+        }
+        Err(E::Switchover(SwitchoverError::Abandoned(t))) => {
+            tracing::warn!(%caller, "admin: switchover abandoned");
+            let message = SwitchoverError::Abandoned(t.clone()).to_string();
+            (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({ "error": message, "timeline": t })),
+            )
+                .into_response()
+        }
+        Err(e @ E::Switchover(_)) => {
+            tracing::warn!(%caller, error = %e, "admin: switchover refused");
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e @ E::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

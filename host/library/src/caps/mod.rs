@@ -38,6 +38,10 @@ use crate::role::Role;
 use crate::store::Store;
 use crate::wit::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
+/// The word after the epoch in `DATA_DIR/.active-epoch` once the node has
+/// handed over cleanly.
+const HANDED_OVER: &str = "handed-over";
+
 pub use capability::Capability;
 pub use db::grant::DbGrant;
 pub use dns::grant::DnsServerGrant;
@@ -150,12 +154,39 @@ impl Services {
         self.data_dir().join(".active-epoch")
     }
 
-    /// The epoch at which this node was last active, if a later epoch has
-    /// since begun (it came back after another node took over).
-    pub(crate) fn returning_from_epoch(&self) -> Option<u64> {
+    /// The marker: the epoch at which this node was last active, and
+    /// whether it handed over cleanly since (a planned switchover).
+    fn read_active_marker(&self) -> Option<(u64, bool)> {
         let text = std::fs::read_to_string(self.active_marker()).ok()?;
-        let was: u64 = text.trim().parse().ok()?;
-        (was < self.epoch()).then_some(was)
+        let mut words = text.split_whitespace();
+        let epoch = words.next()?.parse().ok()?;
+        Some((epoch, words.next() == Some(HANDED_OVER)))
+    }
+
+    /// The epoch at which this node was last active (its own captured
+    /// changes are of that epoch), if it was.
+    pub(crate) fn active_epoch(&self) -> Option<u64> {
+        self.read_active_marker().map(|(epoch, _)| epoch)
+    }
+
+    /// The epoch at which this node was last active, if a later epoch has
+    /// since begun (it came back after another node took over) and it did
+    /// not hand over cleanly.
+    pub(crate) fn returning_from_epoch(&self) -> Option<u64> {
+        let (was, clean) = self.read_active_marker()?;
+        (was < self.epoch() && !clean).then_some(was)
+    }
+
+    /// This node handed the service over in a planned switchover: the other
+    /// node confirmed it holds everything this one committed, so nothing
+    /// needs setting aside when its copies arrive.
+    pub(crate) fn mark_handed_over(&self) {
+        if let Some(epoch) = self.active_epoch() {
+            let marker = self.active_marker();
+            if let Err(e) = std::fs::write(&marker, format!("{epoch} {HANDED_OVER}")) {
+                tracing::warn!(path = %marker.display(), error = %e, "could not record the hand-over");
+            }
+        }
     }
 
     /// What the node held from its last active epoch is dealt with.

@@ -5,7 +5,7 @@
 //! clock, so a node whose renewals stall stops acknowledging on time even if
 //! no task gets to run to close it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A deadline on the monotonic clock, readable without locks.
@@ -17,6 +17,9 @@ pub(crate) struct AckGate {
     until_ns: AtomicU64,
     /// The last deadline given to [`AckGate::open_until`] (0: none yet).
     last_deadline_ns: AtomicU64,
+    /// Held shut whatever the deadline says (a switchover in progress):
+    /// renewals do not open it.
+    held: AtomicBool,
 }
 
 impl AckGate {
@@ -27,6 +30,7 @@ impl AckGate {
             base: Instant::now(),
             until_ns: AtomicU64::new(u64::MAX),
             last_deadline_ns: AtomicU64::new(0),
+            held: AtomicBool::new(false),
         }
     }
 
@@ -36,6 +40,7 @@ impl AckGate {
             base: Instant::now(),
             until_ns: AtomicU64::new(0),
             last_deadline_ns: AtomicU64::new(0),
+            held: AtomicBool::new(false),
         }
     }
 
@@ -63,8 +68,22 @@ impl AckGate {
         self.until_ns.store(0, Ordering::SeqCst);
     }
 
+    /// Stop acknowledging until [`AckGate::unhold`], whatever the lease's
+    /// renewals say.
+    pub(crate) fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// End [`AckGate::hold`]: the deadline decides again.
+    pub(crate) fn unhold(&self) {
+        self.held.store(false, Ordering::SeqCst);
+    }
+
     /// Whether acknowledging is allowed now.
     pub(crate) fn is_open(&self) -> bool {
+        if self.held.load(Ordering::SeqCst) {
+            return false;
+        }
         let until = self.until_ns.load(Ordering::SeqCst);
         until == u64::MAX || (self.base.elapsed().as_nanos() as u64) < until
     }
@@ -89,5 +108,16 @@ mod tests {
         g.close();
         assert!(!g.is_open());
         assert!(AckGate::always_open().is_open());
+    }
+
+    #[test]
+    fn a_held_gate_stays_shut_through_renewals_until_it_is_unheld() {
+        let g = AckGate::always_open();
+        g.hold();
+        assert!(!g.is_open());
+        g.open_until(Instant::now() + Duration::from_secs(10));
+        assert!(!g.is_open(), "a renewal does not open a held gate");
+        g.unhold();
+        assert!(g.is_open());
     }
 }

@@ -9,6 +9,8 @@
 //!    |                  promotion abandoned  <-- promotion abandoned -+  |
 //!    |                           v           (a plugin step ran out)    v
 //!    +------------------------ standby <------------ rejoin -------- fenced
+//!                                 ^
+//!                                 +--- handed over (planned switchover) --- active
 //! ```
 
 use serde::Serialize;
@@ -167,6 +169,19 @@ impl RoleMachine {
                 Ok(())
             }
             _ => Err(self.wrong("losing the lease")),
+        }
+    }
+
+    /// A planned switchover: the active node handed its data and its lease
+    /// over to the other node and goes on as its standby (not fenced: it
+    /// holds nothing the other lacks).
+    pub(crate) fn handed_over(&mut self, reason: &str) -> Result<(), RoleError> {
+        match self.role {
+            Role::Active => {
+                self.go(Role::Standby, self.epoch, format!("handed over: {reason}"));
+                Ok(())
+            }
+            _ => Err(self.wrong("handing the service over")),
         }
     }
 

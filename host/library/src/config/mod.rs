@@ -8,6 +8,7 @@
 //! section (`STANDBY_LOG`, or a test harness's own switch) is not a profile
 //! key and is left alone.
 
+mod cluster;
 mod device_auth;
 mod profile;
 mod settings;
@@ -18,11 +19,12 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use crate::caps::{GrantCheck, GrantsConfig};
+pub use cluster::{ClusterSection, StepTimeout};
 pub(crate) use device_auth::end_of_day_ms;
 pub use device_auth::{AuthMode, DeviceAuthSection};
 pub use profile::{
-    AcceptKeyword, AcceptSetting, ClusterSection, DevicesSection, DurableAck, GatewaySection,
-    PluginEntry, Profile, Site, SiteRole, StepTimeout, StoreSection, PROFILE_VERSION,
+    AcceptKeyword, AcceptSetting, DevicesSection, DurableAck, GatewaySection, PluginEntry, Profile,
+    Site, SiteRole, StoreSection, PROFILE_VERSION,
 };
 pub use settings::flatten_settings;
 

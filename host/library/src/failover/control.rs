@@ -14,6 +14,7 @@ use super::promotion::{
     complete_promotion, demote, promote_holding, shut_down, Held, PromoteError,
 };
 use super::state::ControlState;
+use super::switchover::switch_over;
 use super::timeline::{Timeline, TimelineBuilder};
 use standby_device::backoff::Backoff;
 
@@ -157,10 +158,8 @@ pub(crate) async fn run(
                 continue;
             }
             cmd = commands.recv() => {
-                if let Some(Command::Promote { force, reply }) = cmd {
-                    let result = c.operator_promote(force).await;
-                    c.watch.reset();
-                    let _ = reply.send(result);
+                if let Some(cmd) = cmd {
+                    c.command(cmd).await;
                 }
                 continue;
             }
@@ -364,20 +363,66 @@ impl Controller {
         }
     }
 
-    /// `standby promote`: through the witness when there is one; without
-    /// one only with `force`.
-    async fn operator_promote(&mut self, force: bool) -> Result<Timeline, PromoteError> {
+    /// Carry out one command from the admin endpoint or the peer.
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Promote { force, reply } => {
+                let result = self
+                    .operator_promote(force, "the operator asked for a promotion")
+                    .await;
+                self.watch.reset();
+                let _ = reply.send(result);
+            }
+            Command::Switchover { to, reply } => {
+                let limit = self
+                    .core
+                    .settings
+                    .as_ref()
+                    .map(|s| s.switchover_timeout)
+                    .unwrap_or(Duration::from_secs(30));
+                let core = self.core.clone();
+                let result = switch_over(&core, &mut self.state, &mut self.held, &to, limit).await;
+                self.watch.reset();
+                let _ = reply.send(result);
+            }
+            Command::TakeOver { from, epoch } => {
+                if self.state.role() == Role::Active || epoch < self.state.epoch() {
+                    tracing::warn!(from, epoch, role = %self.state.role(), "take-over request ignored: this node is active or the request is from an older epoch");
+                    return;
+                }
+                let reason = format!("switchover: {from} handed the service over at epoch {epoch}");
+                tracing::warn!("{reason}");
+                // Without a witness the hand-over itself is the operator's
+                // word that the other node stepped down.
+                match self.operator_promote(true, &reason).await {
+                    Ok(t) => {
+                        tracing::info!(epoch = t.epoch_after, total_ms = t.total_ms, "took over")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not take over; the other node's detector promotes it again if nobody becomes active")
+                    }
+                }
+                self.watch.reset();
+            }
+        }
+    }
+
+    /// `standby promote` (and a peer's hand-over): through the witness when
+    /// there is one; without one only with `force`.
+    async fn operator_promote(
+        &mut self,
+        force: bool,
+        reason: &str,
+    ) -> Result<Timeline, PromoteError> {
         let core = self.core.clone();
         let role = self.state.role();
         if role == Role::Active {
             return Err(PromoteError::AlreadyActive(self.state.epoch()));
         }
         if role == Role::Fenced {
-            let _ = self
-                .state
-                .change(|m| m.rejoin("the operator asked for a promotion"));
+            let _ = self.state.change(|m| m.rejoin(reason));
         }
-        let reason = String::from("the operator asked for a promotion");
+        let reason = reason.to_string();
         let abandoned = |t: Timeline| PromoteError::Abandoned(Box::new(t));
         match (&core.witness, &core.settings) {
             (Some(witness), Some(settings)) => {

@@ -117,6 +117,12 @@ pub(crate) async fn deliver(core: Arc<Core>, mut incoming: mpsc::Receiver<Incomi
                     tracing::warn!(plugin = %plugin, batch = id, error = %e, "the strategy refused a change batch from the peer");
                 }
             }
+            Incoming::TakeOver { from, epoch } => {
+                let cmd = crate::node::core::Command::TakeOver { from, epoch };
+                if core.commands.send(cmd).await.is_err() {
+                    tracing::warn!("a take-over request came while the node is stopping; dropped");
+                }
+            }
             Incoming::Message {
                 plugin, kind, body, ..
             } => {

@@ -209,7 +209,7 @@ async fn abandon_after_timeout(
 
 /// Deactivate every failover action and tell every strategy it is demoted,
 /// each a step of `tl`.
-async fn undo_actions_and_demote_strategies(
+pub(crate) async fn undo_actions_and_demote_strategies(
     core: &Core,
     ctx: &crate::plugin::NodeContext,
     tl: &mut TimelineBuilder,
@@ -335,7 +335,7 @@ pub(crate) async fn demote(
     state.set_last_demotion(tl.finish(true));
 }
 
-async fn release_lease(core: &Core, state: &mut ControlState) {
+pub(crate) async fn release_lease(core: &Core, state: &mut ControlState) {
     let lease = state.take_lease();
     if let (Some(w), Some(lease)) = (&core.witness, lease) {
         match w.release(&lease).await {

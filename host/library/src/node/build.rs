@@ -130,8 +130,10 @@ pub(super) async fn assemble(
         services.clone(),
         gateway.clone(),
     );
+    let peer_site = loaded.other_site(&site_name).map(|(n, _)| n.clone());
     let core = Arc::new(Core {
         node_id: site.node_id.clone(),
+        peer_site,
         site: site_name,
         data_dir,
         runtime,
@@ -147,6 +149,7 @@ pub(super) async fn assemble(
         settings,
         inboxes,
         control: control_view,
+        commands: commands_tx.clone(),
     });
     let admin = crate::api::serve(
         &loaded.admin_socket(&site),
@@ -320,6 +323,7 @@ fn cluster_settings(loaded: &LoadedProfile, c: &ClusterSection, site: &Site) -> 
         fence_timeout: Duration::from_millis(c.fence_timeout_ms),
         fence_required: c.fence_required,
         step_timeout: c.failover_step_timeout,
+        switchover_timeout: Duration::from_millis(c.switchover_timeout_ms),
         prefer_active: site.role == SiteRole::Active,
     }
 }

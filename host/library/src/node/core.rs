@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::caps::Services;
 use crate::cluster::{AckGate, DetectorSettings, LeaseSettings, WitnessClient};
@@ -39,6 +39,22 @@ pub(crate) enum Command {
         /// The promotion's timeline, or why it did not happen.
         reply: oneshot::Sender<Result<Timeline, crate::failover::PromoteError>>,
     },
+    /// Hand the service over to the other site (`standby switchover`).
+    Switchover {
+        /// The other site's name, as the operator gave it.
+        to: String,
+        /// What the switchover did, or why it did not happen.
+        reply: oneshot::Sender<
+            Result<crate::failover::SwitchoverReport, crate::failover::SwitchoverError>,
+        >,
+    },
+    /// The other site handed the service over to this one: become active.
+    TakeOver {
+        /// The other site's name.
+        from: String,
+        /// Its epoch when it asked.
+        epoch: u64,
+    },
 }
 
 /// The resolved `[cluster]` settings.
@@ -55,6 +71,8 @@ pub(crate) struct ClusterSettings {
     /// The site starts as `active` in the profile: it competes for the lease
     /// at once instead of waiting out the startup grace.
     pub(crate) prefer_active: bool,
+    /// How long a switchover waits for the other node's confirmation.
+    pub(crate) switchover_timeout: Duration,
 }
 
 /// What a running node's parts share: its identity, its resources, and
@@ -64,6 +82,8 @@ pub(crate) struct ClusterSettings {
 pub(crate) struct Core {
     pub(crate) node_id: String,
     pub(crate) site: String,
+    /// The other site's name, when the profile has two.
+    pub(crate) peer_site: Option<String>,
     pub(crate) data_dir: PathBuf,
     pub(crate) runtime: Arc<PluginRuntime>,
     pub(crate) services: Arc<Services>,
@@ -79,6 +99,9 @@ pub(crate) struct Core {
     pub(crate) inboxes: BTreeMap<String, Inbox>,
     /// What the control loop last published.
     pub(crate) control: watch::Receiver<ControlView>,
+    /// Commands to the control loop (the peer's take-over request goes
+    /// there too).
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 impl Core {

@@ -22,6 +22,17 @@ pub(crate) enum CommandError {
     Refused(#[from] PromoteError),
 }
 
+/// Why a switchover got no report.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SwitchoverCommandError {
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+    /// The switchover was refused or abandoned.
+    #[error(transparent)]
+    Switchover(#[from] crate::failover::SwitchoverError),
+}
+
 /// Why a decision on the change stream was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StreamCommandError {
@@ -94,6 +105,21 @@ impl NodeHandle {
         .await
         .map_err(|_| StreamCommandError::Stopping)?
         .map_err(StreamCommandError::Stream)
+    }
+
+    /// Ask the control loop to hand the service over to the site `to`.
+    pub(crate) async fn switchover(
+        &self,
+        to: String,
+    ) -> Result<crate::failover::SwitchoverReport, SwitchoverCommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Switchover { to, reply })
+            .await
+            .map_err(|_| SwitchoverCommandError::Stopping)?;
+        Ok(answer
+            .await
+            .map_err(|_| SwitchoverCommandError::Stopping)??)
     }
 
     /// Ask the control loop to promote the node (`force`: without a

@@ -250,7 +250,11 @@ impl Connection {
                 self.refuse_lower(frame.epoch).await;
                 self.receiving.remove(&id);
             }
-            PeerMsg::Message { id, .. } | PeerMsg::Batch { id, .. } if lower => {
+            PeerMsg::Message { id, .. }
+            | PeerMsg::Batch { id, .. }
+            | PeerMsg::TakeOver { id, .. }
+                if lower =>
+            {
                 self.refuse_lower(frame.epoch).await;
                 let error = Some(format!("epoch {} is lower than {my_epoch}", frame.epoch));
                 let _ = self
@@ -312,6 +316,13 @@ impl Connection {
                 let item = Incoming::Batch {
                     plugin,
                     body,
+                    epoch: frame.epoch,
+                };
+                self.deliver_and_ack(id, item).await;
+            }
+            PeerMsg::TakeOver { id, from } => {
+                let item = Incoming::TakeOver {
+                    from,
                     epoch: frame.epoch,
                 };
                 self.deliver_and_ack(id, item).await;

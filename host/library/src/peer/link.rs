@@ -131,6 +131,17 @@ impl PeerLink {
         .await
     }
 
+    /// Ask the peer to become active: this node (`from`, its site name)
+    /// has handed the service over. Returns once the peer's node has the
+    /// request (bounded like [`Self::send_message`]).
+    pub(crate) async fn send_take_over(&self, from: &str) -> Result<(), PeerError> {
+        self.send_acknowledged("take-over request", |id| PeerMsg::TakeOver {
+            id,
+            from: from.into(),
+        })
+        .await
+    }
+
     /// Send what `make` builds with a fresh id and wait for its
     /// acknowledgement.
     async fn send_acknowledged(

@@ -115,6 +115,15 @@ pub(crate) enum PeerMsg {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// A planned switchover: the sender (active until now) has handed its
+    /// data over, given its lease back and asks this node to become active
+    /// (acknowledged with [`PeerMsg::MessageAck`] once the node has it).
+    TakeOver {
+        /// Message id, echoed by the ack.
+        id: u64,
+        /// The sender's site name.
+        from: String,
+    },
     /// The message was delivered (or refused).
     MessageAck {
         /// Message id.

@@ -107,6 +107,14 @@ pub enum Incoming {
         /// Sender's epoch.
         epoch: u64,
     },
+    /// The peer handed the service over (a planned switchover): become
+    /// active.
+    TakeOver {
+        /// The peer's site name.
+        from: String,
+        /// Sender's epoch.
+        epoch: u64,
+    },
     /// A small message.
     Message {
         /// Plugin instance.

@@ -102,6 +102,16 @@ pub(crate) fn promote(p: wit_strategy::PromoteReport, out: &InstanceOutput) -> P
     }
 }
 
+pub(crate) fn handover(
+    p: wit_strategy::HandoverProgress,
+    out: &InstanceOutput,
+) -> HandoverProgress {
+    HandoverProgress {
+        done: p.done,
+        note: out.bound(p.note),
+    }
+}
+
 pub(crate) fn status(s: wit_strategy::StrategyStatus, out: &InstanceOutput) -> StrategyStatus {
     StrategyStatus {
         healthy: s.healthy,

@@ -110,6 +110,16 @@ pub trait Strategy: Send + Sync {
     async fn on_demote(&self, ctx: &NodeContext) -> Result<(), PluginError>;
     /// Health and progress.
     async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError>;
+    /// A planned switchover on the active node, the database frozen: send
+    /// the other node what it lacks (`first`: the first call of this
+    /// switchover) and say whether it has confirmed holding all of it. A
+    /// promotion or the switchover's time limit may stop it
+    /// ([`Strategy::preempt`]).
+    async fn handover(
+        &self,
+        ctx: &NodeContext,
+        first: bool,
+    ) -> Result<HandoverProgress, PluginError>;
     /// Stop a running `tick` or `on-receive` now, because the node is being
     /// promoted; what it had begun is dropped. The default does nothing.
     fn preempt(&self) {}

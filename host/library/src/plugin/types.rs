@@ -136,6 +136,15 @@ pub struct PromoteReport {
     pub note: String,
 }
 
+/// How far a planned switchover's hand-over has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverProgress {
+    /// The other node confirmed it holds everything.
+    pub done: bool,
+    /// One line: what was sent, what is awaited.
+    pub note: String,
+}
+
 /// A strategy's health and progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StrategyStatus {

@@ -507,6 +507,25 @@ impl Strategy for WasmStrategy {
         self.slot.preempt();
     }
 
+    async fn handover(
+        &self,
+        ctx: &NodeContext,
+        first: bool,
+    ) -> Result<HandoverProgress, PluginError> {
+        let c = convert::ctx(ctx);
+        let r = self
+            .slot
+            .call("handover", CallKind::Preemptible, move |b, s| {
+                Box::pin(async move {
+                    b.standby_plugin_strategy()
+                        .call_handover(s, &c, first)
+                        .await
+                })
+            })
+            .await?;
+        self.slot.returned(r, convert::handover)
+    }
+
     async fn status(&self, ctx: &NodeContext) -> Result<StrategyStatus, PluginError> {
         let c = convert::ctx(ctx);
         let r = self

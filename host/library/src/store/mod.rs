@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use ingest::{handshake_tx, ingest_device_tx, ingest_tx, watermark_tx};
 
-pub use capture::{ApplyProblem, CaptureError, Change};
+pub use capture::{ApplyProblem, CaptureError, Change, Position};
 pub use freeze::Frozen;
 pub(crate) use group::GroupWriter;
 pub use set_aside::{SetAsideSummary, TableSummary, SET_ASIDE_DIR};

@@ -3,7 +3,10 @@
 //! commits that never reached the other site (a user added just before the
 //! crash). Its whole database is kept in `DATA_DIR/set-aside/` with a
 //! summary an operator can read: per table, how many rows it has and which
-//! rows (by key) the incoming copy does not hold as they are.
+//! rows (by key) the incoming copy does not hold as they are; with change
+//! capture (case 3), also the changes it captured that the incoming copy's
+//! node never applied (its divergent writes, with their row images still in
+//! the set-aside file's change log).
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +35,22 @@ pub struct TableSummary {
     pub keys: Vec<String>,
 }
 
+/// A change this node captured that the incoming copy's node never applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct DivergentChange {
+    /// Its position in this node's change log.
+    pub seq: u64,
+    /// The table.
+    pub table: String,
+    /// `I`, `U` or `D`.
+    pub op: String,
+    /// The row's key (a JSON array).
+    pub key: String,
+}
+
+/// Divergent changes listed in a summary (the count is always whole).
+const DIVERGENT_LISTED: usize = 200;
+
 /// What was set aside and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetAsideSummary {
@@ -43,6 +62,11 @@ pub struct SetAsideSummary {
     pub set_aside_at_ms: u64,
     /// Per table.
     pub tables: Vec<TableSummary>,
+    /// Changes captured here after the last one the incoming copy's node
+    /// applied (none without change capture).
+    pub divergent_total: u64,
+    /// The first 200 of them, oldest first.
+    pub divergent_changes: Vec<DivergentChange>,
 }
 
 impl Store {
@@ -64,15 +88,19 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let file = dir.join(format!("biostar2-epoch{active_at_epoch}-{now}.db"));
         self.snapshot_to(&file)?;
-        let tables = compare(&file, incoming).map_err(|error| StoreError::Sqlite {
+        let sqlite = |error| StoreError::Sqlite {
             path: file.clone(),
             error,
-        })?;
+        };
+        let tables = compare(&file, incoming).map_err(sqlite)?;
+        let (divergent_total, divergent_changes) = divergent(&file, incoming).map_err(sqlite)?;
         let summary = SetAsideSummary {
             file: file.clone(),
             active_at_epoch,
             set_aside_at_ms: now,
             tables,
+            divergent_total,
+            divergent_changes,
         };
         let summary_path = PathBuf::from(format!("{}.summary.json", file.display()));
         let text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
@@ -154,6 +182,49 @@ fn compare(ours: &Path, theirs: &Path) -> Result<Vec<TableSummary>, rusqlite::Er
     Ok(out)
 }
 
+/// The changes in `ours`'s change log past the position `theirs` applied
+/// through: how many, and the first [`DIVERGENT_LISTED`].
+fn divergent(ours: &Path, theirs: &Path) -> Result<(u64, Vec<DivergentChange>), rusqlite::Error> {
+    let conn = Connection::open_with_flags(ours, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.execute("ATTACH DATABASE ?1 AS theirs", [theirs.to_string_lossy()])?;
+    let has = |schema: &str, table: &str| -> Result<bool, rusqlite::Error> {
+        conn.query_row(
+            &format!("SELECT count(*) > 0 FROM {schema}.sqlite_schema WHERE type = 'table' AND name = ?1"),
+            [table],
+            |r| r.get(0),
+        )
+    };
+    if !has("main", "standby_changes")? {
+        return Ok((0, Vec::new()));
+    }
+    let applied: i64 = if has("theirs", "standby_applied")? {
+        conn.query_row(
+            "SELECT coalesce(max(seq), 0) FROM theirs.standby_applied",
+            [],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    // Markers (`O`) are positions, not changes.
+    let past = "FROM main.standby_changes WHERE seq > ?1 AND op != 'O'";
+    let total: i64 = conn.query_row(&format!("SELECT count(*) {past}"), [applied], |r| r.get(0))?;
+    let listed = conn
+        .prepare(&format!(
+            "SELECT seq, tbl, op, pk {past} ORDER BY seq LIMIT {DIVERGENT_LISTED}"
+        ))?
+        .query_map([applied], |r| {
+            Ok(DivergentChange {
+                seq: r.get::<_, i64>(0)? as u64,
+                table: r.get(1)?,
+                op: r.get(2)?,
+                key: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok((total as u64, listed))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -194,7 +265,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(written["active_at_epoch"], 7);
+        assert_eq!(s.divergent_total, 0, "no change capture, no change listed");
         // The live database is untouched.
         assert!(ours.user("late").unwrap().is_some());
+    }
+
+    #[test]
+    fn with_change_capture_the_summary_lists_the_changes_the_other_node_never_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = Store::open(dir.path().join("ours.db"), StoreOptions::default()).unwrap();
+        ours.enable_capture(None).unwrap();
+        let write = |q: &str| {
+            Connection::open(ours.path())
+                .unwrap()
+                .execute_batch(q)
+                .unwrap()
+        };
+        write("INSERT INTO users (user_id, name, updated_at) VALUES ('shipped', 'S', 1);");
+        let shipped = ours.last_change().unwrap();
+        write("INSERT INTO users (user_id, name, updated_at) VALUES ('late', 'L', 2);");
+        write("UPDATE users SET name = 'changed late' WHERE user_id = 'shipped';");
+        // The other node applied through `shipped` and went on by itself.
+        let theirs = Store::open(dir.path().join("theirs.db"), StoreOptions::default()).unwrap();
+        theirs.enable_capture(None).unwrap();
+        theirs.mark_applied(shipped, 3).unwrap();
+        let copy = dir.path().join("incoming.db");
+        theirs.snapshot_to(&copy).unwrap();
+        let s = ours
+            .set_aside_before_install(&copy, &dir.path().join("data"), 3)
+            .unwrap();
+        assert_eq!(s.divergent_total, 2, "{s:?}");
+        let listed: Vec<(&str, &str, &str)> = s
+            .divergent_changes
+            .iter()
+            .map(|c| (c.table.as_str(), c.op.as_str(), c.key.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("users", "I", "[\"late\"]"),
+                ("users", "U", "[\"shipped\"]")
+            ]
+        );
     }
 }

@@ -14,6 +14,7 @@ use crate::role::Role;
 use crate::store::{Store, StoreError};
 use crate::wit::strategy::standby::plugin::db::{
     DbInfo, DurableMark as WitMark, Host, IntegrityReport, SnapshotInfo,
+    StreamPosition as WitPosition,
 };
 use crate::wit::strategy::standby::plugin::types::{ChangeBatch, Error as WitError, FileRef};
 
@@ -36,6 +37,15 @@ fn store_error(e: StoreError) -> WitError {
             if matches!(error.as_ref(), crate::store::CaptureError::Pruned { .. }) =>
         {
             WitError::NotFound(e.to_string())
+        }
+        StoreError::Capture { ref error, .. }
+            if matches!(
+                error.as_ref(),
+                crate::store::CaptureError::Diverged { .. }
+                    | crate::store::CaptureError::StaleEpoch { .. }
+            ) =>
+        {
+            WitError::Conflict(e.to_string())
         }
         StoreError::Capture { ref error, .. }
             if matches!(error.as_ref(), crate::store::CaptureError::Sqlite(s)
@@ -175,6 +185,7 @@ impl Host for HostState {
                     file = %summary.file.display(),
                     active_at_epoch = epoch,
                     rows_not_in_the_new_copy = differing,
+                    divergent_changes = summary.divergent_total,
                     "this node was active at an older epoch: its database is set aside before a copy from the new active replaces it"
                 );
             }
@@ -186,6 +197,11 @@ impl Host for HostState {
                 })
                 .map_err(store_error)?;
             services.forget_active_epoch();
+            // The copy counts as applied at this node's epoch (the active
+            // node's): that node recognises the position when it is told.
+            store
+                .adopt_applied_epoch(services.epoch())
+                .map_err(store_error)?;
             tracing::info!(plugin = &*plugin, file = %what, "installed a copy as the live database");
             Ok(())
         })
@@ -343,9 +359,33 @@ impl Host for HostState {
 
     async fn prune_changes(&mut self, through: u64) -> Result<(), WitError> {
         let store = self.db_grant(Some(DbSwitch::Capture))?;
+        if self.services.freeze.is_frozen() {
+            // A write would wait for the freeze; pruning is only tidying,
+            // and the next prune goes through `through` as well.
+            tracing::debug!(through, "database frozen: pruning the change log later");
+            return Ok(());
+        }
         blocking(move || {
             store.prune_changes(through).map_err(store_error)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn position(&mut self) -> Result<WitPosition, WitError> {
+        let store = self.db_grant(Some(DbSwitch::Capture))?;
+        let own_epoch = if self.services.role() == Role::Active {
+            self.services.epoch()
+        } else {
+            self.services.active_epoch().unwrap_or(0)
+        };
+        blocking(move || {
+            let p = store.position(own_epoch).map_err(store_error)?;
+            Ok(WitPosition {
+                seq: p.seq,
+                epoch: p.epoch,
+                captured_here: p.own,
+            })
         })
         .await
     }

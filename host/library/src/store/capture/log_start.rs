@@ -35,7 +35,7 @@ pub(super) fn start(conn: &Connection) -> Result<u64, CaptureError> {
     Ok(after.unwrap_or(0) as u64)
 }
 
-fn set(conn: &Connection, after: u64) -> Result<(), CaptureError> {
+pub(super) fn set(conn: &Connection, after: u64) -> Result<(), CaptureError> {
     conn.execute(
         "INSERT INTO standby_log_start (id, after) VALUES (1, ?1)
          ON CONFLICT(id) DO UPDATE SET after = max(after, excluded.after)",

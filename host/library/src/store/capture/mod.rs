@@ -13,6 +13,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 mod log_start;
+mod position;
+
+pub use position::Position;
 
 /// The change log and its control tables (never captured themselves).
 const LOG_TABLES: &str = "
@@ -83,6 +86,17 @@ pub enum CaptureError {
         after: u64,
         /// The log holds changes after this.
         start: u64,
+    },
+    /// This node holds changes of its own numbered at or after the first
+    /// change of a batch: they never reached the other site, and applying
+    /// over them would lose them in silence. The node needs a snapshot (its
+    /// database is set aside first).
+    #[error("change capture: this database holds changes of its own through {own}, which the other site never had, and the batch starts at {first}: it needs a fresh copy of the active database (its own changes are set aside first)")]
+    Diverged {
+        /// The newest own change.
+        own: u64,
+        /// The batch's first change to apply.
+        first: u64,
     },
     /// A batch from an older epoch than the changes applied here: it comes
     /// from a node that has since lost its lease.
@@ -413,6 +427,9 @@ pub(super) fn apply(
         });
     }
     let mut mark = before;
+    if let Some(first) = changes.iter().map(|c| c.seq).find(|s| *s > before) {
+        position::check_not_diverged(&tx, first)?;
+    }
     tx.execute("UPDATE standby_capture SET suppressed = 1 WHERE id = 1", [])?;
     let mut shapes: std::collections::HashMap<String, TableShape> = Default::default();
     for c in changes.iter().filter(|c| c.seq > before) {
@@ -436,6 +453,9 @@ pub(super) fn apply(
         mark = c.seq;
     }
     tx.execute("UPDATE standby_capture SET suppressed = 0 WHERE id = 1", [])?;
+    if mark > before {
+        position::keep_at(&tx, mark)?;
+    }
     tx.execute(
         "INSERT INTO standby_applied (id, seq, epoch) VALUES (1, ?1, ?2)
          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, epoch = excluded.epoch",
@@ -539,7 +559,7 @@ fn apply_one(tx: &Transaction<'_>, s: &TableShape, c: &Change) -> Result<(), App
 }
 
 impl super::Store {
-    fn with_capture<R>(
+    pub(super) fn with_capture<R>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, CaptureError>,
     ) -> Result<R, super::StoreError> {

@@ -80,10 +80,14 @@ fn changes_from_any_connection_replay_on_another_database_row_for_row() {
         changes.last().unwrap().seq
     );
     assert_eq!(dump(a.path()), dump(b.path()));
-    // Nothing applied was captured at B: it would loop back after a failover.
+    // Nothing applied was captured at B (it would loop back after a
+    // failover): its log holds only the marker of the position it applied
+    // through, and starts there.
     let again = b.apply_changes(&changes, 1).unwrap();
-    assert_eq!(again, changes.last().unwrap().seq, "applied twice");
-    assert!(b.read_changes(0, 10, u64::MAX).unwrap().is_empty());
+    let last = changes.last().unwrap().seq;
+    assert_eq!(again, last, "applied twice");
+    assert!(b.read_changes(last, 10, u64::MAX).unwrap().is_empty());
+    assert!(b.read_changes(0, 10, u64::MAX).is_err());
     assert_eq!(dump(a.path()), dump(b.path()));
     // Pruned changes are gone from A's log.
     a.prune_changes(changes[2].seq).unwrap();
@@ -113,7 +117,7 @@ fn changes_from_any_connection_replay_on_another_database_row_for_row() {
     assert_eq!(next.first().map(|c| c.seq), Some(last + 1));
     assert_eq!(b.applied_mark().unwrap(), (changes.last().unwrap().seq, 1));
     assert_eq!(a.last_change().unwrap(), changes.last().unwrap().seq + 1);
-    assert_eq!(b.last_change().unwrap(), 0);
+    assert_eq!(b.last_change().unwrap(), changes.last().unwrap().seq);
 }
 
 #[test]
@@ -250,4 +254,57 @@ fn a_standby_the_log_cannot_serve_is_reseeded_from_a_snapshot_and_follows_from_i
     a.prune_changes(last - 1).unwrap();
     assert!(a.read_changes(position, 100, u64::MAX).is_err());
     assert_eq!(a.read_changes(last - 1, 100, u64::MAX).unwrap().len(), 1);
+}
+
+#[test]
+fn the_sequence_goes_on_across_a_switch_of_roles_and_own_changes_past_it_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    let b = store(dir.path(), "b.db");
+    a.enable_capture(None).unwrap();
+    b.enable_capture(None).unwrap();
+    let write = |s: &Store, id: &str| {
+        Connection::open(s.path())
+            .unwrap()
+            .execute(
+                "INSERT INTO users (user_id, name, updated_at) VALUES (?1, 'x', 1)",
+                [id],
+            )
+            .unwrap();
+    };
+    for id in ["a1", "a2", "a3"] {
+        write(&a, id);
+    }
+    // A, active at epoch 1, stands at its own third change.
+    let pa = a.position(1).unwrap();
+    assert_eq!((pa.seq, pa.epoch, pa.own), (3, 1, true));
+    // B applies them: it stands there too, and its log holds one marker.
+    let changes = a.read_changes(0, 100, u64::MAX).unwrap();
+    assert_eq!(b.apply_changes(&changes, 1).unwrap(), 3);
+    let pb = b.position(0).unwrap();
+    assert_eq!((pb.seq, pb.epoch, pb.own), (3, 1, false));
+    // B becomes active: its own changes are numbered on from 3.
+    write(&b, "b4");
+    let from_b = b.read_changes(3, 100, u64::MAX).unwrap();
+    assert_eq!(from_b.iter().map(|c| c.seq).collect::<Vec<_>>(), [4]);
+    // A (handed over at 3) follows from there.
+    assert_eq!(a.apply_changes(&from_b, 2).unwrap(), 4);
+    assert_eq!(a.position(1).unwrap().seq, 4);
+    assert!(a.user("b4").unwrap().is_some());
+
+    // A node holding changes of its own past a batch's start refuses it.
+    let c = store(dir.path(), "c.db");
+    c.enable_capture(None).unwrap();
+    c.apply_changes(&changes, 1).unwrap();
+    write(&c, "c4");
+    let e = c.apply_changes(&from_b, 2).unwrap_err();
+    assert!(
+        matches!(&e, crate::store::StoreError::Capture { error, .. }
+            if matches!(error.as_ref(), CaptureError::Diverged { own: 4, first: 4 })),
+        "{e}"
+    );
+    assert!(c.user("b4").unwrap().is_none(), "nothing applied");
+    // An installed copy adopts the node's epoch.
+    b.adopt_applied_epoch(7).unwrap();
+    assert_eq!(b.applied_mark().unwrap(), (3, 7));
 }
