@@ -224,3 +224,74 @@ async fn a_switchover_the_standby_never_confirms_is_abandoned_and_nothing_is_los
     });
     assert_eq!(rows(&a, "users").len(), 30);
 }
+
+/// A device on `addr` whose next event the server acknowledges within 10 s.
+async fn acknowledged_on(dir: &std::path::Path, addr: &str) -> bool {
+    let agent = standby_lab::cluster::quick_device(
+        dir,
+        addr,
+        Duration::from_millis(2_000),
+        Duration::from_millis(1_000),
+    );
+    let seq = agent.record(0x1001, None, b"door opened".to_vec()).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ok = false;
+    while std::time::Instant::now() < until {
+        if agent.status().acked >= seq {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.shutdown().await;
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_witness_a_switchover_hands_over_with_a_last_copy_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Case 1 without a witness: the switchover is the operator's decision.
+    let mut c = Cluster::new(&crate::standby(), dir.path(), false);
+    c.start_active_then_standby();
+    let (a, b) = (c.db(Which::A), c.db(Which::B));
+    Connection::open(&a)
+        .unwrap()
+        .execute(
+            "INSERT INTO users (user_id, name, updated_at) VALUES ('last', 'Added just before', 1)",
+            [],
+        )
+        .unwrap();
+    let (ok, report, out) = switchover(&c, "dr");
+    assert!(ok, "{out}");
+    assert_eq!(report["epoch_after"], 1, "{report}");
+    assert!(has_user(&b, "last"), "the last copy carried the last write");
+    assert!(
+        acknowledged_on(&dir.path().join("dev-b"), &c.device_addr(Which::B)).await,
+        "B acknowledges devices"
+    );
+    c.wait_status(Which::A, Duration::from_secs(10), |s| {
+        s["role"] == "standby" && s["epoch"] == 1
+    });
+    // And back: A acknowledges again (its gate opened at its promotion).
+    Connection::open(&b)
+        .unwrap()
+        .execute(
+            "INSERT INTO users (user_id, name, updated_at) VALUES ('on b', 'Added on B', 2)",
+            [],
+        )
+        .unwrap();
+    let (ok, report, out) = switchover(&c, "onsite");
+    assert!(ok, "{out}");
+    assert_eq!(report["epoch_after"], 2, "{report}");
+    assert!(has_user(&a, "on b") && has_user(&a, "last"));
+    assert!(
+        acknowledged_on(&dir.path().join("dev-a"), &c.device_addr(Which::A)).await,
+        "A acknowledges devices again"
+    );
+    let sa = c.status(Which::A).unwrap();
+    assert_eq!(
+        set_aside(&sa),
+        0,
+        "a clean hand-over sets nothing aside: {sa}"
+    );
+}

@@ -63,6 +63,12 @@ impl AckGate {
         }
     }
 
+    /// Allow acknowledging with no deadline (a node without a witness that
+    /// becomes active again after it stopped).
+    pub(crate) fn open_always(&self) {
+        self.until_ns.store(u64::MAX, Ordering::SeqCst);
+    }
+
     /// Stop acknowledging now.
     pub(crate) fn close(&self) {
         self.until_ns.store(0, Ordering::SeqCst);

@@ -165,6 +165,11 @@ pub(crate) async fn complete_promotion(
             }
         }
     }
+    if core.witness.is_none() {
+        // No lease bounds acknowledging: a node that stopped being active
+        // (a demotion, a switchover) acknowledges again once it is.
+        core.gate.open_always();
+    }
     if let Some(g) = &core.gateway {
         match g.open().await {
             Ok(()) => tl.step(

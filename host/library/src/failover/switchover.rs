@@ -17,6 +17,8 @@ use crate::node::core::Core;
 use crate::plugin::PluginError;
 use crate::role::Role;
 
+/// How long a switchover waits for the other site to be seen as a standby.
+const PEER_WAIT: Duration = Duration::from_secs(2);
 /// How often every strategy is asked how far its hand-over has got.
 const POLL: Duration = Duration::from_millis(20);
 /// How long the database may stay frozen beyond the switchover's time
@@ -114,6 +116,20 @@ fn check(core: &Core, state: &ControlState, to: &str) -> Result<(), SwitchoverEr
     Ok(())
 }
 
+/// [`check`], waiting up to [`PEER_WAIT`] for a peer link that is coming up
+/// (or a first heartbeat) to show the other site as a standby.
+async fn ready(core: &Core, state: &ControlState, to: &str) -> Result<(), SwitchoverError> {
+    let until = Instant::now() + PEER_WAIT;
+    loop {
+        match check(core, state, to) {
+            Err(SwitchoverError::PeerNotReady(_)) if Instant::now() < until => {
+                tokio::time::sleep(POLL).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Hand the service over to the site `to` (see the module's doc). On
 /// success the node is a standby and `held` is gone; on any error it is as
 /// active as before and keeps `held`.
@@ -124,7 +140,7 @@ pub(crate) async fn switch_over(
     to: &str,
     limit: Duration,
 ) -> Result<SwitchoverReport, SwitchoverError> {
-    check(core, state, to)?;
+    ready(core, state, to).await?;
     let epoch_before = state.epoch();
     let reason = format!("the operator asked for a switchover to {to}");
     tracing::warn!(
