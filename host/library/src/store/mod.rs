@@ -355,6 +355,11 @@ impl Store {
         may_commit: &dyn Fn() -> bool,
     ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
         let path = self.path.clone();
+        if !may_commit() {
+            // Not even begun: a closed gate (a switchover holding the
+            // database frozen) must not keep the connection waiting.
+            return Err(StoreError::NotAllowed { path });
+        }
         self.with_writer(|conn| {
             let mut tx = conn.transaction()?;
             let mut results = Vec::with_capacity(writes.len());

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS standby_log_start (
 );
 ";
 
+/// The longest a prune waits for the write lock.
+const PRUNE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Tables of the change log itself: never captured.
 const OWN_PREFIX: &str = "standby_";
 
@@ -635,8 +638,33 @@ impl super::Store {
     }
 
     /// Forget captured changes up to and including `through`; how many.
+    /// Pruning is tidying: it waits at most [`PRUNE_WAIT`] for the write
+    /// lock (a frozen database, the application's long transaction) and
+    /// otherwise prunes nothing now (0): the next prune covers these too.
     pub fn prune_changes(&self, through: u64) -> Result<usize, super::StoreError> {
-        self.with_capture(|c| prune(c, through))
+        let wait = self.options.busy_timeout;
+        self.with_capture(|c| {
+            c.busy_timeout(PRUNE_WAIT)?;
+            let pruned = prune(c, through);
+            c.busy_timeout(wait)?;
+            match pruned {
+                Err(CaptureError::Sqlite(e))
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) =>
+                {
+                    tracing::debug!(
+                        through,
+                        "the database is busy: pruning the change log later"
+                    );
+                    Ok(0)
+                }
+                other => other,
+            }
+        })
     }
 }
 

@@ -308,3 +308,26 @@ fn the_sequence_goes_on_across_a_switch_of_roles_and_own_changes_past_it_are_ref
     b.adopt_applied_epoch(7).unwrap();
     assert_eq!(b.applied_mark().unwrap(), (3, 7));
 }
+
+#[test]
+fn a_prune_against_a_frozen_database_prunes_nothing_now_and_everything_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store(dir.path(), "a.db");
+    a.enable_capture(None).unwrap();
+    for i in 0..5 {
+        a.upsert_user(&User {
+            user_id: format!("u{i}"),
+            name: "x".into(),
+            card: None,
+            disabled: false,
+        })
+        .unwrap();
+    }
+    let frozen = a.freeze().unwrap();
+    // The write lock is held elsewhere: nothing pruned, no error.
+    assert_eq!(a.prune_changes(4).unwrap(), 0);
+    assert_eq!(a.read_changes(0, 10, u64::MAX).unwrap().len(), 5);
+    frozen.thaw();
+    assert_eq!(a.prune_changes(4).unwrap(), 4);
+    assert!(a.read_changes(0, 10, u64::MAX).is_err(), "pruned");
+}
