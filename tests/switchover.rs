@@ -201,7 +201,8 @@ async fn a_switchover_the_standby_never_confirms_is_abandoned_and_nothing_is_los
     assert!(!ok, "the switchover must fail: {out}");
     assert!(
         out.contains("abandoned") && out.contains("did not confirm"),
-        "{out}"
+        "{out}\nA's log:\n{}",
+        c.log(Which::A)
     );
     // A goes on as before: active at its epoch, acknowledging, writable.
     let sa = c.status(Which::A).unwrap();

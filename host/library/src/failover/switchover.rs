@@ -14,7 +14,7 @@ use super::promotion::{release_lease, undo_actions_and_demote_strategies, Held};
 use super::state::ControlState;
 use super::timeline::{Timeline, TimelineBuilder};
 use crate::node::core::Core;
-use crate::plugin::PluginError;
+use crate::plugin::{HandoverProgress, NodeContext, PluginError, Strategy};
 use crate::role::Role;
 
 /// How long a switchover waits for the other site to be seen as a standby.
@@ -239,18 +239,19 @@ async fn hand_over(core: &Core, tl: &mut TimelineBuilder, limit: Duration) -> Re
         for &i in &pending {
             let s = &core.strategies[i];
             let step = format!("handover:{}", s.name());
-            match s.handover(&ctx, first).await {
-                Ok(p) if p.done => tl.step(&step, true, p.note),
-                Ok(p) => {
+            match ask(s.as_ref(), &ctx, first, deadline).await {
+                Asked::Answer(Ok(p)) if p.done => tl.step(&step, true, p.note),
+                Asked::Answer(Ok(p)) => {
                     if first {
                         tl.step(&format!("{step}:sent"), true, p.note);
                     }
                     still.push(i);
                 }
-                Err(e) => {
+                Asked::Answer(Err(e)) => {
                     tl.step(&step, false, e.to_string());
                     return Err(handover_error(s.name(), &e));
                 }
+                Asked::OutOfTime => still.push(i),
             }
         }
         first = false;
@@ -269,6 +270,43 @@ async fn hand_over(core: &Core, tl: &mut TimelineBuilder, limit: Duration) -> Re
         }
         pending = still;
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What asking one strategy came to.
+enum Asked {
+    /// It answered.
+    Answer(Result<HandoverProgress, PluginError>),
+    /// It was still at work at the deadline, and was stopped.
+    OutOfTime,
+}
+
+/// One `handover` call; a call still running at `deadline` (a large last
+/// copy on a slow link, a peer that does not take what it is sent) is
+/// stopped.
+async fn ask(s: &dyn Strategy, ctx: &NodeContext, first: bool, deadline: Instant) -> Asked {
+    let call = s.handover(ctx, first);
+    tokio::pin!(call);
+    tokio::select! {
+        r = &mut call => return Asked::Answer(r),
+        () = tokio::time::sleep_until(deadline.into()) => {}
+    }
+    loop {
+        // Again until it stops: a preemption that came while the call
+        // waited for the instance stopped a tick instead.
+        s.preempt();
+        tokio::select! {
+            r = &mut call => {
+                // Past the deadline only a confirmation counts (a refusal
+                // now may come from an instance made afresh after the
+                // preemption stopped a tick).
+                return match r {
+                    Ok(p) if p.done => Asked::Answer(Ok(p)),
+                    _ => Asked::OutOfTime,
+                }
+            }
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
 }
 
