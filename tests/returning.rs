@@ -15,6 +15,26 @@ use standby_lab::fixtures::wait_until;
 
 use crate::table_rows as rows;
 
+/// Start A again and wait until it has set a database aside; it is a
+/// standby then. The summary's path (as status names it) and the summary.
+fn restart_until_set_aside(c: &mut Cluster) -> (String, serde_json::Value) {
+    c.start(Which::A, &[]);
+    let status = c.wait_status(Which::A, Duration::from_secs(30), |s| {
+        s["set_aside"].as_array().is_some_and(|f| !f.is_empty())
+    });
+    assert_eq!(status["role"], "standby", "{status}");
+    let summary_path = status["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with(".summary.json"))
+        .unwrap_or_else(|| panic!("no summary named: {status}"))
+        .to_string();
+    let summary = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    (summary_path, summary)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_active_sets_its_database_aside_before_the_new_actives_copy_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,21 +60,7 @@ async fn an_old_active_sets_its_database_aside_before_the_new_actives_copy_repla
     assert!(!rows(&b, "users").iter().any(|r| r.contains("\"late\"")));
 
     // A comes back: standby of B, and B's copies reach it.
-    c.start(Which::A, &[]);
-    let status = c.wait_status(Which::A, Duration::from_secs(30), |s| {
-        s["set_aside"].as_array().is_some_and(|f| !f.is_empty())
-    });
-    assert_eq!(status["role"], "standby", "{status}");
-    let summary_path = status["set_aside"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| f.ends_with(".summary.json"))
-        .unwrap_or_else(|| panic!("no summary named: {status}"))
-        .to_string();
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let (summary_path, summary) = restart_until_set_aside(&mut c);
     let users = summary["tables"]
         .as_array()
         .unwrap()
@@ -142,21 +148,7 @@ async fn an_old_active_in_case_3_sets_its_divergent_changes_aside_and_follows_af
 
     // A comes back as B's standby: B sends it a snapshot, and before it
     // replaces A's database A sets its own aside, naming the divergent write.
-    c.start(Which::A, &[]);
-    let status = c.wait_status(Which::A, Duration::from_secs(30), |s| {
-        s["set_aside"].as_array().is_some_and(|f| !f.is_empty())
-    });
-    assert_eq!(status["role"], "standby", "{status}");
-    let summary_path = status["set_aside"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| f.ends_with(".summary.json"))
-        .unwrap_or_else(|| panic!("no summary named: {status}"))
-        .to_string();
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let (_, summary) = restart_until_set_aside(&mut c);
     let divergent = summary["divergent_changes"].as_array().unwrap();
     assert!(
         divergent
