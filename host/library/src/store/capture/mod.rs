@@ -638,7 +638,7 @@ impl super::Store {
     }
 
     /// Forget captured changes up to and including `through`; how many.
-    /// Pruning is tidying: it waits at most [`PRUNE_WAIT`] for the write
+    /// Pruning is tidying: it waits at most 50 ms for the write
     /// lock (a frozen database, the application's long transaction) and
     /// otherwise prunes nothing now (0): the next prune covers these too.
     pub fn prune_changes(&self, through: u64) -> Result<usize, super::StoreError> {
