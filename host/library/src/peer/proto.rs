@@ -60,8 +60,9 @@ pub(crate) enum PeerMsg {
         sha256: String,
     },
     /// The receiver has `have` bytes of the transfer already; send the rest.
-    /// Sent in answer to an offer, and again after every stored chunk to
-    /// confirm progress (the sender's stall bound counts from the last one).
+    /// Sent in answer to an offer, and again as chunks are stored (every few
+    /// MiB, at least every 100 ms while they come) to confirm progress (the
+    /// sender's stall bound counts from the last one).
     Resume {
         /// Transfer id.
         id: u64,
@@ -183,8 +184,14 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8
     if len > max {
         return Err(FrameError::TooLong { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // Read into the vector's spare room (nothing to zero first).
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let left = (len - body.len()) as u64;
+        if (&mut *r).take(left).read_buf(&mut body).await? == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
     Ok(body)
 }
 
