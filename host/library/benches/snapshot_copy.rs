@@ -13,9 +13,9 @@
 //! 3. integrity check: `Store::check_copy` on the received file (as
 //!    `db.integrity-check` runs it, remembered for the install);
 //! 4. install: `Store::install_from` on a second store, as `db.install` does
-//!    (the received file stays where it is: the kernel copies it next to the
-//!    live file, fsync, rename; the check of stage 3 stands since the file
-//!    did not change). Also timed, outside the total: 4b,
+//!    (the received file stays where it is: it is copied next to the live
+//!    file with direct writes, fsync, rename; the check of stage 3 stands
+//!    since the file did not change). Also timed, outside the total: 4b,
 //!    `Store::install_moving` of the received file onto a third store (the
 //!    file renamed into place, for callers that hand it over).
 //!
@@ -479,7 +479,7 @@ fn pipeline(
     );
     println!("{}", check.line("3 integrity check"));
     println!(
-        "{}   (kernel copy, fsync, rename; stage 3's check stands)",
+        "{}   (direct-I/O copy, fsync, rename; stage 3's check stands)",
         install.line("4 install")
     );
     println!("{}", total.line("pipeline total"));

@@ -170,8 +170,10 @@ async fn run_connection(
     }
     tracing::info!(peer = %peer_id, "peer link up");
     let writer = tokio::spawn(async move {
+        let mut buf = Vec::new();
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = proto::write_frame(&mut wr, &mut out_cipher, &frame).await {
+            let written = proto::write_frame_with(&mut wr, &mut out_cipher, &frame, &mut buf);
+            if let Err(e) = written.await {
                 tracing::debug!(error = %e, "peer write failed");
                 break;
             }

@@ -1,7 +1,7 @@
 //! The running link to the other node.
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -341,21 +341,23 @@ impl PeerLink {
 }
 
 /// Up to `want` bytes of `file` from `offset` (fewer only at its end), read
-/// on a blocking thread into a buffer of their own (the chunk's).
+/// on a blocking thread into a buffer of their own (the chunk's). A file is
+/// sent once: the page cache is told it may let go of what was read (a
+/// synced snapshot's pages go at once, and the memory serves what comes
+/// next instead of a file nobody reads again).
 async fn read_at(file: &Arc<std::fs::File>, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
     let file = file.clone();
     tokio::task::spawn_blocking(move || {
-        let mut data = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            match file.read_at(&mut data[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        // Read into the vector's spare room (nothing to zero first).
+        let mut data = Vec::with_capacity(want);
+        let mut f = &*file;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        f.take(want as u64).read_to_end(&mut data)?;
+        let got = data.len();
+        if let Some(len) = std::num::NonZeroU64::new(got as u64) {
+            // Advice only: a refusal changes nothing that matters.
+            let _ = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed);
         }
-        data.truncate(got);
         Ok(data)
     })
     .await

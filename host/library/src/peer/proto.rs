@@ -209,14 +209,26 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     cipher: &mut FrameCipher,
     value: &T,
 ) -> Result<(), FrameError> {
+    write_frame_with(w, cipher, value, &mut Vec::new()).await
+}
+
+/// [`write_frame`], built in `out` (cleared first; a writer that keeps it
+/// between frames allocates once, not once per frame).
+pub(crate) async fn write_frame_with<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    cipher: &mut FrameCipher,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     // One buffer, one write: length, sealed body, tag.
-    let mut out = vec![0u8; 4];
-    rmp_serde::encode::write_named(&mut out, value).map_err(FrameError::from)?;
+    out.clear();
+    out.extend_from_slice(&[0u8; 4]);
+    rmp_serde::encode::write_named(out, value).map_err(FrameError::from)?;
     let tag = cipher.seal(&mut out[4..])?;
     out.extend_from_slice(&tag);
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_le_bytes());
-    w.write_all(&out).await?;
+    w.write_all(out).await?;
     Ok(())
 }
 

@@ -257,10 +257,10 @@ async fn a_known_checksum_is_offered_only_while_the_file_keeps_its_stamp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_coming_in_at_once_are_bounded_and_one_too_many_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // 1 MiB/s, small chunks, a short queue: each file takes seconds, and
-    // the offers, queued behind few small chunks, all arrive within one.
+    // 256 KiB/s, small chunks, a short queue: each file takes 16 s, and the
+    // offers, queued behind few small chunks, all arrive within one.
     let pb = free_port();
-    let proxy = Proxy::start_throttled(addr(pb), 1 << 20).await;
+    let proxy = Proxy::start_throttled(addr(pb), 256 << 10).await;
     let pa = free_port();
     let mut ca = PeerConfig::new(
         "a",
@@ -272,7 +272,7 @@ async fn files_coming_in_at_once_are_bounded_and_one_too_many_is_refused() {
     );
     let mut cb = PeerConfig::new("b", addr(pb), "a", addr(pa), psk(KEY), dir.path().join("b"));
     for c in [&mut ca, &mut cb] {
-        c.chunk = 16 << 10;
+        c.chunk = 4 << 10;
         c.queue = 4;
     }
     let a = node(ca, 1, Role::Active).await;
