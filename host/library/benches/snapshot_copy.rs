@@ -1,24 +1,32 @@
-//! Snapshot copy throughput, the way case 1 (WAN copy) moves the database,
-//! against `cp` of the same file in the same run:
+//! Whole-file copy throughput, the way case 1 (WAN copy) and a standby's
+//! seeding move the database, against `cp` of the same file in the same run:
 //!
-//! 1. snapshot: a consistent copy of the live database with SQLite's online
-//!    backup (`Store::snapshot_to`, synced);
+//! 1. snapshot: a consistent copy of the live database (`Store::snapshot_to`:
+//!    the main file copied by the kernel under a pinned read transaction,
+//!    hashed while it is copied, synced), as `db.snapshot` takes it;
 //! 2. transfer: the copy streamed to the other node over the real peer link
 //!    (`PeerLink::send_file`, PSK-authenticated TCP on loopback, every frame
-//!    encrypted with ChaCha20-Poly1305; SHA-256 of the file by the sender before the offer and by
-//!    the receiver after its fsync);
-//! 3. integrity check: `store::integrity_check` on the received file;
-//! 4. install: `Store::install_from` on a second store (which checks the
-//!    file again, copies it next to the live file, fsyncs and renames it).
+//!    encrypted with ChaCha20-Poly1305), offered with the checksum the
+//!    snapshot computed (as `peer.send-file` does for a snapshot the host
+//!    placed), the receiver hashing what it writes and checking it against
+//!    the offer after its fsync;
+//! 3. integrity check: `Store::check_copy` on the received file (as
+//!    `db.integrity-check` runs it, remembered for the install);
+//! 4. install: `Store::install_from` on a second store, as `db.install` does
+//!    (the received file stays where it is: it is copied next to the live
+//!    file with direct writes, fsync, rename; the check of stage 3 stands
+//!    since the file did not change). Also timed, outside the total: 4b,
+//!    `Store::install_moving` of the received file onto a third store (the
+//!    file renamed into place, for callers that hand it over).
 //!
 //! The baseline is coreutils `cp` (run with `std::process::Command`) of the
 //! source database file, then an fsync of the copy from this process. The
-//! database (one table of 4 KiB random blobs, WAL) is built first. Two runs:
-//! `cp` then the pipeline, and the pipeline then `cp`.
+//! database (one table of 4 KiB random blobs, WAL) is built first. Runs
+//! alternate: `cp` then the pipeline, the pipeline then `cp`, and so on.
 //!
-//! Run: `cargo bench -p standby-host --bench snapshot_copy [-- --size-mib N --dir PATH]`
-//! (or `SNAPSHOT_BENCH_MIB=N`, `SNAPSHOT_BENCH_DIR=PATH`; default 1024 MiB under
-//! the system temporary directory).
+//! Run: `cargo bench -p standby-host --bench snapshot_copy [-- --size-mib N --dir PATH --runs N]`
+//! (or `SNAPSHOT_BENCH_MIB=N`, `SNAPSHOT_BENCH_DIR=PATH`, `SNAPSHOT_BENCH_RUNS=N`;
+//! default 1024 MiB under the system temporary directory, 3 runs).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -28,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use standby_host::internals::{Incoming, PeerConfig, PeerLink};
+use standby_host::internals::{Incoming, KnownDigest, PeerConfig, PeerLink};
 use standby_host::peer::Psk;
 use standby_host::plugin::Role;
-use standby_host::store::{integrity_check, Store, StoreOptions};
+use standby_host::store::{Store, StoreOptions};
 use tokio::sync::{mpsc, watch};
 
 /// Size of one row's blob.
@@ -47,6 +55,7 @@ const MARGIN: u64 = 256 << 20;
 struct Args {
     size_mib: u64,
     dir: PathBuf,
+    runs: usize,
 }
 
 fn args() -> Args {
@@ -58,6 +67,9 @@ fn args() -> Args {
         .ok()
         .map(|v| number(&v, "SNAPSHOT_BENCH_MIB"));
     let mut dir = std::env::var_os("SNAPSHOT_BENCH_DIR").map(PathBuf::from);
+    let mut runs = std::env::var("SNAPSHOT_BENCH_RUNS")
+        .ok()
+        .map(|v| number(&v, "SNAPSHOT_BENCH_RUNS"));
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if let Some(v) = a.strip_prefix("--size-mib=") {
@@ -68,12 +80,17 @@ fn args() -> Args {
             dir = Some(v.into());
         } else if a == "--dir" {
             dir = Some(it.next().expect("--dir PATH").into());
+        } else if let Some(v) = a.strip_prefix("--runs=") {
+            runs = Some(number(v, "--runs"));
+        } else if a == "--runs" {
+            runs = Some(number(&it.next().expect("--runs N"), "--runs"));
         }
         // Anything else (`cargo bench` passes `--bench`) is ignored.
     }
     Args {
         size_mib: size_mib.unwrap_or(1024),
         dir: dir.unwrap_or_else(std::env::temp_dir),
+        runs: runs.unwrap_or(3).max(1) as usize,
     }
 }
 
@@ -234,6 +251,7 @@ fn build_db(path: &Path, target: u64) -> (Store, u64) {
 
 /// Two peer links on loopback, "a" dialling "b", with the same random key.
 struct Pair {
+    chunk: usize,
     a: PeerLink,
     b: PeerLink,
     b_incoming: mpsc::Receiver<Incoming>,
@@ -263,6 +281,7 @@ async fn pair(dir: &Path) -> Pair {
     );
     // Everything as the node runs it: a big file on a slow machine is bounded
     // only by the stall bound (no progress for 30 s), never by its length.
+    let chunk = config_a.chunk;
     let (local_a, rx_a) = watch::channel((1, Role::Active));
     let (local_b, rx_b) = watch::channel((1, Role::Standby));
     let (tx_a, a_incoming) = mpsc::channel(16);
@@ -275,6 +294,7 @@ async fn pair(dir: &Path) -> Pair {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Pair {
+        chunk,
         a,
         b,
         b_incoming,
@@ -322,7 +342,28 @@ fn cp(src: &Path, work: &Path) -> Timed {
     timed
 }
 
-/// Snapshot, transfer, integrity check and install; returns the total.
+/// What one pipeline run took: the total (stages 1-4) and the total with
+/// the install by moving (4b) in place of 4.
+struct Totals {
+    total: Timed,
+    moving: Timed,
+}
+
+/// A fresh, empty store in `dir` (so every run replaces the same database).
+fn fresh_store(dir: &Path) -> Store {
+    std::fs::create_dir_all(dir).unwrap();
+    Store::open(dir.join("biostar2.db"), StoreOptions::default()).unwrap()
+}
+
+/// Rows in the `bench_fill` table of `store`'s database.
+fn rows_in(store: &Store) -> u64 {
+    rusqlite::Connection::open_with_flags(store.path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap()
+        .query_row("SELECT count(*) FROM bench_fill", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Snapshot, transfer, integrity check and install (and 4b).
 fn pipeline(
     rt: &tokio::runtime::Runtime,
     store: &Store,
@@ -330,15 +371,14 @@ fn pipeline(
     pair: &mut Pair,
     work: &Path,
     run: usize,
-) -> Timed {
+) -> Totals {
     println!("  before the pipeline: source {}", cached(store.path()));
     let snap = work.join("a-snapshots").join(format!("snapshot-{run}.db"));
     std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
     let b_dir = work.join(format!("b-{run}"));
-    std::fs::create_dir_all(&b_dir).unwrap();
-    // The second node's store, fresh each run so both runs replace the same
-    // (empty) database.
-    let store_b = Store::open(b_dir.join("biostar2.db"), StoreOptions::default()).unwrap();
+    let c_dir = work.join(format!("c-{run}"));
+    let store_b = fresh_store(&b_dir);
+    let store_c = fresh_store(&c_dir);
 
     let started = Instant::now();
     let stats = store.snapshot_to(&snap).unwrap();
@@ -348,11 +388,18 @@ fn pipeline(
     };
 
     let started = Instant::now();
+    let known = KnownDigest {
+        sha256: stats.sha256.clone(),
+        stamp: stats.stamp,
+    };
     let receipt = rt
-        .block_on(
-            pair.a
-                .send_file("file-copy", &snap, "snapshot.db", &format!("bench-{run}")),
-        )
+        .block_on(pair.a.send_file(
+            "file-copy",
+            &snap,
+            "snapshot.db",
+            &format!("bench-{run}"),
+            Some(&known),
+        ))
         .unwrap();
     let incoming = rt
         .block_on(async {
@@ -375,11 +422,12 @@ fn pipeline(
     };
     assert_eq!(size, stats.size);
     assert_eq!(sha256, receipt.sha256);
+    assert_eq!(sha256, stats.sha256, "the peer stored other bytes");
     // The sender's copy is no longer needed (and the disk may be small).
     std::fs::remove_file(&snap).unwrap();
 
     let started = Instant::now();
-    let report = integrity_check(&received).unwrap();
+    let report = store_b.check_copy(&received).unwrap();
     assert!(report.ok, "integrity check: {:?}", report.problems);
     let check = Timed {
         bytes: size,
@@ -392,25 +440,38 @@ fn pipeline(
         bytes: size,
         took: started.elapsed(),
     };
-    std::fs::remove_file(&received).unwrap();
-
-    // The second store now holds every row.
-    let copied: u64 = rusqlite::Connection::open_with_flags(
-        store_b.path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap()
-    .query_row("SELECT count(*) FROM bench_fill", [], |r| r.get(0))
-    .unwrap();
-    assert_eq!(copied, rows);
+    assert_eq!(rows_in(&store_b), rows);
     drop(store_b);
     std::fs::remove_dir_all(&b_dir).unwrap();
 
+    // 4b: the received file handed over (its check remembered by store_c).
+    assert!(store_c.check_copy(&received).unwrap().ok);
+    let started = Instant::now();
+    store_c.install_moving(&received).unwrap();
+    let moving = Timed {
+        bytes: size,
+        took: started.elapsed(),
+    };
+    assert!(!received.exists());
+    assert_eq!(rows_in(&store_c), rows);
+    drop(store_c);
+    std::fs::remove_dir_all(&c_dir).unwrap();
+
+    let before_install = snapshot.took + transfer.took + check.took;
     let total = Timed {
         bytes: size,
-        took: snapshot.took + transfer.took + check.took + install.took,
+        took: before_install + install.took,
     };
-    println!("{}   ({} pages)", snapshot.line("1 snapshot"), stats.pages);
+    let total_moving = Timed {
+        bytes: size,
+        took: before_install + moving.took,
+    };
+    println!(
+        "{}   ({} pages, {:?}, SHA-256 while copying)",
+        snapshot.line("1 snapshot"),
+        stats.pages,
+        stats.method
+    );
     println!(
         "{}   (send_file to the receipt {} ms)",
         transfer.line("2 transfer"),
@@ -418,11 +479,29 @@ fn pipeline(
     );
     println!("{}", check.line("3 integrity check"));
     println!(
-        "{}   (includes its own integrity check)",
+        "{}   (direct-I/O copy, fsync, rename; stage 3's check stands)",
         install.line("4 install")
     );
     println!("{}", total.line("pipeline total"));
-    total
+    println!(
+        "{}   (outside the total: rename into place)",
+        moving.line("4b install by moving")
+    );
+    println!("{}", total_moving.line("total with 4b for 4"));
+    Totals {
+        total,
+        moving: total_moving,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
@@ -446,7 +525,7 @@ fn main() {
     if let Some(free) = free_bytes(&args.dir) {
         if free < need {
             eprintln!(
-                "{} has {} MB free; a {} MiB database needs about {} MB here (source, snapshot and received copy, or source, received copy and install copy, plus {} MB left free). \
+                "{} has {} MB free; a {} MiB database needs about {} MB here (source, snapshot and received copy, or source, received copy and installed copy, plus {} MB left free). \
                  Pick a smaller size (SNAPSHOT_BENCH_MIB) or another filesystem (SNAPSHOT_BENCH_DIR, e.g. /dev/shm).",
                 args.dir.display(),
                 mb(free),
@@ -479,8 +558,9 @@ fn main() {
         cached(&src)
     );
 
-    // Reference: SHA-256 alone over the warm file (the transfer computes it
-    // twice, and a MAC over every frame on each side).
+    // Reference: SHA-256 alone over the warm file (the snapshot computes it
+    // while copying, the receiver while writing; a MAC over every frame on
+    // each side).
     let started = Instant::now();
     let mut file = std::fs::File::open(&src).unwrap();
     let mut h = Sha256::new();
@@ -501,14 +581,15 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut pair = rt.block_on(pair(work.path()));
     println!(
-        "peer link: a -> b on 127.0.0.1, connected ({:?} / {:?}), chunks of 256 KiB",
+        "peer link: a -> b on 127.0.0.1, connected ({:?} / {:?}), chunks of {} KiB",
         pair.a.state().node_id,
-        pair.b.state().node_id
+        pair.b.state().node_id,
+        pair.chunk >> 10
     );
 
     let mut results = Vec::new();
-    for run in 1..=2 {
-        let cp_first = run == 1;
+    for run in 1..=args.runs {
+        let cp_first = run % 2 == 1;
         println!(
             "run {run}: {}",
             if cp_first {
@@ -517,25 +598,28 @@ fn main() {
                 "the pipeline first, then cp"
             }
         );
-        let (cp_t, total) = if cp_first {
+        let (cp_t, totals) = if cp_first {
             let c = cp(&src, work.path());
             (c, pipeline(&rt, &store, rows, &mut pair, work.path(), run))
         } else {
             let t = pipeline(&rt, &store, rows, &mut pair, work.path(), run);
             (cp(&src, work.path()), t)
         };
-        let ratio = total.took.as_secs_f64() / cp_t.took.as_secs_f64();
-        println!("  ratio pipeline total / cp: {ratio:.2}");
+        let ratio = totals.total.took.as_secs_f64() / cp_t.took.as_secs_f64();
+        let ratio_moving = totals.moving.took.as_secs_f64() / cp_t.took.as_secs_f64();
+        println!("  ratio pipeline total / cp: {ratio:.2} (with 4b for 4: {ratio_moving:.2})");
         println!("  load average after the run: {}", load());
-        results.push((run, ratio));
+        results.push((run, ratio, ratio_moving));
     }
     println!(
-        "summary: ratio total/cp {}",
+        "summary: ratio total/cp {}; median {:.2} (with 4b for 4: median {:.2})",
         results
             .iter()
-            .map(|(run, r)| format!("run {run} {r:.2}"))
+            .map(|(run, r, _)| format!("run {run} {r:.2}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        median(results.iter().map(|r| r.1).collect()),
+        median(results.iter().map(|r| r.2).collect()),
     );
     drop(store);
 }

@@ -41,5 +41,5 @@ pub(crate) mod wit;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::peer::link::PeerLink;
-    pub use crate::peer::state::{Incoming, PeerConfig};
+    pub use crate::peer::state::{Incoming, KnownDigest, PeerConfig};
 }

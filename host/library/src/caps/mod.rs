@@ -77,6 +77,9 @@ pub struct Services {
     pub(crate) stream: stream::StreamStop,
     /// The database's freeze, if a plugin holds one.
     pub(crate) freeze: Arc<db::freeze::FreezeHold>,
+    /// Checksums of the snapshots placed for plugins (the newest few): a
+    /// snapshot sent to the peer unchanged is not read once more for it.
+    digests: Mutex<std::collections::VecDeque<crate::peer::KnownDigest>>,
 }
 
 /// What the other site holds durably, as a strategy confirmed it.
@@ -113,6 +116,7 @@ impl Services {
             supervisor: exec::service::Supervisor::default(),
             stream: stream::StreamStop::default(),
             freeze: Arc::default(),
+            digests: Mutex::default(),
         }))
     }
 
@@ -257,6 +261,26 @@ impl Services {
             }
         }
         all.insert(id, marks);
+    }
+
+    /// Remember the checksum of a snapshot just placed for a plugin.
+    fn record_digest(&self, digest: crate::peer::KnownDigest) {
+        let mut all = self.digests.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|d| d.stamp != digest.stamp);
+        if all.len() >= 64 {
+            all.pop_front();
+        }
+        all.push_back(digest);
+    }
+
+    /// The checksum of the snapshot that has `stamp`, if one was placed.
+    fn known_digest(&self, stamp: &crate::store::FileStamp) -> Option<crate::peer::KnownDigest> {
+        self.digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|d| d.stamp == *stamp)
+            .cloned()
     }
 
     fn next_snapshot_id(&self) -> u64 {

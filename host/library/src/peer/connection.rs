@@ -19,6 +19,9 @@ use super::session::{self, Ciphers};
 use super::state::{now_ms, Inner, Waiter};
 use super::Incoming;
 
+/// Files received at once on one connection at most.
+const MAX_RECEIVING: usize = 8;
+
 /// Accept connections from the peer for as long as the link runs.
 pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     let admission = Arc::new(Admission::new(PEER_LIMITS));
@@ -167,8 +170,10 @@ async fn run_connection(
     }
     tracing::info!(peer = %peer_id, "peer link up");
     let writer = tokio::spawn(async move {
+        let mut buf = Vec::new();
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = proto::write_frame(&mut wr, &mut out_cipher, &frame).await {
+            let written = proto::write_frame_with(&mut wr, &mut out_cipher, &frame, &mut buf);
+            if let Err(e) = written.await {
                 tracing::debug!(error = %e, "peer write failed");
                 break;
             }
@@ -280,7 +285,7 @@ impl Connection {
                 };
                 self.on_offer(id, offer).await;
             }
-            PeerMsg::Chunk { id, offset, data } => self.on_chunk(id, offset, &data).await,
+            PeerMsg::Chunk { id, offset, data } => self.on_chunk(id, offset, data).await,
             PeerMsg::Resume { id, have } => self.on_resume(id, have),
             PeerMsg::Receipt {
                 id,
@@ -372,14 +377,42 @@ impl Connection {
     }
 
     /// A file is offered: stage it (resuming what an earlier connection
-    /// stored) and say how much is here.
+    /// stored, once that connection's writer is done with it) and say how
+    /// much is here.
     async fn on_offer(&mut self, id: u64, offer: Offer) {
+        // A transfer offered again on this connection starts over from what
+        // is stored.
+        self.receiving.remove(&id);
+        if self.receiving.len() >= MAX_RECEIVING {
+            // Each has a writer thread and queued chunks: bounded.
+            tracing::warn!(id, "too many files coming in at once; offer refused");
+            let have = u64::MAX;
+            let _ = self.tx.send(self.reply(PeerMsg::Resume { id, have })).await;
+            return;
+        }
         let path = self
             .inner
             .config
             .staging
             .join(format!("incoming-{id:016x}.part"));
-        match Receiving::stage(offer, path).await {
+        let lock = self
+            .inner
+            .part_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        // The writer confirms what it stored (the sender's stall bound
+        // counts from the last confirmation). Never wait for room: a full
+        // queue drops this one and a later confirmation says more.
+        let (tx, local) = (self.tx.clone(), self.inner.local.clone());
+        let stored = move |have| {
+            let epoch = local.borrow().0;
+            let msg = PeerMsg::Resume { id, have };
+            let _ = tx.try_send(Frame { epoch, msg });
+        };
+        match Receiving::stage(offer, path, lock, stored).await {
             Ok(r) => {
                 let (have, size) = (r.next, r.offer.size);
                 self.receiving.insert(id, r);
@@ -396,9 +429,9 @@ impl Connection {
         }
     }
 
-    /// The next chunk of a file: store it, confirm the progress, and finish
+    /// The next chunk of a file: hand it to the file's writer, and finish
     /// the file once it is whole.
-    async fn on_chunk(&mut self, id: u64, offset: u64, data: &[u8]) {
+    async fn on_chunk(&mut self, id: u64, offset: u64, data: Vec<u8>) {
         let Some(r) = self.receiving.get_mut(&id) else {
             return;
         };
@@ -407,12 +440,7 @@ impl Connection {
             self.receiving.remove(&id);
             return;
         }
-        let (have, whole) = (r.next, r.next >= r.offer.size);
-        // Confirm the progress (the sender's stall bound counts from it).
-        // Never wait for room: a full queue drops this one and the next
-        // chunk confirms more.
-        let _ = self.tx.try_send(self.reply(PeerMsg::Resume { id, have }));
-        if whole {
+        if r.next >= r.offer.size {
             self.finish(id).await;
         }
     }
@@ -423,6 +451,11 @@ impl Connection {
             return;
         };
         let receipt = r.finish(&self.inner.incoming).await;
+        self.inner
+            .part_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         let _ = self
             .tx
             .send(self.reply(PeerMsg::Receipt {
@@ -435,7 +468,7 @@ impl Connection {
             .await;
     }
 
-    /// The answer to an offer, then one per stored chunk: each is progress
+    /// The answer to an offer, then one as chunks are stored: each is progress
     /// (an older sender ignores the later ones).
     fn on_resume(&self, id: u64, have: u64) {
         let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());

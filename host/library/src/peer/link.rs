@@ -1,19 +1,22 @@
 //! The running link to the other node.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection;
 use super::proto::{Frame, PeerMsg};
-use super::state::{hash_file, Incoming, Inner, PeerConfig, PeerError, PeerState, Receipt, Waiter};
+use super::state::{
+    hash_file, Incoming, Inner, KnownDigest, PeerConfig, PeerError, PeerState, Receipt, Waiter,
+};
 use crate::role::Role;
+use crate::store::FileStamp;
 
 /// The link to the peer.
 #[derive(Clone)]
@@ -52,6 +55,7 @@ impl PeerLink {
             beats_sent: Mutex::new(HashMap::new()),
             incoming,
             heard: watch::channel(0).0,
+            part_locks: Mutex::new(HashMap::new()),
         });
         let link = Self { inner };
         tokio::spawn(connection::accept_loop(link.inner.clone(), listener));
@@ -190,16 +194,21 @@ impl PeerLink {
     /// [`PeerError::Stalled`] once the peer has confirmed no progress for
     /// [`PeerConfig::transfer_stall`]; however long it takes as a whole, a
     /// transfer that keeps moving is never cut off.
+    ///
+    /// The offer carries the file's SHA-256: `known` when the file still has
+    /// the stamp it names (no second read of the file), computed from the
+    /// file otherwise. The peer checks what it stored against it.
     pub async fn send_file(
         &self,
         plugin: &str,
         path: &Path,
         name: &str,
         tag: &str,
+        known: Option<&KnownDigest>,
     ) -> Result<Receipt, PeerError> {
         let started = Instant::now();
-        let (size, sha256) = hash_file(path).await.map_err(|e| io_error(path, e))?;
-        let id = u64::from_str_radix(&sha256[..15], 16).unwrap_or(0) ^ u64::from(name.len() as u32);
+        let (size, sha256) = checksum(path, known).await.map_err(|e| io_error(path, e))?;
+        let id = transfer_id(&sha256, name);
         let stall = self.inner.config.transfer_stall;
         // When the peer last confirmed anything about this transfer (counting
         // from the start, and across redials).
@@ -283,26 +292,23 @@ impl PeerLink {
             if have == u64::MAX {
                 return Err(PeerError::Refused("the peer refused the offer".into()));
             }
-            let mut file = tokio::fs::File::open(path)
+            let file = tokio::fs::File::open(path)
                 .await
                 .map_err(|e| io_error(path, e))?;
-            file.seek(std::io::SeekFrom::Start(have))
-                .await
-                .map_err(|e| io_error(path, e))?;
+            let file = Arc::new(file.into_std().await);
+            let chunk = self.inner.config.chunk.max(1) as u64;
             let mut offset = have;
-            let mut buf = vec![0u8; self.inner.config.chunk];
             while offset < size {
-                let n = file.read(&mut buf).await.map_err(|e| io_error(path, e))?;
-                if n == 0 {
+                let want = (size - offset).min(chunk) as usize;
+                let data = read_at(&file, offset, want)
+                    .await
+                    .map_err(|e| io_error(path, e))?;
+                if data.is_empty() {
                     return Err(PeerError::Shrank(path.to_path_buf()));
                 }
-                self.send(PeerMsg::Chunk {
-                    id,
-                    offset,
-                    data: buf[..n].to_vec(),
-                })
-                .await?;
-                offset += n as u64;
+                let n = data.len() as u64;
+                self.send(PeerMsg::Chunk { id, offset, data }).await?;
+                offset += n;
             }
             match receipt_rx.await {
                 Ok((true, bytes, got, _)) => Ok((bytes, got, have)),
@@ -343,6 +349,53 @@ impl PeerLink {
         }
         result
     }
+}
+
+/// Up to `want` bytes of `file` from `offset` (fewer only at its end), read
+/// on a blocking thread into a buffer of their own (the chunk's). A file is
+/// sent once: the page cache is told it may let go of what was read (a
+/// synced snapshot's pages go at once, and the memory serves what comes
+/// next instead of a file nobody reads again).
+async fn read_at(file: &Arc<std::fs::File>, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
+        // Read into the vector's spare room (nothing to zero first).
+        let mut data = Vec::with_capacity(want);
+        let mut f = &*file;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        f.take(want as u64).read_to_end(&mut data)?;
+        let got = data.len();
+        if let Some(len) = std::num::NonZeroU64::new(got as u64) {
+            // Advice only: a refusal changes nothing that matters.
+            let _ = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed);
+        }
+        Ok(data)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// A transfer's id: the same for the same file under the same name, so that
+/// a later offer of it resumes what the peer stored of an earlier one.
+pub(super) fn transfer_id(sha256: &str, name: &str) -> u64 {
+    u64::from_str_radix(sha256.get(..15).unwrap_or("0"), 16).unwrap_or(0)
+        ^ u64::from(name.len() as u32)
+}
+
+/// The size and SHA-256 to offer for the file at `path`: `known`'s checksum
+/// when the file has its stamp, the file's own otherwise.
+async fn checksum(path: &Path, known: Option<&KnownDigest>) -> std::io::Result<(u64, String)> {
+    if let Some(known) = known {
+        let at = path.to_path_buf();
+        let stamp = tokio::task::spawn_blocking(move || FileStamp::of_path(&at))
+            .await
+            .map_err(std::io::Error::other)??;
+        if stamp == known.stamp {
+            return Ok((stamp.len, known.sha256.clone()));
+        }
+        tracing::debug!(file = %path.display(), "changed since its checksum was made; reading it again");
+    }
+    hash_file(path).await
 }
 
 /// A failure of the local file `path`.

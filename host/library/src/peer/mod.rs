@@ -1,7 +1,8 @@
 //! The node-to-node link: mutual authentication with a pre-shared key (a
 //! password-authenticated key exchange) and every frame encrypted,
 //! heartbeats both ways, bounded queues, files streamed in chunks
-//! (resumable, checksummed), small messages for plugins. Every frame
+//! (resumable; the receiver hashes what it writes as it writes it and
+//! checks it against the sender's checksum), small messages for plugins. Every frame
 //! carries the sender's epoch; data from a lower epoch than this node's is
 //! refused (a returning old active can never install an old snapshot over the
 //! live database).
@@ -19,8 +20,13 @@ pub(crate) mod state;
 
 pub use auth::{AuthError, Psk, MIN_KEY_LEN};
 pub(crate) use link::PeerLink;
-pub(crate) use state::{Incoming, PeerConfig, PeerError, PeerState, DEFAULT_TRANSFER_STALL};
+pub(crate) use state::{
+    Incoming, KnownDigest, PeerConfig, PeerError, PeerState, DEFAULT_TRANSFER_STALL,
+};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod transfer_tests;

@@ -60,8 +60,9 @@ pub(crate) enum PeerMsg {
         sha256: String,
     },
     /// The receiver has `have` bytes of the transfer already; send the rest.
-    /// Sent in answer to an offer, and again after every stored chunk to
-    /// confirm progress (the sender's stall bound counts from the last one).
+    /// Sent in answer to an offer, and again as chunks are stored (every few
+    /// MiB, at least every 100 ms while they come) to confirm progress (the
+    /// sender's stall bound counts from the last one).
     Resume {
         /// Transfer id.
         id: u64,
@@ -192,8 +193,14 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8
     if len > max {
         return Err(FrameError::TooLong { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // Read into the vector's spare room (nothing to zero first).
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let left = (len - body.len()) as u64;
+        if (&mut *r).take(left).read_buf(&mut body).await? == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
     Ok(body)
 }
 
@@ -211,14 +218,26 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     cipher: &mut FrameCipher,
     value: &T,
 ) -> Result<(), FrameError> {
+    write_frame_with(w, cipher, value, &mut Vec::new()).await
+}
+
+/// [`write_frame`], built in `out` (cleared first; a writer that keeps it
+/// between frames allocates once, not once per frame).
+pub(crate) async fn write_frame_with<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    cipher: &mut FrameCipher,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     // One buffer, one write: length, sealed body, tag.
-    let mut out = vec![0u8; 4];
-    rmp_serde::encode::write_named(&mut out, value).map_err(FrameError::from)?;
+    out.clear();
+    out.extend_from_slice(&[0u8; 4]);
+    rmp_serde::encode::write_named(out, value).map_err(FrameError::from)?;
     let tag = cipher.seal(&mut out[4..])?;
     out.extend_from_slice(&tag);
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_le_bytes());
-    w.write_all(&out).await?;
+    w.write_all(out).await?;
     Ok(())
 }
 

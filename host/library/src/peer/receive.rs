@@ -1,14 +1,37 @@
 //! The receiving side of one file transfer: staged in a `.part` file that a
-//! later connection resumes, written chunk by chunk in order, synced and
-//! checked against the offered checksum, then handed to the node.
+//! later connection resumes, written chunk by chunk in order by a thread of
+//! its own that hashes each chunk as it writes it (and, on a resumed
+//! transfer, first hashes what an earlier connection stored), then synced
+//! and checked against the offered checksum, and handed to the node.
+//!
+//! The connection decrypts the next chunks while the writer stores and
+//! hashes earlier ones; the writer confirms what it stored to the sender
+//! every few MiB, and at least every 100 ms while chunks come (the sender's
+//! stall bound counts from the last confirmation). One lock
+//! per transfer keeps a later connection's writer off the `.part` file until
+//! an earlier connection's writer is done with it.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
-use super::state::{hash_file, ReceiptReply};
+use super::state::ReceiptReply;
 use super::Incoming;
+
+/// Chunks queued for the writer at most.
+const QUEUED: usize = 8;
+/// Bytes written between two background syncs.
+const SYNC_EVERY: u64 = 64 << 20;
+/// The sender hears how much is stored once this much more is, or once
+/// this long has passed since it last heard (for every chunk on a slow
+/// link): enough to keep its stall bound, without a frame back per chunk.
+const CONFIRM_EVERY: u64 = 4 << 20;
+const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 
 /// What the sender offered.
 pub(super) struct Offer {
@@ -21,13 +44,21 @@ pub(super) struct Offer {
     pub(super) epoch: u64,
 }
 
+/// What the writer is asked to do.
+enum ToWriter {
+    /// Store (and hash) the next bytes.
+    Chunk(Vec<u8>),
+    /// Sync the file; answer its length and SHA-256.
+    Finish(oneshot::Sender<std::io::Result<(u64, String)>>),
+}
+
 /// A file being received.
 pub(super) struct Receiving {
     pub(super) offer: Offer,
-    file: tokio::fs::File,
     path: PathBuf,
-    /// The offset of the next byte expected (what is stored so far).
+    /// The offset of the next byte expected (what was handed to the writer).
     pub(super) next: u64,
+    writer: mpsc::Sender<ToWriter>,
 }
 
 /// A chunk that cannot be stored.
@@ -41,60 +72,107 @@ pub(super) enum ChunkError {
         /// Where it should start.
         expected: u64,
     },
-    /// It could not be written.
-    #[error("cannot write an incoming file: {0}")]
-    Write(#[source] std::io::Error),
+    /// It goes past the offered size.
+    #[error("a chunk ends at {end}, past the offered {size} bytes")]
+    TooLong {
+        /// Where it ends.
+        end: u64,
+        /// The offered size.
+        size: u64,
+    },
+    /// The writer stopped (a write or a read of the stored part failed; it
+    /// logged why).
+    #[error("cannot write an incoming file: its writer stopped")]
+    WriterStopped,
 }
 
 impl Receiving {
     /// Stage `offer` at `path`, keeping what an earlier connection stored
-    /// there (when it is not longer than the file).
-    pub(super) async fn stage(offer: Offer, path: PathBuf) -> std::io::Result<Self> {
-        let have = match tokio::fs::metadata(&path).await {
-            Ok(m) if m.len() <= offer.size => m.len(),
-            _ => 0,
-        };
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .await?;
-        let _ = file.set_len(have).await;
-        let _ = file.seek(std::io::SeekFrom::Start(have)).await;
+    /// there (when it is not longer than the file), once `lock` (the
+    /// transfer's) is free. `stored` hears the length stored, every few MiB
+    /// and at least every 100 ms while chunks come.
+    pub(super) async fn stage(
+        offer: Offer,
+        path: PathBuf,
+        lock: Arc<Mutex<()>>,
+        stored: impl Fn(u64) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let guard = lock.lock_owned().await;
+        let size = offer.size;
+        let open_path = path.clone();
+        let (file, have) = tokio::task::spawn_blocking(move || {
+            let have = match std::fs::metadata(&open_path) {
+                Ok(m) if m.len() <= size => m.len(),
+                _ => 0,
+            };
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(false)
+                .open(&open_path)?;
+            file.set_len(have)?;
+            Ok::<_, std::io::Error>((file, have))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (writer, rx) = mpsc::channel(QUEUED);
+        let shown = path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = write_loop(file, have, rx, stored, guard) {
+                tracing::warn!(file = %shown.display(), error = %e, "an incoming file could not be stored");
+            }
+        });
         Ok(Self {
             offer,
-            file,
             path,
             next: have,
+            writer,
         })
     }
 
     /// Store the chunk at `offset`, which must be where the last one ended.
-    pub(super) async fn append(&mut self, offset: u64, data: &[u8]) -> Result<(), ChunkError> {
+    pub(super) async fn append(&mut self, offset: u64, data: Vec<u8>) -> Result<(), ChunkError> {
         if offset != self.next {
             return Err(ChunkError::OutOfOrder {
                 offset,
                 expected: self.next,
             });
         }
-        self.file.write_all(data).await.map_err(ChunkError::Write)?;
-        self.next += data.len() as u64;
+        let end = self.next + data.len() as u64;
+        if end > self.offer.size {
+            return Err(ChunkError::TooLong {
+                end,
+                size: self.offer.size,
+            });
+        }
+        self.writer
+            .send(ToWriter::Chunk(data))
+            .await
+            .map_err(|_| ChunkError::WriterStopped)?;
+        self.next = end;
         Ok(())
     }
 
     /// All bytes are here: sync, check the checksum, hand the file over to
     /// `incoming` (renamed `.done`), and say what the receipt says.
-    pub(super) async fn finish(mut self, incoming: &mpsc::Sender<Incoming>) -> ReceiptReply {
-        let _ = self.file.flush().await;
-        let _ = self.file.sync_all().await;
-        drop(self.file);
+    pub(super) async fn finish(self, incoming: &mpsc::Sender<Incoming>) -> ReceiptReply {
+        let (tx, rx) = oneshot::channel();
+        let stored = match self.writer.send(ToWriter::Finish(tx)).await {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the file's writer stopped"))),
+            Err(_) => Err(std::io::Error::other("the file's writer stopped")),
+        };
         let offer = self.offer;
-        let (ok, bytes, sha, error) = match hash_file(&self.path).await {
+        let (ok, bytes, sha, error) = match stored {
             Ok((size, sha)) if size == offer.size && sha == offer.sha256 => (true, size, sha, None),
             Ok((size, sha)) => {
                 let _ = tokio::fs::remove_file(&self.path).await;
-                let error = format!("checksum mismatch: offered {}, stored {sha}", offer.sha256);
+                let error = format!(
+                    "checksum mismatch: offered {} ({} bytes), stored {sha} ({size} bytes)",
+                    offer.sha256, offer.size
+                );
                 (false, size, sha, Some(error))
             }
             Err(e) => (false, 0, String::new(), Some(e.to_string())),
@@ -117,4 +195,69 @@ impl Receiving {
         }
         (ok, bytes, sha, error)
     }
+}
+
+/// The writer: hash the `have` bytes stored already, then store and hash
+/// each chunk at the end of the file, telling `stored` how much is stored;
+/// on `Finish`, sync and answer. Holds the transfer's lock until it ends.
+/// A thread beside it syncs what is written every [`SYNC_EVERY`] bytes, so
+/// the disk writes while the transfer goes on and the last sync has little
+/// left to do.
+fn write_loop(
+    file: File,
+    have: u64,
+    mut rx: mpsc::Receiver<ToWriter>,
+    stored: impl Fn(u64),
+    guard: OwnedMutexGuard<()>,
+) -> std::io::Result<()> {
+    let _guard = guard;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < have {
+        let take = ((have - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..take], at)?;
+        h.update(&buf[..take]);
+        at += take as u64;
+    }
+    drop(buf);
+    std::thread::scope(|scope| {
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let file = &file;
+        scope.spawn(move || {
+            while sync_rx.recv().is_ok() {
+                // A failure shows in the last sync, which is checked.
+                let _ = file.sync_data();
+            }
+        });
+        let mut unsynced = 0u64;
+        let (mut confirmed, mut confirmed_at) = (at, Instant::now());
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                ToWriter::Chunk(data) => {
+                    file.write_all_at(&data, at)?;
+                    h.update(&data);
+                    at += data.len() as u64;
+                    unsynced += data.len() as u64;
+                    if unsynced >= SYNC_EVERY {
+                        // Busy syncing already: that sync takes these too.
+                        let _ = sync_tx.try_send(());
+                        unsynced = 0;
+                    }
+                    if at - confirmed >= CONFIRM_EVERY || confirmed_at.elapsed() >= CONFIRM_AFTER {
+                        stored(at);
+                        (confirmed, confirmed_at) = (at, Instant::now());
+                    }
+                }
+                ToWriter::Finish(reply) => {
+                    drop(sync_tx);
+                    let synced = file.sync_all().map(|()| (at, hex::encode(h.finalize())));
+                    let _ = reply.send(synced);
+                    return Ok(());
+                }
+            }
+        }
+        // The connection ended: what is stored stays for a later one.
+        Ok(())
+    })
 }

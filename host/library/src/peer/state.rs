@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -41,7 +41,7 @@ pub struct PeerConfig {
     /// Outgoing frames queued at most.
     pub queue: usize,
     /// A file transfer fails once the peer has confirmed no progress for this
-    /// long (the receiver confirms every chunk it stores; a broken link is
+    /// long (the receiver confirms what it stores as it goes; a broken link is
     /// redialled and the transfer resumed meanwhile), and a message fails when
     /// the peer has not acknowledged it within this long. A whole transfer
     /// has no time limit: a large copy over a slow link finishes as long as
@@ -205,7 +205,7 @@ pub(super) struct Waiter {
     pub(super) resume: Option<oneshot::Sender<u64>>,
     pub(super) receipt: Option<oneshot::Sender<ReceiptReply>>,
     /// Every `Resume` from the receiver (the answer to the offer, then one
-    /// per stored chunk) bumps this: the transfer is making progress.
+    /// every few stored MiB) bumps this: the transfer is making progress.
     pub(super) progress: watch::Sender<u64>,
 }
 
@@ -225,10 +225,27 @@ pub(super) struct Inner {
     pub(super) beats_sent: Mutex<HashMap<u64, Instant>>,
     pub(super) incoming: mpsc::Sender<Incoming>,
     pub(super) heard: watch::Sender<u64>,
+    /// One lock per transfer being received: the writer of its `.part` file
+    /// holds it.
+    pub(super) part_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 pub(super) fn now_ms() -> u64 {
     crate::store::unix_ms()
+}
+
+/// A file's SHA-256 known before it is sent (computed when the file was
+/// written, e.g. by a snapshot), with the stamp the file had then. The
+/// sender offers it instead of reading the whole file once more for its
+/// checksum, but only while the file it opens still has that stamp. The
+/// receiver checks what it stored against it either way: a file changed
+/// since is refused, never taken for the one the checksum was made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDigest {
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// The file's stamp when the checksum was made.
+    pub stamp: crate::store::FileStamp,
 }
 
 /// A file's size and SHA-256 (hex), read on a blocking thread.

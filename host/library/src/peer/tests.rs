@@ -20,21 +20,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-fn addr(port: u16) -> SocketAddr {
+pub(super) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn psk(text: &str) -> Psk {
+pub(super) fn psk(text: &str) -> Psk {
     Psk::new(text.as_bytes().to_vec()).unwrap()
 }
 
-struct Node {
-    link: PeerLink,
-    local: watch::Sender<(u64, Role)>,
-    incoming: mpsc::Receiver<Incoming>,
+pub(super) struct Node {
+    pub(super) link: PeerLink,
+    pub(super) local: watch::Sender<(u64, Role)>,
+    pub(super) incoming: mpsc::Receiver<Incoming>,
 }
 
-async fn node(config: PeerConfig, epoch: u64, role: Role) -> Node {
+pub(super) async fn node(config: PeerConfig, epoch: u64, role: Role) -> Node {
     let (local, rx) = watch::channel((epoch, role));
     let (tx, incoming) = mpsc::channel(16);
     let link = PeerLink::start(config, rx, tx).await.unwrap();
@@ -47,7 +47,13 @@ async fn node(config: PeerConfig, epoch: u64, role: Role) -> Node {
 
 /// A pair "a" (dials) and "b" (listens on `pb`); a dials `via` when given
 /// (a proxy in front of b).
-async fn pair(dir: &Path, key_a: &str, key_b: &str, pb: u16, via: Option<u16>) -> (Node, Node) {
+pub(super) async fn pair(
+    dir: &Path,
+    key_a: &str,
+    key_b: &str,
+    pb: u16,
+    via: Option<u16>,
+) -> (Node, Node) {
     let pa = free_port();
     let a = PeerConfig::new(
         "a",
@@ -71,11 +77,11 @@ async fn pair(dir: &Path, key_a: &str, key_b: &str, pb: u16, via: Option<u16>) -
     )
 }
 
-async fn connected(n: &Node) -> bool {
+pub(super) async fn connected(n: &Node) -> bool {
     wait_for(Duration::from_secs(5), || n.link.state().connected).await
 }
 
-fn write_file(path: &Path, len: usize) -> String {
+pub(super) fn write_file(path: &Path, len: usize) -> String {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(path, &data).unwrap();
     hex(&Sha256::digest(&data))
@@ -190,7 +196,7 @@ async fn files_arrive_whole_and_checked_and_messages_are_delivered() {
     let sha = write_file(&src, 3 * 1024 * 1024 + 17);
     let receipt = a
         .link
-        .send_file("file-copy", &src, "snap-1.db", "t1")
+        .send_file("file-copy", &src, "snap-1.db", "t1", None)
         .await
         .unwrap();
     assert_eq!(receipt.bytes, 3 * 1024 * 1024 + 17);
@@ -262,7 +268,7 @@ async fn what_crosses_the_link_is_encrypted() {
     }
     std::fs::write(&src, &data).unwrap();
     a.link
-        .send_file("file-copy", &src, "snap-1.db", "t1")
+        .send_file("file-copy", &src, "snap-1.db", "t1", None)
         .await
         .unwrap();
     let Some(Incoming::File { path, .. }) = b.incoming.recv().await else {
@@ -398,7 +404,7 @@ async fn a_transfer_cut_midway_resumes_where_the_peer_stopped() {
     let sha = write_file(&src, 16 * 1024 * 1024);
     let receipt = a
         .link
-        .send_file("file-copy", &src, "big.db", "t")
+        .send_file("file-copy", &src, "big.db", "t", None)
         .await
         .unwrap();
     assert!(cut.load(Ordering::SeqCst), "the proxy never cut the link");
@@ -431,7 +437,7 @@ async fn data_from_a_lower_epoch_is_refused() {
     write_file(&src, 100_000);
     let err = a
         .link
-        .send_file("file-copy", &src, "old.db", "t")
+        .send_file("file-copy", &src, "old.db", "t", None)
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::Refused(_)), "{err}");
@@ -580,7 +586,7 @@ async fn a_transfer_slower_than_the_stall_bound_but_moving_finishes() {
     let started = tokio::time::Instant::now();
     let receipt = a
         .link
-        .send_file("file-copy", &src, "slow.db", "t")
+        .send_file("file-copy", &src, "slow.db", "t", None)
         .await
         .unwrap_or_else(|e| {
             panic!(
@@ -613,8 +619,10 @@ async fn a_stalled_transfer_fails_after_the_stall_bound_naming_the_setting() {
     let src = dir.path().join("stuck.db");
     write_file(&src, 8 << 20);
     let link = a.link.clone();
-    let transfer =
-        tokio::spawn(async move { link.send_file("file-copy", &src, "stuck.db", "t").await });
+    let transfer = tokio::spawn(async move {
+        link.send_file("file-copy", &src, "stuck.db", "t", None)
+            .await
+    });
     // Let it get going (bytes reach b's staging file), then stop every byte.
     let staging = dir.path().join("b-staging");
     let received = || {

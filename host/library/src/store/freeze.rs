@@ -8,6 +8,8 @@
 //! timeouts) like on any writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -21,6 +23,8 @@ pub struct Frozen {
     conn: Connection,
     path: PathBuf,
     since: Instant,
+    /// The store's "frozen" flag, cleared when the hold ends.
+    flag: Arc<AtomicBool>,
 }
 
 impl Frozen {
@@ -41,6 +45,7 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.flag.store(false, Ordering::SeqCst);
     }
 }
 
@@ -82,11 +87,18 @@ impl Store {
                 "frozen, but a long reader held part of the WAL back: the copy must include the -wal file"
             );
         }
+        self.frozen.store(true, Ordering::SeqCst);
         Ok(Frozen {
             conn,
             path: self.path.clone(),
             since: Instant::now(),
+            flag: self.frozen.clone(),
         })
+    }
+
+    /// Whether a [`Frozen`] of this store holds the write lock now.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
     }
 }
 

@@ -1,22 +1,26 @@
 //! The node's SQLite database (`biostar2.db`): schema, idempotent event ingest,
-//! consistent snapshots with the online backup API, integrity checks, and
+//! consistent snapshots (the main file copied by the kernel under a pinned
+//! read transaction, or SQLite's online backup), integrity checks, and
 //! atomic installation of a verified copy.
 //!
 //! The API is blocking; async callers run it with `tokio::task::spawn_blocking`.
 
 mod capture;
+mod copy;
 mod freeze;
 mod group;
 mod ingest;
+mod install;
 mod schema;
 mod set_aside;
 mod snapshot;
+mod stamp;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use ingest::{handshake_tx, ingest_device_tx, ingest_tx, watermark_tx};
@@ -26,7 +30,8 @@ pub use freeze::Frozen;
 pub(crate) use group::GroupWriter;
 pub use set_aside::{SetAsideSummary, TableSummary, SET_ASIDE_DIR};
 pub(crate) use snapshot::{device_marks, DeviceMark};
-pub use snapshot::{integrity_check, IntegrityReport, SnapshotStats};
+pub use snapshot::{integrity_check, IntegrityReport, SnapshotMethod, SnapshotStats};
+pub use stamp::FileStamp;
 
 /// How SQLite journals writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -225,6 +230,10 @@ pub struct Store {
     path: PathBuf,
     options: StoreOptions,
     writer: Mutex<Option<Connection>>,
+    /// Copies that passed [`Store::check_copy`], by stamp.
+    checked: install::Checked,
+    /// A [`Frozen`] holds the write lock.
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -236,6 +245,8 @@ impl Store {
             path,
             options,
             writer: Mutex::new(Some(conn)),
+            checked: install::Checked::default(),
+            frozen: Default::default(),
         })
     }
 
@@ -509,87 +520,6 @@ impl Store {
             Ok(())
         })
     }
-
-    /// Take a consistent copy of the live database into `dest` (a new file)
-    /// with SQLite's online backup API. In WAL mode the copy reads through its
-    /// own connection, so writers keep running; it holds exactly the
-    /// transactions committed before it began.
-    pub fn snapshot_to(&self, dest: &Path) -> Result<SnapshotStats, StoreError> {
-        match self.options.journal {
-            JournalMode::Wal => {
-                let reader = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(|e| self.sqlite(e))?;
-                reader
-                    .busy_timeout(self.options.busy_timeout)
-                    .map_err(|e| self.sqlite(e))?;
-                snapshot::backup(&reader, dest)
-            }
-            JournalMode::RollbackExclusive => {
-                let guard = self.lock();
-                let conn = guard.as_ref().ok_or_else(|| StoreError::Detached {
-                    path: self.path.clone(),
-                })?;
-                snapshot::backup(conn, dest)
-            }
-        }
-    }
-
-    /// Replace the live database with the copy at `src`, atomically: the copy
-    /// is checked, copied next to the live file, synced, and renamed over it,
-    /// so the database is never a half-written file. `src` is left in place.
-    pub fn install_from(&self, src: &Path) -> Result<(), StoreError> {
-        self.install_from_unless(src, || false)
-    }
-
-    /// [`Store::install_from`], given up (the live database untouched) when
-    /// `abandoned` says so at the last moment before the live database is
-    /// replaced.
-    pub fn install_from_unless(
-        &self,
-        src: &Path,
-        abandoned: impl Fn() -> bool,
-    ) -> Result<(), StoreError> {
-        let report = integrity_check(src)?;
-        if !report.ok {
-            return Err(StoreError::Corrupt {
-                path: src.to_path_buf(),
-                problems: report.problems.join("; "),
-            });
-        }
-        let staged = sibling(&self.path, ".installing");
-        copy_synced(src, &staged)?;
-        // A copy with a change log: it becomes this node's as a standby
-        // (applied through its position) before it is put in place.
-        capture::prepare_install(&staged).map_err(|error| StoreError::Capture {
-            path: staged.clone(),
-            error: Box::new(error),
-        })?;
-        let mut guard = self.lock();
-        if abandoned() {
-            drop(guard);
-            let _ = std::fs::remove_file(&staged);
-            return Err(StoreError::Abandoned(self.path.clone()));
-        }
-        // Close the live connection so no WAL or journal is left behind.
-        if let Some(conn) = guard.take() {
-            conn.close().map_err(|(_, e)| self.sqlite(e))?;
-        }
-        for suffix in ["-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(sibling(&self.path, suffix));
-        }
-        let renamed = std::fs::rename(&staged, &self.path).map_err(|source| StoreError::Io {
-            what: "renaming the installed copy over",
-            path: self.path.clone(),
-            error: source,
-        });
-        sync_parent(&self.path);
-        // Reopen whatever is now in place (the new copy, or the old file if the rename failed).
-        *guard = Some(open_writer(&self.path, &self.options)?);
-        renamed
-    }
 }
 
 /// A `users` row selected as `user_id, name, card, disabled`.
@@ -641,24 +571,10 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn copy_synced(src: &Path, dest: &Path) -> Result<(), StoreError> {
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |error| StoreError::Io { what, path, error }
-    };
-    std::fs::copy(src, dest).map_err(io("copying to", dest))?;
-    std::fs::File::open(dest)
-        .and_then(|f| f.sync_all())
-        .map_err(io("syncing", dest))?;
-    Ok(())
-}
-
-fn sync_parent(path: &Path) {
-    if let Some(parent) = path.parent() {
-        if let Ok(dir) = std::fs::File::open(parent) {
-            let _ = dir.sync_all();
-        }
-    }
+/// A failed file operation on `path`, as a [`StoreError`].
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |error| StoreError::Io { what, path, error }
 }
 
 /// SHA-256 of bytes.

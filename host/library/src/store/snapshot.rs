@@ -1,13 +1,45 @@
-//! Consistent copies with SQLite's online backup API, and integrity checks.
+//! Consistent copies of the live database, and integrity checks.
+//!
+//! In WAL mode a snapshot is a copy of the main file, taken while it holds
+//! exactly one transaction's state and cannot change: with the write lock
+//! held for a moment (no commit can happen), the WAL is written back into
+//! the main file (a passive checkpoint that must get through every frame),
+//! and a read transaction begins on a connection of the snapshot's own; then
+//! the write lock is let go. SQLite never writes into the main file a frame
+//! past the end of a running reader's snapshot, and every frame up to it is
+//! there already, so the main file stays that state while writers go on
+//! (into the WAL) and the kernel copies it (hashed beside the copy, see
+//! [`super::copy`]). The copy's header says rollback
+//! journal (bytes 18 and 19 set to 1, as `PRAGMA journal_mode = DELETE`
+//! sets them): a standalone file without `-wal` or `-shm`.
+//!
+//! When the WAL cannot be written back whole (a reader older than that
+//! moment holds part of it) or the write lock is not free within a second
+//! (a freeze holds it), and in the rollback-exclusive mode, the snapshot is
+//! SQLite's online backup, in one step.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::copy::{copy_cached, create, hash_file};
+use super::stamp::FileStamp;
+use super::{io_err, StoreError};
+
+/// How a snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotMethod {
+    /// The main file copied by the kernel under a pinned read transaction.
+    FileCopy,
+    /// SQLite's online backup API.
+    OnlineBackup,
+}
 
 /// What a snapshot copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +52,12 @@ pub struct SnapshotStats {
     pub duration_ms: u64,
     /// When the copy began: every transaction committed before it is in the copy.
     pub taken_at_ms: u64,
+    /// SHA-256 of the copy as written (hex).
+    pub sha256: String,
+    /// The copy's stamp once synced: `sha256` holds while the file keeps it.
+    pub stamp: FileStamp,
+    /// How it was taken.
+    pub method: SnapshotMethod,
 }
 
 /// Outcome of `PRAGMA integrity_check`.
@@ -33,8 +71,134 @@ pub struct IntegrityReport {
     pub page_count: u64,
 }
 
-/// Copy everything `src` can see into a new database file at `dest`, in one
-/// step, so the copy is one consistent read transaction.
+/// Longest wait for the write lock before a WAL-mode snapshot falls back to
+/// the online backup (which needs no lock).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// The WAL-mode snapshot of the database at `path` as a copy of its main
+/// file (see the module's notes). `Ok(None)`: the main file could not be
+/// pinned in one transaction's state; nothing was written.
+pub(super) fn copy_main_file(
+    path: &Path,
+    busy_timeout: Duration,
+    dest: &Path,
+) -> Result<Option<SnapshotStats>, StoreError> {
+    let sqlite = |error| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        error,
+    };
+    let started = Instant::now();
+    let taken_at_ms = super::unix_ms();
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite)?;
+    reader.busy_timeout(busy_timeout).map_err(sqlite)?;
+    let Some((pages, page_size)) = pin_checkpointed(path, &reader, busy_timeout).map_err(sqlite)?
+    else {
+        return Ok(None);
+    };
+    let len = pages * page_size;
+    let src = File::open(path).map_err(io_err("opening", path))?;
+    let src_len = src
+        .metadata()
+        .map_err(io_err("reading size of", path))?
+        .len();
+    if src_len < len {
+        // Not what a checkpointed main file looks like: let the backup do it.
+        return Ok(None);
+    }
+    let out = create(dest).map_err(io_err("creating", dest))?;
+    // The header as a rollback-journal database's (bytes 18 and 19: 1).
+    let standalone = |f: &File| f.write_all_at(&[1, 1], 18);
+    let sha256 = copy_cached(&src, &out, len, standalone)
+        .map_err(io_err("copying the database to", dest))?;
+    // The copy is done: the main file may change again.
+    reader.execute_batch("COMMIT").map_err(sqlite)?;
+    let stamp = FileStamp::of(&out).map_err(io_err("reading", dest))?;
+    Ok(Some(SnapshotStats {
+        size: len,
+        pages,
+        duration_ms: started.elapsed().as_millis() as u64,
+        taken_at_ms,
+        sha256,
+        stamp,
+        method: SnapshotMethod::FileCopy,
+    }))
+}
+
+/// Write the WAL back into the main file with no commit possible
+/// meanwhile, and begin a read transaction on `reader` while that holds;
+/// the database's page count and page size as that transaction sees them.
+/// `None` (no transaction left open) when the write lock was not free
+/// within [`LOCK_WAIT`] or a reader held part of the WAL back.
+fn pin_checkpointed(
+    path: &Path,
+    reader: &Connection,
+    busy_timeout: Duration,
+) -> rusqlite::Result<Option<(u64, u64)>> {
+    let locker = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    locker.busy_timeout(busy_timeout.min(LOCK_WAIT))?;
+    match locker.execute_batch("BEGIN IMMEDIATE") {
+        Ok(()) => {}
+        Err(e) if is_busy(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    // No commit can happen now. A connection inside a transaction cannot
+    // checkpoint, so the reader does it before it begins its own. Another
+    // connection's checkpoint (a writer's automatic one) may be running: a
+    // passive checkpoint does not wait for it, so try again until it ends.
+    let until = Instant::now() + busy_timeout.min(LOCK_WAIT);
+    loop {
+        let (busy, log, done): (i64, i64, i64) =
+            reader.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy == 0 && done == log {
+            break;
+        }
+        if busy == 0 || Instant::now() >= until {
+            // A reader older than this moment holds frames back (or the
+            // other checkpoint does not end).
+            tracing::debug!(
+                busy,
+                frames = log,
+                written = done,
+                "the WAL could not be written back whole"
+            );
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    reader.execute_batch("BEGIN")?;
+    let pinned = (|| {
+        reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        let pages: i64 = reader.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let size: i64 = reader.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages as u64, size as u64))
+    })();
+    if pinned.is_err() {
+        let _ = reader.execute_batch("ROLLBACK");
+    }
+    // Dropping the locker ends its transaction: writers go on, into the WAL.
+    drop(locker);
+    pinned.map(Some)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Copy everything `src` can see into a new database file at `dest` with
+/// SQLite's online backup, in one step, so the copy is one consistent read
+/// transaction; then sync and hash it.
 pub(super) fn backup(src: &Connection, dest: &Path) -> Result<SnapshotStats, StoreError> {
     let err = |source| StoreError::Sqlite {
         path: dest.to_path_buf(),
@@ -42,6 +206,7 @@ pub(super) fn backup(src: &Connection, dest: &Path) -> Result<SnapshotStats, Sto
     };
     let started = Instant::now();
     let taken_at_ms = super::unix_ms();
+    drop(create(dest).map_err(io_err("creating", dest))?);
     let mut out = Connection::open_with_flags(
         dest,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -67,22 +232,18 @@ pub(super) fn backup(src: &Connection, dest: &Path) -> Result<SnapshotStats, Sto
     out.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
         .map_err(err)?;
     out.close().map_err(|(_, e)| err(e))?;
-    let file = std::fs::File::open(dest).map_err(|source| StoreError::Io {
-        what: "opening",
-        path: dest.to_path_buf(),
-        error: source,
-    })?;
-    file.sync_all().map_err(|source| StoreError::Io {
-        what: "syncing",
-        path: dest.to_path_buf(),
-        error: source,
-    })?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let file = File::open(dest).map_err(io_err("opening", dest))?;
+    file.sync_all().map_err(io_err("syncing", dest))?;
+    let (size, sha256) = hash_file(&file).map_err(io_err("reading", dest))?;
+    let stamp = FileStamp::of(&file).map_err(io_err("reading", dest))?;
     Ok(SnapshotStats {
         size,
         pages,
         duration_ms: started.elapsed().as_millis() as u64,
         taken_at_ms,
+        sha256,
+        stamp,
+        method: SnapshotMethod::OnlineBackup,
     })
 }
 

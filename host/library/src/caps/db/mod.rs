@@ -1,4 +1,4 @@
-//! `db`: snapshots with the online backup API, integrity checks, atomic
+//! `db`: consistent snapshots (see [`crate::store`]), integrity checks, atomic
 //! install, statistics. Files the database reads or writes are named relative
 //! to granted roots and opened through the root's directory handle first.
 //! The grant and its call-time check are in [`grant`].
@@ -126,7 +126,16 @@ impl Host for HostState {
                 .dir
                 .open_with(&rel, OpenOptions::new().write(true).create_new(true))
                 .map_err(|e| io_error(&what, e))?;
-            let result = take_snapshot(&store, &staging, id, &root, &rel, placeholder, &what);
+            let result = take_snapshot(
+                &store,
+                &services,
+                &staging,
+                id,
+                &root,
+                &rel,
+                placeholder,
+                &what,
+            );
             if result.is_err() {
                 let _ = root.dir.remove_file(&rel);
             }
@@ -145,12 +154,13 @@ impl Host for HostState {
     }
 
     async fn integrity_check(&mut self, file: FileRef) -> Result<IntegrityReport, WitError> {
-        self.db_grant(None)?;
+        let store = self.db_grant(None)?;
         let (root, rel) = self.file(&file)?;
         let what = format!("{}:{}", file.root, file.path);
         blocking(move || {
             let (_pin, real) = confined_real_path(&root, &rel, &what)?;
-            let r = crate::store::integrity_check(&real).map_err(store_error)?;
+            // Remembered: installing this file unchanged does not check it again.
+            let r = store.check_copy(&real).map_err(store_error)?;
             Ok(IntegrityReport {
                 ok: r.ok,
                 problems: r.problems,
@@ -417,9 +427,12 @@ fn not_yet(what: &str, with: &str) -> WitError {
     ))
 }
 
-/// Back up into the staging directory, hash, and move into place over the placeholder.
+/// Snapshot into the staging directory (with its checksum) and move into
+/// place over the placeholder.
+#[allow(clippy::too_many_arguments)]
 fn take_snapshot(
     store: &Store,
+    services: &super::Services,
     staging: &Path,
     id: u64,
     root: &Root,
@@ -443,10 +456,14 @@ fn take_snapshot(
     let marks = crate::store::device_marks(&staged).map_err(store_error)?;
     let staging_dir = cap_std::fs::Dir::open_ambient_dir(staging, cap_std::ambient_authority())
         .map_err(|e| io_error("staging directory", e))?;
-    let sha256 =
-        super::files::sha256_of(&staging_dir, Path::new(&name)).map_err(|e| io_error(what, e))?;
+    let sha256 = stats.sha256.clone();
     match staging_dir.rename(&name, &root.dir, rel) {
-        Ok(()) => {}
+        // Renamed, the file keeps its stamp: sent to the peer unchanged, its
+        // checksum need not be read again.
+        Ok(()) => services.record_digest(crate::peer::KnownDigest {
+            sha256: stats.sha256.clone(),
+            stamp: stats.stamp,
+        }),
         Err(e) if e.raw_os_error() == Some(18) => {
             // Different filesystems (EXDEV): copy into the placeholder instead.
             let mut from = staging_dir.open(&name).map_err(|e| io_error(what, e))?;

@@ -73,8 +73,13 @@ impl Host for HostState {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| WitError::InvalidArgument(format!("{what} names no file")))?;
         let (pin, real) = super::db::confined_real_path(&root, &rel, &what)?;
+        // A snapshot the host placed, unchanged since: its checksum is known.
+        let pin = pin.into_std();
+        let known = crate::store::FileStamp::of(&pin)
+            .ok()
+            .and_then(|stamp| self.services.known_digest(&stamp));
         let receipt = link
-            .send_file(&self.plugin, &real, &name, &tag)
+            .send_file(&self.plugin, &real, &name, &tag, known.as_ref())
             .await
             .map_err(peer_error)?;
         drop(pin);
