@@ -10,15 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::link::transfer_id;
+use super::proto::{self, Frame, PeerMsg};
+use super::session::{self, Ciphers};
 use super::tests::{addr, connected, node, pair, psk, write_file, Node};
 use super::{Incoming, KnownDigest, PeerConfig, PeerError};
 use crate::role::Role;
 use crate::store::FileStamp;
 use standby_testkit::ports::free_port;
-use standby_testkit::proxy::Proxy;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-key";
 
@@ -254,64 +256,181 @@ async fn a_known_checksum_is_offered_only_while_the_file_keeps_its_stamp() {
     );
 }
 
+/// The other node, played by the test frame by frame over an authenticated
+/// connection.
+struct RawPeer {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    ciphers: Ciphers,
+}
+
+impl RawPeer {
+    fn new(stream: TcpStream, ciphers: Ciphers) -> Self {
+        let (rd, wr) = stream.into_split();
+        Self { rd, wr, ciphers }
+    }
+
+    /// Dial the node at `to` as "a".
+    async fn dial(to: SocketAddr) -> Self {
+        let mut stream = TcpStream::connect(to).await.unwrap();
+        let (_, ciphers) = session::dial(&mut stream, &psk(KEY), "a", Some("b"))
+            .await
+            .unwrap();
+        Self::new(stream, ciphers)
+    }
+
+    /// Send `msg` at epoch 1.
+    async fn send(&mut self, msg: PeerMsg) {
+        let frame = Frame { epoch: 1, msg };
+        proto::write_frame(&mut self.wr, &mut self.ciphers.0, &frame)
+            .await
+            .unwrap();
+    }
+
+    /// The next frame from the node that is not about heartbeats.
+    async fn next(&mut self) -> PeerMsg {
+        loop {
+            let read = proto::read_frame::<_, Frame>(&mut self.rd, &mut self.ciphers.1);
+            let frame = tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("the node said nothing for 10 s")
+                .unwrap();
+            match frame.msg {
+                PeerMsg::Heartbeat { .. } | PeerMsg::HeartbeatAck { .. } => {}
+                msg => return msg,
+            }
+        }
+    }
+
+    /// Offer `name` (`size` bytes, `sha256`) as transfer `id`; what the node
+    /// has of it (`u64::MAX`: refused).
+    async fn offer(&mut self, id: u64, name: &str, size: u64, sha256: &str) -> u64 {
+        self.send(PeerMsg::Offer {
+            id,
+            plugin: "file-copy".into(),
+            tag: "t".into(),
+            name: name.into(),
+            size,
+            sha256: sha256.into(),
+        })
+        .await;
+        match self.next().await {
+            PeerMsg::Resume { id: got, have } if got == id => have,
+            other => panic!("the answer to offer {id}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_coming_in_at_once_are_bounded_and_one_too_many_is_refused() {
+    // The test is node "a" and offers files frame by frame, each answered
+    // before the next goes, so all nine are there at once however slow the
+    // machine. (Nine real senders over a slow link would not be: a late
+    // offer queues behind the earlier files' chunks, and the socket's send
+    // buffer alone holds megabytes of them, half a minute at 128 KiB/s.)
     let dir = tempfile::tempdir().unwrap();
-    // 128 KiB/s, small chunks, a short queue: each file takes 32 s, and the
-    // offers, queued behind few small chunks, all arrive well before.
     let pb = free_port();
-    let proxy = Proxy::start_throttled(addr(pb), 128 << 10).await;
-    let pa = free_port();
+    let mut cb = PeerConfig::new(
+        "b",
+        addr(pb),
+        "a",
+        addr(free_port()),
+        psk(KEY),
+        dir.path().join("b"),
+    );
+    // The test sends no heartbeats.
+    cb.dead_after = Duration::from_secs(60);
+    let staging = cb.staging.clone();
+    let mut b = node(cb, 1, Role::Standby).await;
+    let mut a = RawPeer::dial(addr(pb)).await;
+    let src = dir.path().join("f.db");
+    let size = 4096;
+    let sha = write_file(&src, size);
+    let size = size as u64;
+    let name = |id: u64| format!("f{id}.db");
+    let part = |id: u64| format!("incoming-{id:016x}.part");
+
+    // Eight at once are taken, each staged; the ninth is refused.
+    for id in 1..=8 {
+        assert_eq!(a.offer(id, &name(id), size, &sha).await, 0, "offer {id}");
+    }
+    assert_eq!(
+        a.offer(9, &name(9), size, &sha).await,
+        u64::MAX,
+        "the ninth"
+    );
+    let mut parts = staged(&staging, ".part");
+    parts.sort();
+    assert_eq!(parts, (1..=8).map(part).collect::<Vec<_>>());
+
+    // The bound is on files at once: one finished frees a place, taken by
+    // the next offer, and the one after that is refused again.
+    let data = std::fs::read(&src).unwrap();
+    a.send(PeerMsg::Chunk {
+        id: 1,
+        offset: 0,
+        data,
+    })
+    .await;
+    loop {
+        match a.next().await {
+            PeerMsg::Resume { id: 1, have } if have <= size => {}
+            PeerMsg::Receipt { id: 1, ok, .. } => {
+                assert!(ok, "the first file was not stored whole");
+                break;
+            }
+            other => panic!("while the first file finished: {other:?}"),
+        }
+    }
+    let Some(Incoming::File { name: got, .. }) = b.incoming.recv().await else {
+        panic!("the finished file did not reach the node")
+    };
+    assert_eq!(got, name(1));
+    assert_eq!(a.offer(9, &name(9), size, &sha).await, 0, "offered again");
+    assert_eq!(
+        a.offer(10, &name(10), size, &sha).await,
+        u64::MAX,
+        "the tenth"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_whose_offer_is_refused_fails_as_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The test is node "b" and refuses the offer.
+    let pb = free_port();
+    let listener = TcpListener::bind(addr(pb)).await.unwrap();
     let mut ca = PeerConfig::new(
         "a",
-        addr(pa),
+        addr(free_port()),
         "b",
-        proxy.addr,
+        addr(pb),
         psk(KEY),
         dir.path().join("a"),
     );
-    let mut cb = PeerConfig::new("b", addr(pb), "a", addr(pa), psk(KEY), dir.path().join("b"));
-    for c in [&mut ca, &mut cb] {
-        c.chunk = 4 << 10;
-        c.queue = 4;
-        // The throttled link must not be taken for a dead one (a new
-        // connection would count the files coming in afresh).
-        c.dead_after = Duration::from_secs(60);
-    }
+    // The test sends no heartbeats.
+    ca.dead_after = Duration::from_secs(60);
     let a = node(ca, 1, Role::Active).await;
-    let _b = node(cb, 1, Role::Standby).await;
-    assert!(connected(&a).await);
-    let mut sending = Vec::new();
-    let mut data = vec![0x5au8; 4 << 20];
-    for i in 0..9 {
-        let src = dir.path().join(format!("f{i}.db"));
-        data[0] = i as u8;
-        std::fs::write(&src, &data).unwrap();
-        let link = a.link.clone();
-        sending.push(tokio::spawn(async move {
-            link.send_file("file-copy", &src, &format!("f{i}.db"), "t", None)
-                .await
-        }));
-    }
-    let refused = tokio::time::timeout(Duration::from_secs(25), async {
-        loop {
-            if let Some(i) = sending.iter().position(|t| t.is_finished()) {
-                return sending.remove(i).await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("all nine stayed under way");
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let (_, ciphers) = session::accept(&mut stream, &psk(KEY), "b", Some("a"))
+        .await
+        .unwrap();
+    let mut b = RawPeer::new(stream, ciphers);
+    let src = dir.path().join("f.db");
+    write_file(&src, 4096);
+    let link = a.link.clone();
+    let sending =
+        tokio::spawn(async move { link.send_file("file-copy", &src, "f.db", "t", None).await });
+    let PeerMsg::Offer { id, .. } = b.next().await else {
+        panic!("no offer")
+    };
+    b.send(PeerMsg::Resume { id, have: u64::MAX }).await;
+    let sent = tokio::time::timeout(Duration::from_secs(5), sending)
+        .await
+        .expect("the refused send went on")
+        .unwrap();
     assert!(
-        matches!(&refused, Err(PeerError::Refused(_))),
-        "the ninth file at once: {refused:?}"
+        matches!(&sent, Err(PeerError::Refused(why)) if why.contains("refused the offer")),
+        "{sent:?}"
     );
-    assert!(
-        sending.iter().all(|t| !t.is_finished()),
-        "more than one was refused"
-    );
-    for t in sending {
-        t.abort();
-    }
 }
