@@ -129,6 +129,13 @@ async fn a_switchover_and_back_keeps_both_databases_equal_without_a_reseed() {
         sa["last_demotion"]["kind"], "switchover",
         "A's status shows the switchover: {sa}"
     );
+    assert_eq!(sa["last_demotion"]["epoch_after"], sb["epoch"], "{sa}");
+    let (ok, text, _) =
+        crate::run_standby(&["status", c.profile.to_str().unwrap(), "--site", "onsite"]);
+    assert!(
+        ok && text.contains("last switchover:") && text.contains("peer-active"),
+        "{text}"
+    );
 
     // B writes; A follows B's stream from where A stood: no snapshot.
     let app_b = Connection::open(&b).unwrap();

@@ -174,6 +174,13 @@ pub fn render_status(s: &Value) -> String {
         out.push_str(&render_timeline(&s["last_failover"]));
         out.push('\n');
     }
+    // A demotion, or a switchover (done or abandoned) run on this node.
+    let last = &s["last_demotion"];
+    if last.is_object() {
+        out.push_str(&format!("last {}:\n", text(&last["kind"])));
+        out.push_str(&render_timeline(last));
+        out.push('\n');
+    }
     out
 }
 

@@ -207,7 +207,10 @@ pub(crate) async fn switch_over(
     let taken = wait_for_peer_active(core, epoch_before, limit).await;
     let no_active_server_ms = taken.map(|_| closed_at.elapsed().as_millis() as u64);
     match taken {
-        Some(epoch) => tl.step("peer-active", true, format!("{to} active at epoch {epoch}")),
+        Some(epoch) => {
+            tl.epoch(epoch);
+            tl.step("peer-active", true, format!("{to} active at epoch {epoch}"));
+        }
         None => tl.step(
             "peer-active",
             false,
