@@ -378,8 +378,15 @@ async fn read_at(file: &Arc<std::fs::File>, offset: u64, want: usize) -> std::io
 /// A transfer's id: the same for the same file under the same name, so that
 /// a later offer of it resumes what the peer stored of an earlier one.
 pub(super) fn transfer_id(sha256: &str, name: &str) -> u64 {
-    u64::from_str_radix(sha256.get(..15).unwrap_or("0"), 16).unwrap_or(0)
-        ^ u64::from(name.len() as u32)
+    // The whole name counts: two files of the same contents sent at once
+    // under names of the same length must not share a transfer.
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(sha256.as_bytes());
+    h.update([0]);
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// The size and SHA-256 to offer for the file at `path`: `known`'s checksum

@@ -434,3 +434,23 @@ async fn a_sender_whose_offer_is_refused_fails_as_refused_at_once() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_transfer_id_names_the_file_and_its_contents_and_nothing_else() {
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    // The same file under the same name resumes the same transfer.
+    assert_eq!(
+        transfer_id(sha, "biostar2-1.db"),
+        transfer_id(sha, "biostar2-1.db")
+    );
+    // Equal contents under names of the same length are two transfers.
+    assert_ne!(
+        transfer_id(sha, "biostar2-1.db"),
+        transfer_id(sha, "biostar2-2.db")
+    );
+    let other = "0f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    assert_ne!(
+        transfer_id(sha, "biostar2-1.db"),
+        transfer_id(other, "biostar2-1.db")
+    );
+}
