@@ -178,7 +178,7 @@ pub(crate) async fn switch_over(
     if let Err(why) = hand_over(core, &mut tl, limit).await {
         tracing::warn!(to, "switchover abandoned: {why}");
         core.services.freeze.thaw("switchover");
-        resume(core, &mut tl, &why).await;
+        resume(core, &mut tl, &why.to_string()).await;
         return Err(abandoned(state, tl));
     }
     let handover_ms = frozen_at.elapsed().as_millis() as u64;
@@ -232,7 +232,11 @@ pub(crate) async fn switch_over(
 
 /// Ask every strategy until each says the other node holds everything, or
 /// until `limit` passes (Err: why it was abandoned).
-async fn hand_over(core: &Core, tl: &mut TimelineBuilder, limit: Duration) -> Result<(), String> {
+async fn hand_over(
+    core: &Core,
+    tl: &mut TimelineBuilder,
+    limit: Duration,
+) -> Result<(), HandoverFailed> {
     let deadline = Instant::now() + limit;
     let mut pending: Vec<usize> = (0..core.strategies.len()).collect();
     let mut first = true;
@@ -252,7 +256,10 @@ async fn hand_over(core: &Core, tl: &mut TimelineBuilder, limit: Duration) -> Re
                 }
                 Asked::Answer(Err(e)) => {
                     tl.step(&step, false, e.to_string());
-                    return Err(handover_error(s.name(), &e));
+                    return Err(HandoverFailed::Strategy {
+                        plugin: s.name().to_string(),
+                        source: e,
+                    });
                 }
                 Asked::OutOfTime => still.push(i),
             }
@@ -262,18 +269,41 @@ async fn hand_over(core: &Core, tl: &mut TimelineBuilder, limit: Duration) -> Re
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let names: Vec<&str> = still.iter().map(|&i| core.strategies[i].name()).collect();
-            let why = format!(
-                "the other site did not confirm within {} ms (waiting for {})",
-                limit.as_millis(),
-                names.join(", ")
-            );
-            tl.step("confirm", false, why.clone());
+            let why = HandoverFailed::Unconfirmed {
+                limit_ms: limit.as_millis(),
+                waiting: still
+                    .iter()
+                    .map(|&i| core.strategies[i].name().to_string())
+                    .collect(),
+            };
+            tl.step("confirm", false, why.to_string());
             return Err(why);
         }
         pending = still;
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Why the hand-over did not complete.
+#[derive(Debug, thiserror::Error)]
+enum HandoverFailed {
+    /// A strategy refused or failed.
+    #[error("strategy `{plugin}` could not hand over: {source}")]
+    Strategy {
+        /// The strategy instance.
+        plugin: String,
+        /// Its error.
+        #[source]
+        source: PluginError,
+    },
+    /// No confirmation in time.
+    #[error("the other site did not confirm within {limit_ms} ms (waiting for {})", .waiting.join(", "))]
+    Unconfirmed {
+        /// The limit.
+        limit_ms: u128,
+        /// The strategies still waiting.
+        waiting: Vec<String>,
+    },
 }
 
 /// What asking one strategy came to.
@@ -311,10 +341,6 @@ async fn ask(s: &dyn Strategy, ctx: &NodeContext, first: bool, deadline: Instant
             () = tokio::time::sleep(POLL) => {}
         }
     }
-}
-
-fn handover_error(plugin: &str, e: &PluginError) -> String {
-    format!("strategy `{plugin}` could not hand over: {e}")
 }
 
 /// Undo the first steps of an abandoned switchover: acknowledge again and
