@@ -5,19 +5,19 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::fault_proxy::{fault_proxy, Fault};
 use super::{Incoming, PeerConfig, PeerError, PeerLink, Psk};
 use crate::role::Role;
 use standby_testkit::ports::free_port;
 use standby_testkit::proxy::Proxy;
 use standby_testkit::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 pub(super) fn addr(port: u16) -> SocketAddr {
@@ -341,62 +341,11 @@ async fn a_stranger_gets_nothing_to_check_a_guess_against_offline() {
     assert_eq!(answers[1].len(), 32, "the listener's proof");
 }
 
-/// A TCP proxy that cuts its first connection after `cut_after` bytes from
-/// the dialler, then forwards faithfully.
-async fn cutting_proxy(target: SocketAddr, cut_after: u64) -> (u16, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let cut = Arc::new(AtomicBool::new(false));
-    let cut2 = cut.clone();
-    tokio::spawn(async move {
-        let first = Arc::new(AtomicBool::new(true));
-        loop {
-            let (mut inbound, _) = listener.accept().await.unwrap();
-            let Ok(mut outbound) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let limit = if first.swap(false, Ordering::SeqCst) {
-                cut_after
-            } else {
-                u64::MAX
-            };
-            let cut = cut2.clone();
-            tokio::spawn(async move {
-                let (mut ri, mut wi) = inbound.split();
-                let (mut ro, mut wo) = outbound.split();
-                let passed = AtomicU64::new(0);
-                let up = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        let n = ri.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        if passed.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit {
-                            cut.store(true, Ordering::SeqCst);
-                            break;
-                        }
-                        if wo.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = tokio::io::copy(&mut ro, &mut wi);
-                tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
-                }
-            });
-        }
-    });
-    (port, cut)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_cut_midway_resumes_where_the_peer_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let pb = free_port();
-    let (proxy, cut) = cutting_proxy(addr(pb), 6 * 1024 * 1024).await;
+    let (proxy, cut) = fault_proxy(addr(pb), 6 * 1024 * 1024, Fault::Cut).await;
     let key = "0123456789abcdef0123456789abcdef-key";
     let (a, mut b) = pair(dir.path(), key, key, pb, Some(proxy)).await;
     assert!(connected(&a).await);

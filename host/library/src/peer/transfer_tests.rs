@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::fault_proxy::{fault_proxy, Fault};
 use super::link::transfer_id;
 use super::proto::{self, Frame, PeerMsg};
 use super::session::{self, Ciphers};
@@ -23,58 +22,6 @@ use crate::store::FileStamp;
 use standby_testkit::ports::free_port;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-key";
-
-/// A TCP proxy that flips one byte of its first connection from the
-/// dialler once `after` bytes have passed, then forwards faithfully.
-async fn flipping_proxy(target: SocketAddr, after: u64) -> (u16, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let flipped = Arc::new(AtomicBool::new(false));
-    let flag = flipped.clone();
-    tokio::spawn(async move {
-        let mut first = true;
-        loop {
-            let (mut inbound, _) = listener.accept().await.unwrap();
-            let Ok(mut outbound) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let flip_at = if std::mem::take(&mut first) {
-                after
-            } else {
-                u64::MAX
-            };
-            let flag = flag.clone();
-            tokio::spawn(async move {
-                let (mut ri, mut wi) = inbound.split();
-                let (mut ro, mut wo) = outbound.split();
-                let up = async {
-                    let passed = AtomicU64::new(0);
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        let n = ri.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        let start = passed.fetch_add(n as u64, Ordering::SeqCst);
-                        if start <= flip_at && flip_at < start + n as u64 {
-                            buf[(flip_at - start) as usize] ^= 0x01;
-                            flag.store(true, Ordering::SeqCst);
-                        }
-                        if wo.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = tokio::io::copy(&mut ro, &mut wi);
-                tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
-                }
-            });
-        }
-    });
-    (port, flipped)
-}
 
 /// Files in `dir` whose names end with `suffix`.
 fn staged(dir: &Path, suffix: &str) -> Vec<String> {
@@ -101,7 +48,7 @@ fn stage_prefix(dir: &Path, sha: &str, name: &str, prefix: &[u8]) {
 async fn a_byte_flipped_on_the_wire_is_caught_and_the_transfer_resumes_to_the_right_file() {
     let dir = tempfile::tempdir().unwrap();
     let pb = free_port();
-    let (proxy, flipped) = flipping_proxy(addr(pb), 3 * 1024 * 1024).await;
+    let (proxy, flipped) = fault_proxy(addr(pb), 3 * 1024 * 1024, Fault::Flip).await;
     let (a, mut b) = pair(dir.path(), KEY, KEY, pb, Some(proxy)).await;
     assert!(connected(&a).await);
     let src = dir.path().join("big.db");
