@@ -369,12 +369,6 @@ impl Host for HostState {
 
     async fn prune_changes(&mut self, through: u64) -> Result<(), WitError> {
         let store = self.db_grant(Some(DbSwitch::Capture))?;
-        if self.services.freeze.is_frozen() {
-            // A write would wait for the freeze; pruning is only tidying,
-            // and the next prune goes through `through` as well.
-            tracing::debug!(through, "database frozen: pruning the change log later");
-            return Ok(());
-        }
         blocking(move || {
             store.prune_changes(through).map_err(store_error)?;
             Ok(())

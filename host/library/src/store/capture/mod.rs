@@ -638,10 +638,16 @@ impl super::Store {
     }
 
     /// Forget captured changes up to and including `through`; how many.
-    /// Pruning is tidying: it waits at most 50 ms for the write
-    /// lock (a frozen database, the application's long transaction) and
-    /// otherwise prunes nothing now (0): the next prune covers these too.
+    /// Pruning is tidying: on a frozen store it prunes nothing now (0), and
+    /// otherwise it waits at most 50 ms for the write lock (a freeze from
+    /// elsewhere, the application's long transaction) before it gives up the
+    /// same way: the next prune covers these too.
     pub fn prune_changes(&self, through: u64) -> Result<usize, super::StoreError> {
+        if self.is_frozen() {
+            // The freeze holds the write lock: the next prune covers these.
+            tracing::debug!(through, "database frozen: pruning the change log later");
+            return Ok(0);
+        }
         let wait = self.options.busy_timeout;
         self.with_capture(|c| {
             c.busy_timeout(PRUNE_WAIT)?;
