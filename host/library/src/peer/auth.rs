@@ -23,7 +23,7 @@
 //! first); a stranger posing as the listener gets the dialler's proof, which
 //! checks one guess only, the one it made in its own share. So an attacker
 //! gets one guess per connection ([`super::admission`] bounds those), never
-//! an offline search. Every later frame is sealed with ChaCha20-Poly1305
+//! an offline search. Every later frame is sealed with AES-256-GCM
 //! ([`super::cipher`]) under a counter nonce: frames are secret, and cannot
 //! be forged, replayed or reordered. Anything else (a wrong proof, a frame
 //! that does not open) closes the connection.
@@ -76,13 +76,13 @@ pub enum AuthError {
     #[error("peer authentication: the other side's key-exchange message is malformed ({0})")]
     MalformedShare(String),
     /// The listener's proof does not match: it does not know the key.
-    #[error("peer authentication: the other side does not know the shared key")]
+    #[error("peer authentication: the other side does not know the shared key (or runs a release with another peer protocol version)")]
     ListenerUnproven,
     /// The dialler's proof does not match: it does not know the key.
-    #[error("peer authentication: the dialler does not know the shared key")]
+    #[error("peer authentication: the dialler does not know the shared key (or runs a release with another peer protocol version)")]
     DiallerUnproven,
     /// The listener refused this node's proof: the two hold different keys.
-    #[error("peer authentication: the other side refused this node's proof: the two do not hold the same shared key")]
+    #[error("peer authentication: the other side refused this node's proof: the two do not hold the same shared key (or run releases with different peer protocol versions)")]
     ProofRefused,
     /// The other side is not the node expected.
     #[error("peer authentication: expected node {expected}, found {found}")]
@@ -159,8 +159,10 @@ pub(crate) struct Confirm {
 /// whom it reaches); the node ids are bound by the transcript hash.
 const SIDE_DIALLER: &[u8] = b"standby peer link dialler";
 const SIDE_LISTENER: &[u8] = b"standby peer link listener";
-/// HKDF salt: this protocol and its version.
-const SALT: &[u8] = b"standby peer link v2";
+/// HKDF salt: this protocol and its version (v3: frames sealed with
+/// AES-256-GCM; v2 sealed them with ChaCha20-Poly1305). Nodes of different
+/// versions derive different proofs and do not connect.
+const SALT: &[u8] = b"standby peer link v3";
 
 /// The dialler's half-finished exchange.
 pub(crate) struct DiallerExchange {

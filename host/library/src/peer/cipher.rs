@@ -1,9 +1,9 @@
-//! The peer and witness links' frame encryption: ChaCha20-Poly1305 with one
+//! The peer and witness links' frame encryption: AES-256-GCM with one
 //! key per direction (from the handshake, [`super::auth`]) and the frame's
 //! sequence number as its nonce, as TLS 1.3 records do. A frame that was
 //! forged, replayed, reordered or dropped does not open.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 
 /// A frame could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
@@ -15,12 +15,12 @@ pub(crate) enum CipherError {
     /// A session sealed as many frames as its nonces allow.
     #[error("peer link: the session's nonces are used up; reconnect")]
     NoncesExhausted,
-    /// The key is not a ChaCha20-Poly1305 key.
+    /// The key is not an AES-256-GCM key.
     #[error("peer link: the session's key is unusable")]
     BadKey,
 }
 
-/// Bytes a sealed frame adds to its body (the Poly1305 tag).
+/// Bytes a sealed frame adds to its body (the GCM tag).
 pub(crate) const TAG_LEN: usize = 16;
 
 /// One direction of a session.
@@ -32,7 +32,7 @@ pub(crate) struct FrameCipher {
 impl FrameCipher {
     /// A cipher for a 32-byte key, from frame 0.
     pub(crate) fn new(key: &[u8; 32]) -> Result<Self, CipherError> {
-        let key = UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| CipherError::BadKey)?;
+        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| CipherError::BadKey)?;
         Ok(Self {
             key: LessSafeKey::new(key),
             counter: 0,

@@ -1,6 +1,6 @@
 //! Frames between the two nodes (and between a node and the witness).
 //!
-//! On the wire: `u32 length | MessagePack body sealed with ChaCha20-Poly1305
+//! On the wire: `u32 length | MessagePack body sealed with AES-256-GCM
 //! | 16-byte tag` (see [`super::cipher`]); the handshake messages go before
 //! the keys are set up, as `u32 length | MessagePack`.
 
