@@ -387,6 +387,19 @@ async fn a_standby_away_past_the_logs_bound_is_reseeded_and_follows_the_stream()
     let sa = c.status(Which::A).unwrap();
     assert_eq!(seeds(&sa), "1", "{sa}");
     assert!(c.log(Which::A).contains("sending it a snapshot"));
+    // The seed was moved into place (not copied and kept): nothing of it is
+    // left in B's inbox.
+    let b_log = c.log(Which::B);
+    let installed = b_log
+        .lines()
+        .find(|l| l.contains("installed a copy as the live database"))
+        .unwrap_or_else(|| panic!("B installed nothing: {b_log}"));
+    assert!(installed.contains("moved") && installed.ends_with("true"), "{installed}");
+    let inbox = b.parent().unwrap().join("cdc-inbox");
+    let left: Vec<_> = std::fs::read_dir(&inbox)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", inbox.display());
     // Nothing of A's log came along to be shipped from B.
     let b_log: i64 = Connection::open_with_flags(&b, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap()

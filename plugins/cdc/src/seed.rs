@@ -34,10 +34,14 @@ pub fn send(now: u64) -> Result<u64> {
     Ok(info.size)
 }
 
-/// Standby: check and install a received seed; the position it holds.
+/// Standby: check and install a received seed (moved into place: nothing
+/// keeps it); the position it holds.
 pub fn install(f: &ReceivedFile) -> Result<u64> {
     let result = check_and_install(f);
-    let _ = files::remove(&f.file);
+    if result.is_err() {
+        // Refused before the install took the file: it is of no use.
+        let _ = files::remove(&f.file);
+    }
     result
 }
 
@@ -57,6 +61,6 @@ fn check_and_install(f: &ReceivedFile) -> Result<u64> {
             report.problems.join("; ")
         )));
     }
-    db::install(&f.file)?;
+    db::install_moving(&f.file)?;
     db::applied_mark()
 }

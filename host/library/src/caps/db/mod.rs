@@ -87,6 +87,59 @@ impl HostState {
             .cloned()
             .ok_or_else(|| WitError::Unavailable("no database is open on this node".into()))
     }
+
+    /// `db.install` (the copy at `file` copied into place and left where it
+    /// is) or, `moving`, `db.install-moving` (the file itself moved into
+    /// place: consumed, even on failure).
+    async fn replace_live_database(&mut self, file: FileRef, moving: bool) -> Result<(), WitError> {
+        let store = self.db_grant(Some(DbSwitch::Install))?;
+        if self.services.role() == Role::Active {
+            return Err(WitError::Conflict(
+                "an active node does not replace its live database".into(),
+            ));
+        }
+        let (root, rel) = self.file(&file)?;
+        let what = format!("{}:{}", file.root, file.path);
+        let plugin = self.plugin.clone();
+        let abandoned = self.abandoned.clone();
+        let services = self.services.clone();
+        blocking(move || {
+            let (_pin, real) = confined_real_path(&root, &rel, &what)?;
+            // Back from an older epoch: keep what this node committed then
+            // before the copy replaces it.
+            if let Some(epoch) = services.returning_from_epoch() {
+                let summary = store
+                    .set_aside_before_install(&real, services.data_dir(), epoch)
+                    .map_err(store_error)?;
+                let differing: u64 = summary.tables.iter().map(|t| t.not_in_the_new_copy).sum();
+                tracing::warn!(
+                    file = %summary.file.display(),
+                    active_at_epoch = epoch,
+                    rows_not_in_the_new_copy = differing,
+                    divergent_changes = summary.divergent_total,
+                    "this node was active at an older epoch: its database is set aside before a copy from the new active replaces it"
+                );
+            }
+            // A call stopped for a promotion or its time limit must not
+            // replace the live database afterwards.
+            let abandoned = || abandoned.load(std::sync::atomic::Ordering::SeqCst);
+            if moving {
+                store.install_moving_unless(&real, abandoned)
+            } else {
+                store.install_from_unless(&real, abandoned)
+            }
+            .map_err(store_error)?;
+            services.forget_active_epoch();
+            // The copy counts as applied at this node's epoch (the active
+            // node's): that node recognises the position when it is told.
+            store
+                .adopt_applied_epoch(services.epoch())
+                .map_err(store_error)?;
+            tracing::info!(plugin = &*plugin, file = %what, moved = moving, "installed a copy as the live database");
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// Functions of `db` the WIT declares but this host does not implement
@@ -171,51 +224,11 @@ impl Host for HostState {
     }
 
     async fn install(&mut self, file: FileRef) -> Result<(), WitError> {
-        let store = self.db_grant(Some(DbSwitch::Install))?;
-        if self.services.role() == Role::Active {
-            return Err(WitError::Conflict(
-                "an active node does not replace its live database".into(),
-            ));
-        }
-        let (root, rel) = self.file(&file)?;
-        let what = format!("{}:{}", file.root, file.path);
-        let plugin = self.plugin.clone();
-        let abandoned = self.abandoned.clone();
-        let services = self.services.clone();
-        blocking(move || {
-            let (_pin, real) = confined_real_path(&root, &rel, &what)?;
-            // Back from an older epoch: keep what this node committed then
-            // before the copy replaces it.
-            if let Some(epoch) = services.returning_from_epoch() {
-                let summary = store
-                    .set_aside_before_install(&real, services.data_dir(), epoch)
-                    .map_err(store_error)?;
-                let differing: u64 = summary.tables.iter().map(|t| t.not_in_the_new_copy).sum();
-                tracing::warn!(
-                    file = %summary.file.display(),
-                    active_at_epoch = epoch,
-                    rows_not_in_the_new_copy = differing,
-                    divergent_changes = summary.divergent_total,
-                    "this node was active at an older epoch: its database is set aside before a copy from the new active replaces it"
-                );
-            }
-            // A call stopped for a promotion or its time limit must not
-            // replace the live database afterwards.
-            store
-                .install_from_unless(&real, || {
-                    abandoned.load(std::sync::atomic::Ordering::SeqCst)
-                })
-                .map_err(store_error)?;
-            services.forget_active_epoch();
-            // The copy counts as applied at this node's epoch (the active
-            // node's): that node recognises the position when it is told.
-            store
-                .adopt_applied_epoch(services.epoch())
-                .map_err(store_error)?;
-            tracing::info!(plugin = &*plugin, file = %what, "installed a copy as the live database");
-            Ok(())
-        })
-        .await
+        self.replace_live_database(file, false).await
+    }
+
+    async fn install_moving(&mut self, file: FileRef) -> Result<(), WitError> {
+        self.replace_live_database(file, true).await
     }
 
     async fn info(&mut self) -> Result<DbInfo, WitError> {
