@@ -394,7 +394,10 @@ async fn a_standby_away_past_the_logs_bound_is_reseeded_and_follows_the_stream()
         .lines()
         .find(|l| l.contains("installed a copy as the live database"))
         .unwrap_or_else(|| panic!("B installed nothing: {b_log}"));
-    assert!(installed.contains("moved") && installed.ends_with("true"), "{installed}");
+    assert!(
+        installed.contains("moved") && installed.ends_with("true"),
+        "{installed}"
+    );
     let inbox = b.parent().unwrap().join("cdc-inbox");
     let left: Vec<_> = std::fs::read_dir(&inbox)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())

@@ -310,6 +310,21 @@ struct Timed {
     took: Duration,
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat`
+/// (clock ticks of 10 ms): how busy a stage kept the two cores.
+fn cpu_used() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: fields 3.. ; utime and stime
+    // are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 impl Timed {
     fn line(&self, what: &str) -> String {
         format!(
@@ -390,6 +405,7 @@ fn pipeline(
     };
 
     let started = Instant::now();
+    let cpu_before = cpu_used();
     let known = KnownDigest {
         sha256: stats.sha256.clone(),
         stamp: stats.stamp,
@@ -413,6 +429,7 @@ fn pipeline(
         bytes: receipt.bytes,
         took: started.elapsed(),
     };
+    let transfer_cpu = cpu_used().saturating_sub(cpu_before);
     let Incoming::File {
         path: received,
         size,
@@ -475,9 +492,10 @@ fn pipeline(
         stats.method
     );
     println!(
-        "{}   (send_file to the receipt {} ms)",
+        "{}   (send_file to the receipt {} ms; CPU {:.2} core-s of both nodes)",
         transfer.line("2 transfer"),
-        receipt.duration_ms
+        receipt.duration_ms,
+        transfer_cpu.as_secs_f64()
     );
     println!("{}", check.line("3 integrity check"));
     println!(

@@ -1,7 +1,7 @@
 //! The receiving side of one file transfer: staged in a `.part` file that a
 //! later connection resumes, written chunk by chunk in order by a thread of
-//! its own that hashes each chunk as it writes it (and, on a resumed
-//! transfer, first hashes what an earlier connection stored), then synced
+//! its own while another hashes the same chunks (on a resumed transfer, the
+//! writer first hashes what an earlier connection stored), then synced
 //! and checked against the offered checksum, and handed to the node.
 //!
 //! The connection decrypts the next chunks while the writer stores and
@@ -197,12 +197,12 @@ impl Receiving {
     }
 }
 
-/// The writer: hash the `have` bytes stored already, then store and hash
-/// each chunk at the end of the file, telling `stored` how much is stored;
-/// on `Finish`, sync and answer. Holds the transfer's lock until it ends.
-/// A thread beside it syncs what is written every [`SYNC_EVERY`] bytes, so
-/// the disk writes while the transfer goes on and the last sync has little
-/// left to do.
+/// The writer: hash the `have` bytes stored already, then store each chunk
+/// at the end of the file while a thread beside it hashes the same chunks
+/// in order, telling `stored` how much is stored; on `Finish`, sync and
+/// answer. Holds the transfer's lock until it ends. A second thread syncs
+/// what is written every [`SYNC_EVERY`] bytes, so the disk writes while the
+/// transfer goes on and the last sync has little left to do.
 fn write_loop(
     file: File,
     have: u64,
@@ -230,13 +230,25 @@ fn write_loop(
                 let _ = file.sync_data();
             }
         });
+        // Hashing and writing a chunk take about as long each: side by side,
+        // a transfer goes at the slower of the two instead of their sum.
+        let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(QUEUED);
+        let hasher = scope.spawn(move || {
+            while let Ok(data) = hash_rx.recv() {
+                h.update(&data[..]);
+            }
+            hex::encode(h.finalize())
+        });
         let mut unsynced = 0u64;
         let (mut confirmed, mut confirmed_at) = (at, Instant::now());
         while let Some(cmd) = rx.blocking_recv() {
             match cmd {
                 ToWriter::Chunk(data) => {
+                    let data = Arc::new(data);
+                    hash_tx
+                        .send(data.clone())
+                        .map_err(|_| std::io::Error::other("the incoming file's hasher stopped"))?;
                     file.write_all_at(&data, at)?;
-                    h.update(&data);
                     at += data.len() as u64;
                     unsynced += data.len() as u64;
                     if unsynced >= SYNC_EVERY {
@@ -251,8 +263,12 @@ fn write_loop(
                 }
                 ToWriter::Finish(reply) => {
                     drop(sync_tx);
-                    let synced = file.sync_all().map(|()| (at, hex::encode(h.finalize())));
-                    let _ = reply.send(synced);
+                    drop(hash_tx);
+                    let synced = file.sync_all();
+                    let digest = hasher
+                        .join()
+                        .map_err(|_| std::io::Error::other("the incoming file's hasher failed"));
+                    let _ = reply.send(synced.and(digest).map(|sha| (at, sha)));
                     return Ok(());
                 }
             }
