@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use super::admission::{Admission, PEER_LIMITS};
+use super::outgoing::{self, Outgoing};
 use super::proto::{self, Frame, FrameError, PeerMsg};
 use super::receive::{Offer, Receiving};
 use super::redial::{peer_backoff, Redial};
@@ -147,7 +147,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
 struct Connection {
     inner: Arc<Inner>,
     peer_id: String,
-    tx: mpsc::Sender<Frame>,
+    tx: Outgoing,
     receiving: HashMap<u64, Receiving>,
 }
 
@@ -159,8 +159,9 @@ async fn run_connection(
     peer_id: String,
     (mut out_cipher, mut in_cipher): Ciphers,
 ) {
+    outgoing::limit_unsent(&stream);
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Frame>(inner.config.queue);
+    let (tx, mut rx) = outgoing::outgoing(inner.config.queue);
     let generation = inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
     *inner.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
     {
@@ -171,7 +172,7 @@ async fn run_connection(
     tracing::info!(peer = %peer_id, "peer link up");
     let writer = tokio::spawn(async move {
         let mut buf = Vec::new();
-        while let Some(frame) = rx.recv().await {
+        while let Some(frame) = rx.next().await {
             let written = proto::write_frame_with(&mut wr, &mut out_cipher, &frame, &mut buf);
             if let Err(e) = written.await {
                 tracing::debug!(error = %e, "peer write failed");

@@ -1,6 +1,7 @@
 //! A TCP proxy for the peer link's tests that spoils its first connection
 //! once a number of bytes from the dialler have passed (cuts it, or flips one
-//! byte), then forwards every later connection faithfully.
+//! byte), then forwards every later connection faithfully; or that forwards
+//! every connection slowly.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,10 @@ pub(super) enum Fault {
     Cut,
     /// Flip the lowest bit of the byte at offset `after` from the dialler.
     Flip,
+    /// Forward what comes from the dialler at this many bytes per second, on
+    /// every connection, through a small receive buffer (a slow link; `after`
+    /// is not used).
+    Slow(u64),
 }
 
 /// Start the proxy in front of `target`: its port, and a flag set once the
@@ -33,6 +38,9 @@ pub(super) async fn fault_proxy(
         let mut first = true;
         loop {
             let (mut inbound, _) = listener.accept().await.unwrap();
+            if let Fault::Slow(_) = fault {
+                let _ = socket2::SockRef::from(&inbound).set_recv_buffer_size(128 << 10);
+            }
             let Ok(mut outbound) = TcpStream::connect(target).await else {
                 continue;
             };
@@ -46,6 +54,7 @@ pub(super) async fn fault_proxy(
                 let (mut ri, mut wi) = inbound.split();
                 let (mut ro, mut wo) = outbound.split();
                 let up = async {
+                    let began = tokio::time::Instant::now();
                     let mut passed = 0u64;
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
@@ -68,6 +77,13 @@ pub(super) async fn fault_proxy(
                         }
                         if wo.write_all(&buf[..n]).await.is_err() {
                             break;
+                        }
+                        if let Fault::Slow(rate) = fault {
+                            let due = passed as f64 / rate.max(1) as f64;
+                            tokio::time::sleep_until(
+                                began + std::time::Duration::from_secs_f64(due),
+                            )
+                            .await;
                         }
                     }
                 };

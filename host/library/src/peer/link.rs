@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection;
+use super::outgoing::Outgoing;
 use super::proto::{Frame, PeerMsg};
 use super::state::{
     hash_file, Incoming, Inner, KnownDigest, PeerConfig, PeerError, PeerState, Receipt, Waiter,
@@ -89,7 +90,7 @@ impl PeerLink {
         self.inner.heard.subscribe()
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<Frame>, PeerError> {
+    fn sender(&self) -> Result<Outgoing, PeerError> {
         self.inner
             .out
             .lock()

@@ -12,6 +12,7 @@ pub(crate) mod auth;
 pub(crate) mod cipher;
 mod connection;
 pub(crate) mod link;
+mod outgoing;
 pub(crate) mod proto;
 mod receive;
 mod redial;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::Psk;
-use super::proto::Frame;
+use super::outgoing::Outgoing;
 use crate::role::Role;
 
 /// How the link runs.
@@ -38,7 +38,8 @@ pub struct PeerConfig {
     pub chunk: usize,
     /// Where incoming files are staged (host-private).
     pub staging: PathBuf,
-    /// Outgoing frames queued at most.
+    /// Outgoing frames other than file chunks queued at most (chunks wait in
+    /// a lane of their own, behind these: see `outgoing`).
     pub queue: usize,
     /// A file transfer fails once the peer has confirmed no progress for this
     /// long (the receiver confirms what it stores as it goes; a broken link is
@@ -215,7 +216,7 @@ pub(super) struct Inner {
     pub(super) local: watch::Receiver<(u64, Role)>,
     pub(super) state: Mutex<PeerState>,
     pub(super) last_heard: Mutex<Option<Instant>>,
-    pub(super) out: Mutex<Option<mpsc::Sender<Frame>>>,
+    pub(super) out: Mutex<Option<Outgoing>>,
     pub(super) waiters: Mutex<HashMap<u64, Waiter>>,
     pub(super) messages: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
     pub(super) next_id: AtomicU64,

@@ -401,3 +401,38 @@ fn a_transfer_id_names_the_file_and_its_contents_and_nothing_else() {
         transfer_id(other, "biostar2-1.db")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_during_a_slow_transfer_goes_ahead_of_the_files_queued_chunks() {
+    // 12 MiB at 2 MiB/s: about 6 s. Were messages queued behind chunks, the
+    // whole file (read from the page cache at once) would be queued before
+    // the message and reach the peer first.
+    let dir = tempfile::tempdir().unwrap();
+    let pb = free_port();
+    let (proxy, _) = fault_proxy(addr(pb), 0, Fault::Slow(2 << 20)).await;
+    let (a, mut b) = pair(dir.path(), KEY, KEY, pb, Some(proxy)).await;
+    assert!(connected(&a).await);
+    let src = dir.path().join("big.db");
+    let sha = write_file(&src, 12 << 20);
+    let file = a.link.send_file("file-copy", &src, "big.db", "t", None);
+    let message = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.link
+            .send_message("file-copy", "installed", b"7".to_vec())
+            .await
+    };
+    let (receipt, acked) = tokio::join!(file, message);
+    acked.unwrap();
+    assert_eq!(receipt.unwrap().sha256, sha);
+    match b.incoming.recv().await {
+        Some(Incoming::Message { kind, body, .. }) => {
+            assert_eq!((kind.as_str(), &body[..]), ("installed", &b"7"[..]));
+        }
+        other => panic!("the file came before the message: {other:?}"),
+    }
+    let Some(Incoming::File { path, sha256, .. }) = b.incoming.recv().await else {
+        panic!("no file")
+    };
+    assert_eq!(sha256, sha);
+    assert!(std::fs::read(&path).unwrap() == std::fs::read(&src).unwrap());
+}
