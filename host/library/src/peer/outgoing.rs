@@ -12,7 +12,7 @@
 //! kernel either.
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{self, error::SendError, error::TrySendError};
+use tokio::sync::mpsc;
 
 use super::proto::{Frame, PeerMsg};
 
@@ -29,6 +29,11 @@ pub(super) struct Outgoing {
     control: mpsc::Sender<Frame>,
     chunks: mpsc::Sender<Frame>,
 }
+
+/// The connection's writer is gone: nothing queued now is sent.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the peer connection is gone")]
+pub(super) struct ConnectionGone;
 
 /// The writer's half.
 pub(super) struct OutgoingRx {
@@ -61,13 +66,16 @@ impl Outgoing {
     }
 
     /// Queue `frame`, waiting for room in its lane.
-    pub(super) async fn send(&self, frame: Frame) -> Result<(), SendError<Frame>> {
-        self.lane(&frame).send(frame).await
+    pub(super) async fn send(&self, frame: Frame) -> Result<(), ConnectionGone> {
+        self.lane(&frame)
+            .send(frame)
+            .await
+            .map_err(|_| ConnectionGone)
     }
 
-    /// Queue `frame` if its lane has room now.
-    pub(super) fn try_send(&self, frame: Frame) -> Result<(), TrySendError<Frame>> {
-        self.lane(&frame).try_send(frame)
+    /// Queue `frame` if its lane has room now; whether it was queued.
+    pub(super) fn try_send(&self, frame: Frame) -> bool {
+        self.lane(&frame).try_send(frame).is_ok()
     }
 }
 
@@ -94,6 +102,7 @@ pub(super) fn limit_unsent(stream: &TcpStream) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -134,21 +143,17 @@ mod tests {
     async fn a_full_chunk_lane_leaves_room_for_control_frames() {
         let (tx, _rx) = outgoing(2);
         for offset in 0..CHUNKS_QUEUED as u64 {
-            tx.try_send(frame(PeerMsg::Chunk {
+            assert!(tx.try_send(frame(PeerMsg::Chunk {
                 id: 1,
                 offset,
                 data: Vec::new(),
-            }))
-            .unwrap();
+            })));
         }
-        assert!(tx
-            .try_send(frame(PeerMsg::Chunk {
-                id: 1,
-                offset: 99,
-                data: Vec::new(),
-            }))
-            .is_err());
-        tx.try_send(frame(PeerMsg::HeartbeatAck { seq: 1 }))
-            .unwrap();
+        assert!(!tx.try_send(frame(PeerMsg::Chunk {
+            id: 1,
+            offset: 99,
+            data: Vec::new(),
+        })));
+        assert!(tx.try_send(frame(PeerMsg::HeartbeatAck { seq: 1 })));
     }
 }
