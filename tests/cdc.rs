@@ -387,6 +387,12 @@ async fn a_standby_away_past_the_logs_bound_is_reseeded_and_follows_the_stream()
     let sa = c.status(Which::A).unwrap();
     assert_eq!(seeds(&sa), "1", "{sa}");
     assert!(c.log(Which::A).contains("sending it a snapshot"));
+    assert!(
+        c.log(Which::A)
+            .contains("snapshot sent to the peer, streamed from the live database"),
+        "{}",
+        c.log(Which::A)
+    );
     // The seed was moved into place (not copied and kept): nothing of it is
     // left in B's inbox.
     let b_log = c.log(Which::B);

@@ -32,9 +32,10 @@
 //!
 //! When the log cannot serve the standby (it is empty and the active node
 //! had rows before capture began, or it was away past `max_log_changes`),
-//! the active node sends a snapshot instead ([`seed`]); the grant needs
-//! `db = { capture = true, install = true }` and a `files` root `inbox`,
-//! which is also the peer's inbox.
+//! the active node sends a snapshot instead ([`seed`]: `peer.send-snapshot`,
+//! read straight from the live database); the grant needs `db = { capture =
+//! true, install = true }` and a `files` root `inbox`, which is also the
+//! peer's inbox (where seeds arrive; installed by moving).
 //!
 //! A batch the standby cannot apply stops the stream there (the host
 //! refuses every later batch, so order is kept) until an operator retries or

@@ -252,7 +252,11 @@ impl Connection {
                 let _ = self.tx.try_send(self.reply(PeerMsg::HeartbeatAck { seq }));
             }
             PeerMsg::HeartbeatAck { seq } => self.on_heartbeat_ack(seq),
-            PeerMsg::Offer { id, .. } | PeerMsg::Chunk { id, .. } if lower => {
+            PeerMsg::Offer { id, .. }
+            | PeerMsg::Chunk { id, .. }
+            | PeerMsg::Checksum { id, .. }
+                if lower =>
+            {
                 self.refuse_lower(frame.epoch).await;
                 self.receiving.remove(&id);
             }
@@ -287,6 +291,7 @@ impl Connection {
                 self.on_offer(id, offer).await;
             }
             PeerMsg::Chunk { id, offset, data } => self.on_chunk(id, offset, data).await,
+            PeerMsg::Checksum { id, sha256 } => self.on_checksum(id, sha256).await,
             PeerMsg::Resume { id, have } => self.on_resume(id, have),
             PeerMsg::Receipt {
                 id,
@@ -415,10 +420,10 @@ impl Connection {
         };
         match Receiving::stage(offer, path, lock, stored).await {
             Ok(r) => {
-                let (have, size) = (r.next, r.offer.size);
+                let (have, complete) = (r.next, r.complete());
                 self.receiving.insert(id, r);
                 let _ = self.tx.send(self.reply(PeerMsg::Resume { id, have })).await;
-                if have == size {
+                if complete {
                     self.finish(id).await;
                 }
             }
@@ -441,7 +446,21 @@ impl Connection {
             self.receiving.remove(&id);
             return;
         }
-        if r.next >= r.offer.size {
+        if r.complete() {
+            self.finish(id).await;
+        }
+    }
+
+    /// A streamed transfer's checksum (it may come before its last chunks):
+    /// finish the file if every byte is here.
+    async fn on_checksum(&mut self, id: u64, sha256: String) {
+        let Some(r) = self.receiving.get_mut(&id) else {
+            return;
+        };
+        // An offer's own checksum stands: a different one here fails the
+        // check at the end anyway.
+        r.offer.sha256.get_or_insert(sha256);
+        if r.complete() {
             self.finish(id).await;
         }
     }

@@ -1,7 +1,6 @@
 //! The running link to the other node.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,11 +12,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::connection;
 use super::outgoing::Outgoing;
 use super::proto::{Frame, PeerMsg};
+use super::source::{RunningHash, Source};
 use super::state::{
     hash_file, Incoming, Inner, KnownDigest, PeerConfig, PeerError, PeerState, Receipt, Waiter,
 };
 use crate::role::Role;
-use crate::store::FileStamp;
+use crate::store::{FileStamp, PinnedSnapshot};
 
 /// The link to the peer.
 #[derive(Clone)]
@@ -209,17 +209,76 @@ impl PeerLink {
     ) -> Result<Receipt, PeerError> {
         let started = Instant::now();
         let (size, sha256) = checksum(path, known).await.map_err(|e| io_error(path, e))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io_error(path, e))?;
+        let source = Source::File {
+            file: Arc::new(file.into_std().await),
+            path: path.to_path_buf(),
+        };
         let id = transfer_id(&sha256, name);
+        let transfer = Transfer {
+            id,
+            plugin,
+            name,
+            tag,
+            size,
+            source: &source,
+            checksum: Checksum::Known(sha256),
+        };
+        self.transfer(transfer, started).await
+    }
+
+    /// Stream a snapshot of the live database, `pinned`, to the peer's
+    /// plugin instance `plugin` as a file named `name`, read straight from
+    /// the database (no copy on this node's disk) and hashed as it is read;
+    /// its SHA-256 follows its last bytes, and the peer checks what it
+    /// stored against it. The pin holds (writers go on into the WAL, which
+    /// cannot be checkpointed past it) until the peer has stored the whole
+    /// snapshot or the transfer fails, as [`PeerLink::send_file`] does. The
+    /// peer's receipt, and the SHA-256 this node read.
+    pub async fn send_snapshot(
+        &self,
+        plugin: &str,
+        pinned: PinnedSnapshot,
+        name: &str,
+        tag: &str,
+    ) -> Result<(Receipt, String), PeerError> {
+        let started = Instant::now();
+        let size = pinned.len();
+        let source = Source::Pinned(Arc::new(pinned));
+        // A stream is not offered again later: an id of its own.
+        let id = rand::random::<u64>();
+        let hash = Arc::new(Mutex::new(RunningHash::new(size)));
+        let transfer = Transfer {
+            id,
+            plugin,
+            name,
+            tag,
+            size,
+            source: &source,
+            checksum: Checksum::Running(hash.clone()),
+        };
+        let receipt = self.transfer(transfer, started).await?;
+        let sent = hash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .digest()
+            .map(str::to_string)
+            .ok_or_else(|| PeerError::Shrank(source.path().to_path_buf()))?;
+        Ok((receipt, sent))
+    }
+
+    /// Send `t` until the peer has it, retrying over new connections while
+    /// the stall bound allows.
+    async fn transfer(&self, t: Transfer<'_>, started: Instant) -> Result<Receipt, PeerError> {
         let stall = self.inner.config.transfer_stall;
         // When the peer last confirmed anything about this transfer (counting
         // from the start, and across redials).
         let mut progressed = Instant::now();
         let mut resumed_from = 0;
         loop {
-            let attempt = self
-                .try_send_file(id, plugin, path, name, tag, size, &sha256, &mut progressed)
-                .await;
-            let e = match attempt {
+            let e = match self.try_transfer(&t, &mut progressed).await {
                 Ok((bytes, got, have)) => {
                     resumed_from = resumed_from.max(have);
                     return Ok(Receipt {
@@ -248,21 +307,16 @@ impl PeerLink {
     }
 
     /// One attempt over the current connection: offer, stream from where the
-    /// peer's copy stops, wait for the receipt; fails with
-    /// [`PeerError::Stalled`] when the peer confirms nothing for the stall
-    /// bound since `progressed` (which every confirmation moves on).
-    #[allow(clippy::too_many_arguments)]
-    async fn try_send_file(
+    /// peer's copy stops (then a stream's checksum), wait for the receipt;
+    /// fails with [`PeerError::Stalled`] when the peer confirms nothing for
+    /// the stall bound since `progressed` (which every confirmation moves
+    /// on).
+    async fn try_transfer(
         &self,
-        id: u64,
-        plugin: &str,
-        path: &Path,
-        name: &str,
-        tag: &str,
-        size: u64,
-        sha256: &str,
+        t: &Transfer<'_>,
         progressed: &mut Instant,
     ) -> Result<(u64, String, u64), PeerError> {
+        let id = t.id;
         let (resume_tx, resume_rx) = oneshot::channel();
         let (receipt_tx, receipt_rx) = oneshot::channel();
         let (progress_tx, mut progress_rx) = watch::channel(0u64);
@@ -279,29 +333,29 @@ impl PeerLink {
                 },
             );
         let stall = self.inner.config.transfer_stall;
+        let path = t.source.path();
         let transfer = async {
+            let offered = t.checksum.known();
             self.send(PeerMsg::Offer {
                 id,
-                plugin: plugin.into(),
-                tag: tag.into(),
-                name: name.into(),
-                size,
-                sha256: sha256.into(),
+                plugin: t.plugin.into(),
+                tag: t.tag.into(),
+                name: t.name.into(),
+                size: t.size,
+                sha256: offered.clone(),
             })
             .await?;
             let have = resume_rx.await.map_err(|_| PeerError::Down)?;
             if have == u64::MAX {
                 return Err(PeerError::Refused("the peer refused the offer".into()));
             }
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| io_error(path, e))?;
-            let file = Arc::new(file.into_std().await);
             let chunk = self.inner.config.chunk.max(1) as u64;
             let mut offset = have;
-            while offset < size {
-                let want = (size - offset).min(chunk) as usize;
-                let data = read_at(&file, offset, want)
+            while offset < t.size {
+                let want = (t.size - offset).min(chunk) as usize;
+                let data = t
+                    .source
+                    .read(offset, want, t.checksum.running())
                     .await
                     .map_err(|e| io_error(path, e))?;
                 if data.is_empty() {
@@ -310,6 +364,14 @@ impl PeerLink {
                 let n = data.len() as u64;
                 self.send(PeerMsg::Chunk { id, offset, data }).await?;
                 offset += n;
+            }
+            if offered.is_none() {
+                // Every byte was read (now or by an earlier attempt).
+                let sha256 = t
+                    .checksum
+                    .known()
+                    .ok_or_else(|| PeerError::Shrank(path.to_path_buf()))?;
+                self.send(PeerMsg::Checksum { id, sha256 }).await?;
             }
             match receipt_rx.await {
                 Ok((true, bytes, got, _)) => Ok((bytes, got, have)),
@@ -352,28 +414,45 @@ impl PeerLink {
     }
 }
 
-/// Up to `want` bytes of `file` from `offset` (fewer only at its end), read
-/// on a blocking thread into a buffer of their own (the chunk's). A file is
-/// sent once: the page cache is told it may let go of what was read (a
-/// synced snapshot's pages go at once, and the memory serves what comes
-/// next instead of a file nobody reads again).
-async fn read_at(file: &Arc<std::fs::File>, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
-    let file = file.clone();
-    tokio::task::spawn_blocking(move || {
-        // Read into the vector's spare room (nothing to zero first).
-        let mut data = Vec::with_capacity(want);
-        let mut f = &*file;
-        f.seek(std::io::SeekFrom::Start(offset))?;
-        f.take(want as u64).read_to_end(&mut data)?;
-        let got = data.len();
-        if let Some(len) = std::num::NonZeroU64::new(got as u64) {
-            // Advice only: a refusal changes nothing that matters.
-            let _ = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed);
+/// One transfer: what it is, where its bytes come from, its checksum.
+struct Transfer<'a> {
+    id: u64,
+    plugin: &'a str,
+    name: &'a str,
+    tag: &'a str,
+    size: u64,
+    source: &'a Source,
+    checksum: Checksum,
+}
+
+/// A transfer's SHA-256.
+enum Checksum {
+    /// Known before the first byte is sent.
+    Known(String),
+    /// Computed as the bytes are read (a stream).
+    Running(Arc<Mutex<RunningHash>>),
+}
+
+impl Checksum {
+    /// The checksum, when known by now.
+    fn known(&self) -> Option<String> {
+        match self {
+            Checksum::Known(sha) => Some(sha.clone()),
+            Checksum::Running(h) => h
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .digest()
+                .map(str::to_string),
         }
-        Ok(data)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    }
+
+    /// What the reads feed, for a checksum computed as they go.
+    fn running(&self) -> Option<Arc<Mutex<RunningHash>>> {
+        match self {
+            Checksum::Known(_) => None,
+            Checksum::Running(h) => Some(h.clone()),
+        }
+    }
 }
 
 /// A transfer's id: the same for the same file under the same name, so that

@@ -17,6 +17,7 @@ pub(crate) mod proto;
 mod receive;
 mod redial;
 pub(crate) mod session;
+mod source;
 pub(crate) mod state;
 
 pub use auth::{AuthError, Psk, MIN_KEY_LEN};

@@ -56,8 +56,9 @@ pub(crate) enum PeerMsg {
         name: String,
         /// Size in bytes.
         size: u64,
-        /// SHA-256, hex.
-        sha256: String,
+        /// SHA-256, hex; None: a stream whose checksum follows its last
+        /// bytes (in a `Checksum` frame, which may overtake chunks).
+        sha256: Option<String>,
     },
     /// The receiver has `have` bytes of the transfer already; send the rest.
     /// Sent in answer to an offer, and again as chunks are stored (every few
@@ -78,6 +79,14 @@ pub(crate) enum PeerMsg {
         /// The bytes.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+    },
+    /// The SHA-256 of a streamed transfer (offered without one), once the
+    /// sender has read every byte of it.
+    Checksum {
+        /// Transfer id.
+        id: u64,
+        /// SHA-256, hex.
+        sha256: String,
     },
     /// The receiver stored and checked the whole file (or failed).
     Receipt {

@@ -39,7 +39,8 @@ pub(super) struct Offer {
     pub(super) tag: String,
     pub(super) name: String,
     pub(super) size: u64,
-    pub(super) sha256: String,
+    /// None until a streamed transfer's `Checksum` frame comes.
+    pub(super) sha256: Option<String>,
     /// The sender's epoch when it offered the file.
     pub(super) epoch: u64,
 }
@@ -154,6 +155,11 @@ impl Receiving {
         Ok(())
     }
 
+    /// Every byte is here and the checksum to check them against is known.
+    pub(super) fn complete(&self) -> bool {
+        self.next >= self.offer.size && self.offer.sha256.is_some()
+    }
+
     /// All bytes are here: sync, check the checksum, hand the file over to
     /// `incoming` (renamed `.done`), and say what the receipt says.
     pub(super) async fn finish(self, incoming: &mpsc::Sender<Incoming>) -> ReceiptReply {
@@ -166,12 +172,15 @@ impl Receiving {
         };
         let offer = self.offer;
         let (ok, bytes, sha, error) = match stored {
-            Ok((size, sha)) if size == offer.size && sha == offer.sha256 => (true, size, sha, None),
+            Ok((size, sha)) if size == offer.size && Some(&sha) == offer.sha256.as_ref() => {
+                (true, size, sha, None)
+            }
             Ok((size, sha)) => {
                 let _ = tokio::fs::remove_file(&self.path).await;
                 let error = format!(
                     "checksum mismatch: offered {} ({} bytes), stored {sha} ({size} bytes)",
-                    offer.sha256, offer.size
+                    offer.sha256.as_deref().unwrap_or("nothing"),
+                    offer.size
                 );
                 (false, size, sha, Some(error))
             }

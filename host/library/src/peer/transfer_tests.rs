@@ -258,7 +258,7 @@ impl RawPeer {
             tag: "t".into(),
             name: name.into(),
             size,
-            sha256: sha256.into(),
+            sha256: Some(sha256.into()),
         })
         .await;
         match self.next().await {
@@ -435,4 +435,63 @@ async fn a_message_sent_during_a_slow_transfer_goes_ahead_of_the_files_queued_ch
     };
     assert_eq!(sha256, sha);
     assert!(std::fs::read(&path).unwrap() == std::fs::read(&src).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_snapshot_streams_over_a_cut_link_and_arrives_as_the_pinned_state() {
+    use crate::store::{integrity_check, Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("live.db"), StoreOptions::default()).unwrap();
+    let live = store.path().to_path_buf();
+    let rows = |path: &Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    };
+    {
+        let mut conn = rusqlite::Connection::open(&live).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+            .unwrap();
+        let tx = conn.transaction().unwrap();
+        for _ in 0..2_000 {
+            tx.execute("INSERT INTO t (data) VALUES (randomblob(4096))", [])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let pb = free_port();
+    let (proxy, cut) = fault_proxy(addr(pb), 3 << 20, Fault::Cut).await;
+    let (a, mut b) = pair(dir.path(), KEY, KEY, pb, Some(proxy)).await;
+    assert!(connected(&a).await);
+
+    let pinned = store.pin_snapshot().unwrap().expect("a WAL database pins");
+    // Writers go on while it is read (into the WAL, checkpointing as usual).
+    let writer = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&live).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        for _ in 0..50 {
+            conn.execute("INSERT INTO t (data) VALUES (randomblob(4096))", [])
+                .unwrap();
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .unwrap();
+        }
+    });
+    let (receipt, sent) = a
+        .link
+        .send_snapshot("cdc", pinned, "seed.db", "seed")
+        .await
+        .unwrap();
+    writer.join().unwrap();
+    assert!(cut.load(Ordering::SeqCst), "the proxy cut nothing");
+    assert!(receipt.resumed_from > 0, "{receipt:?}");
+    assert_eq!(receipt.sha256, sent);
+    let Some(Incoming::File { path, sha256, .. }) = b.incoming.recv().await else {
+        panic!("no file")
+    };
+    assert_eq!(sha256, sent);
+    // A sound standalone database in the state it was pinned in.
+    assert!(integrity_check(&path).unwrap().ok);
+    assert_eq!(rows(&path), 2_000);
+    assert_eq!(rows(store.path()), 2_050);
 }

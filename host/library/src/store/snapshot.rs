@@ -28,6 +28,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::copy::{copy_cached, create, hash_file};
+use super::pinned::{PinnedSnapshot, STANDALONE_HEADER};
 use super::stamp::FileStamp;
 use super::{io_err, StoreError};
 
@@ -83,39 +84,21 @@ pub(super) fn copy_main_file(
     busy_timeout: Duration,
     dest: &Path,
 ) -> Result<Option<SnapshotStats>, StoreError> {
-    let sqlite = |error| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        error,
-    };
     let started = Instant::now();
-    let taken_at_ms = super::unix_ms();
-    let reader = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite)?;
-    reader.busy_timeout(busy_timeout).map_err(sqlite)?;
-    let Some((pages, page_size)) = pin_checkpointed(path, &reader, busy_timeout).map_err(sqlite)?
-    else {
+    let Some(pinned) = PinnedSnapshot::pin(path, busy_timeout)? else {
         return Ok(None);
     };
-    let len = pages * page_size;
-    let src = File::open(path).map_err(io_err("opening", path))?;
-    let src_len = src
-        .metadata()
-        .map_err(io_err("reading size of", path))?
-        .len();
-    if src_len < len {
-        // Not what a checkpointed main file looks like: let the backup do it.
-        return Ok(None);
-    }
+    let (len, pages, taken_at_ms) = (pinned.len(), pinned.pages(), pinned.taken_at_ms());
     let out = create(dest).map_err(io_err("creating", dest))?;
-    // The header as a rollback-journal database's (bytes 18 and 19: 1).
-    let standalone = |f: &File| f.write_all_at(&[1, 1], 18);
-    let sha256 = copy_cached(&src, &out, len, standalone)
+    let standalone = |f: &File| {
+        STANDALONE_HEADER
+            .iter()
+            .try_for_each(|(at, byte)| f.write_all_at(&[*byte], *at))
+    };
+    let sha256 = copy_cached(pinned.file(), &out, len, standalone)
         .map_err(io_err("copying the database to", dest))?;
     // The copy is done: the main file may change again.
-    reader.execute_batch("COMMIT").map_err(sqlite)?;
+    pinned.release()?;
     let stamp = FileStamp::of(&out).map_err(io_err("reading", dest))?;
     Ok(Some(SnapshotStats {
         size: len,
@@ -133,7 +116,7 @@ pub(super) fn copy_main_file(
 /// the database's page count and page size as that transaction sees them.
 /// `None` (no transaction left open) when the write lock was not free
 /// within [`LOCK_WAIT`] or a reader held part of the WAL back.
-fn pin_checkpointed(
+pub(super) fn pin_checkpointed(
     path: &Path,
     reader: &Connection,
     busy_timeout: Duration,
@@ -301,22 +284,22 @@ pub(crate) struct DeviceMark {
 /// The per-device contiguous watermarks recorded in the database at `path`,
 /// opened read-only.
 pub(crate) fn device_marks(path: &Path) -> Result<Vec<DeviceMark>, StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        error: source,
-    };
     let conn = open_read_only(path)?;
-    let mut stmt = conn
-        .prepare("SELECT device_id, incarnation, contiguous FROM device_logs")
-        .map_err(err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(DeviceMark {
-                device_id: r.get(0)?,
-                incarnation: r.get::<_, i64>(1)? as u64,
-                contiguous: r.get::<_, i64>(2)? as u64,
-            })
+    read_device_marks(&conn).map_err(|error| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The per-device contiguous watermarks `conn` sees.
+pub(super) fn read_device_marks(conn: &Connection) -> rusqlite::Result<Vec<DeviceMark>> {
+    let mut stmt = conn.prepare("SELECT device_id, incarnation, contiguous FROM device_logs")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(DeviceMark {
+            device_id: r.get(0)?,
+            incarnation: r.get::<_, i64>(1)? as u64,
+            contiguous: r.get::<_, i64>(2)? as u64,
         })
-        .map_err(err)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+    })?;
+    rows.collect()
 }

@@ -311,6 +311,30 @@ fn a_snapshot_of_a_frozen_database_does_not_wait_for_the_thaw() {
     drop(frozen);
 }
 
+#[test]
+fn a_pinned_snapshot_reads_as_the_snapshot_file_and_a_frozen_database_is_not_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_rows(dir.path(), 300, StoreOptions::default());
+    let copy = dir.path().join("copy.db");
+    let stats = store.snapshot_to(&copy).unwrap();
+    let pinned = store.pin_snapshot().unwrap().expect("a WAL database pins");
+    assert_eq!(pinned.len(), stats.size);
+    // Read in odd pieces: the bytes are the snapshot file's, header and all.
+    let mut read = vec![0u8; pinned.len() as usize];
+    let mut at = 0;
+    while at < read.len() {
+        let end = (at + 7).min(read.len());
+        let got = pinned.read_at(&mut read[at..end], at as u64).unwrap();
+        assert!(got > 0);
+        at += got;
+    }
+    assert!(read == std::fs::read(&copy).unwrap(), "the bytes differ");
+    drop(pinned);
+    let frozen = store.freeze().unwrap();
+    assert!(store.pin_snapshot().unwrap().is_none());
+    drop(frozen);
+}
+
 /// A copy of `store` (made by a snapshot) and a corrupt variant of it.
 fn copies(store: &Store, dir: &Path) -> (PathBuf, PathBuf) {
     let copy = dir.join("copy.db");

@@ -27,7 +27,7 @@ pub(crate) mod grant;
 
 use grant::DbSwitch;
 
-fn store_error(e: StoreError) -> WitError {
+pub(super) fn store_error(e: StoreError) -> WitError {
     match e {
         StoreError::Detached { .. } => WitError::Unavailable(e.to_string()),
         StoreError::Corrupt { .. } | StoreError::Incompatible { .. } => {
@@ -79,7 +79,7 @@ pub(crate) fn confined_real_path(
 }
 
 impl HostState {
-    fn db_grant(&self, switch: Option<DbSwitch>) -> Result<Arc<Store>, WitError> {
+    pub(super) fn db_grant(&self, switch: Option<DbSwitch>) -> Result<Arc<Store>, WitError> {
         grant::check(self.grants.granted.db.as_ref(), switch, &self.plugin)
             .map_err(|e| self.denied("db", e))?;
         self.services

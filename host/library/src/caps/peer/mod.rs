@@ -3,12 +3,15 @@
 //! link reports itself disconnected and transfers are `unavailable`.
 
 use crate::peer::{PeerError, PeerLink};
-use crate::wit::strategy::standby::plugin::peer::{Host, PeerStatus, TransferReceipt};
+use crate::wit::strategy::standby::plugin::peer::{
+    Host, PeerStatus, SentSnapshot, TransferReceipt,
+};
 use crate::wit::strategy::standby::plugin::types::{Error as WitError, FileRef};
 
 use super::HostState;
 
 pub(crate) mod grant;
+mod snapshot;
 
 impl HostState {
     fn peer_link(&self) -> Result<PeerLink, WitError> {
@@ -88,6 +91,10 @@ impl Host for HostState {
             sha256: receipt.sha256,
             duration_ms: receipt.duration_ms,
         })
+    }
+
+    async fn send_snapshot(&mut self, name: String, tag: String) -> Result<SentSnapshot, WitError> {
+        self.send_live_snapshot(name, tag).await
     }
 
     async fn send_batch(&mut self, batch_id: u64) -> Result<(), WitError> {
