@@ -16,10 +16,17 @@
 //!    (the received file stays where it is: it is copied next to the live
 //!    file with direct writes, fsync, rename; the check of stage 3 stands
 //!    since the file did not change): case 1's copies, which file-copy
-//!    keeps on the standby as restore points. Also timed: 4b,
-//!    `Store::install_moving` of the received file onto a third store (the
-//!    file renamed into place), as `db.install-moving` does for the cdc
-//!    plugin's seed of a standby; the seeding total counts 4b for 4.
+//!    keeps on the standby as restore points.
+//!
+//! And the seed of a standby as the cdc plugin sends it, on a third store:
+//!
+//! 1+2. `PeerLink::send_snapshot` of `Store::pin_snapshot`, as
+//!    `peer.send-snapshot` does: the live database read straight into the
+//!    link under its pin, hashed as it is read, no copy on the sender's disk;
+//!    the receiver as in 2;
+//! 3. the integrity check as in 3;
+//! 4. `Store::install_moving`, as `db.install-moving` does: the received
+//!    file synced and renamed into place.
 //!
 //! The baseline is coreutils `cp` (run with `std::process::Command`) of the
 //! source database file, then an fsync of the copy from this process. The
@@ -359,11 +366,10 @@ fn cp(src: &Path, work: &Path) -> Timed {
     timed
 }
 
-/// What one pipeline run took: the total (stages 1-4) and the total with
-/// the install by moving (4b) in place of 4.
+/// What one run took: case 1's copy (stages 1-4) and the seed.
 struct Totals {
     total: Timed,
-    moving: Timed,
+    seed: Timed,
 }
 
 /// A fresh, empty store in `dir` (so every run replaces the same database).
@@ -380,7 +386,7 @@ fn rows_in(store: &Store) -> u64 {
         .unwrap()
 }
 
-/// Snapshot, transfer, integrity check and install (and 4b).
+/// Snapshot, transfer, integrity check and install; then the seed.
 fn pipeline(
     rt: &tokio::runtime::Runtime,
     store: &Store,
@@ -395,7 +401,6 @@ fn pipeline(
     let b_dir = work.join(format!("b-{run}"));
     let c_dir = work.join(format!("c-{run}"));
     let store_b = fresh_store(&b_dir);
-    let store_c = fresh_store(&c_dir);
 
     let started = Instant::now();
     let stats = store.snapshot_to(&snap).unwrap();
@@ -463,27 +468,11 @@ fn pipeline(
     drop(store_b);
     std::fs::remove_dir_all(&b_dir).unwrap();
 
-    // 4b: the received file handed over (its check remembered by store_c).
-    assert!(store_c.check_copy(&received).unwrap().ok);
-    let started = Instant::now();
-    store_c.install_moving(&received).unwrap();
-    let moving = Timed {
-        bytes: size,
-        took: started.elapsed(),
-    };
-    assert!(!received.exists());
-    assert_eq!(rows_in(&store_c), rows);
-    drop(store_c);
-    std::fs::remove_dir_all(&c_dir).unwrap();
-
+    std::fs::remove_file(&received).unwrap();
     let before_install = snapshot.took + transfer.took + check.took;
     let total = Timed {
         bytes: size,
         took: before_install + install.took,
-    };
-    let total_moving = Timed {
-        bytes: size,
-        took: before_install + moving.took,
     };
     println!(
         "{}   ({} pages, {:?}, SHA-256 while copying)",
@@ -503,15 +492,82 @@ fn pipeline(
         install.line("4 install")
     );
     println!("{}", total.line("pipeline total"));
+    let seed = seed(rt, store, rows, pair, &c_dir, run);
+    Totals { total, seed }
+}
+
+/// The seed of a standby: streamed from the pinned live database, checked,
+/// installed by moving onto a fresh store in `dir`.
+fn seed(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    rows: u64,
+    pair: &mut Pair,
+    dir: &Path,
+    run: usize,
+) -> Timed {
+    let store_c = fresh_store(dir);
+    let started = Instant::now();
+    let cpu_before = cpu_used();
+    let pinned = store.pin_snapshot().unwrap().expect("the live database pins");
+    let (receipt, sent) = rt
+        .block_on(pair.a.send_snapshot("cdc", pinned, "seed.db", &format!("seed-{run}")))
+        .unwrap();
+    let incoming = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), pair.b_incoming.recv()).await
+        })
+        .expect("the receiver handed nothing over")
+        .unwrap();
+    let stream = Timed {
+        bytes: receipt.bytes,
+        took: started.elapsed(),
+    };
+    let stream_cpu = cpu_used().saturating_sub(cpu_before);
+    let Incoming::File {
+        path: received,
+        size,
+        sha256,
+        ..
+    } = incoming
+    else {
+        panic!("expected a file, got {incoming:?}")
+    };
+    assert_eq!(sha256, sent, "the peer stored other bytes");
+
+    let started = Instant::now();
+    let report = store_c.check_copy(&received).unwrap();
+    assert!(report.ok, "integrity check: {:?}", report.problems);
+    let check = Timed {
+        bytes: size,
+        took: started.elapsed(),
+    };
+    let started = Instant::now();
+    store_c.install_moving(&received).unwrap();
+    let install = Timed {
+        bytes: size,
+        took: started.elapsed(),
+    };
+    assert!(!received.exists());
+    assert_eq!(rows_in(&store_c), rows);
+    drop(store_c);
+    std::fs::remove_dir_all(dir).unwrap();
+    let total = Timed {
+        bytes: size,
+        took: stream.took + check.took + install.took,
+    };
     println!(
-        "{}   (db.install-moving, as a seed: rename into place)",
-        moving.line("4b install by moving")
+        "{}   (peer.send-snapshot: read from the pinned live database, SHA-256 as read; CPU {:.2} core-s of both nodes)",
+        stream.line("seed 1+2 streamed"),
+        stream_cpu.as_secs_f64()
     );
-    println!("{}", total_moving.line("seeding total (4b for 4)"));
-    Totals {
-        total,
-        moving: total_moving,
-    }
+    println!("{}", check.line("seed 3 integrity check"));
+    println!(
+        "{}   (db.install-moving: fsync, rename)",
+        install.line("seed 4 install by moving")
+    );
+    println!("{}", total.line("seed total"));
+    total
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -626,13 +682,13 @@ fn main() {
             (cp(&src, work.path()), t)
         };
         let ratio = totals.total.took.as_secs_f64() / cp_t.took.as_secs_f64();
-        let ratio_moving = totals.moving.took.as_secs_f64() / cp_t.took.as_secs_f64();
-        println!("  ratio pipeline total / cp: {ratio:.2} (seeding, 4b for 4: {ratio_moving:.2})");
+        let ratio_seed = totals.seed.took.as_secs_f64() / cp_t.took.as_secs_f64();
+        println!("  ratio pipeline total / cp: {ratio:.2}; seed total / cp: {ratio_seed:.2}");
         println!("  load average after the run: {}", load());
-        results.push((run, ratio, ratio_moving));
+        results.push((run, ratio, ratio_seed));
     }
     println!(
-        "summary: ratio total/cp {}; median {:.2} (seeding, 4b for 4: median {:.2})",
+        "summary: ratio total/cp {}; median {:.2}; seed total/cp median {:.2}",
         results
             .iter()
             .map(|(run, r, _)| format!("run {run} {r:.2}"))
