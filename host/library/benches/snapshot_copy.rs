@@ -509,9 +509,15 @@ fn seed(
     let store_c = fresh_store(dir);
     let started = Instant::now();
     let cpu_before = cpu_used();
-    let pinned = store.pin_snapshot().unwrap().expect("the live database pins");
+    let pinned = store
+        .pin_snapshot()
+        .unwrap()
+        .expect("the live database pins");
     let (receipt, sent) = rt
-        .block_on(pair.a.send_snapshot("cdc", pinned, "seed.db", &format!("seed-{run}")))
+        .block_on(
+            pair.a
+                .send_snapshot("cdc", pinned, "seed.db", &format!("seed-{run}")),
+        )
         .unwrap();
     let incoming = rt
         .block_on(async {

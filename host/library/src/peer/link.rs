@@ -64,6 +64,7 @@ impl PeerLink {
             tokio::spawn(connection::dial_loop(link.inner.clone()));
         }
         tokio::spawn(connection::heartbeat_loop(link.inner.clone()));
+        tokio::spawn(super::sweep::sweep_loop(Arc::downgrade(&link.inner)));
         Ok(link)
     }
 

@@ -19,6 +19,7 @@ mod redial;
 pub(crate) mod session;
 mod source;
 pub(crate) mod state;
+mod sweep;
 
 pub use auth::{AuthError, Psk, MIN_KEY_LEN};
 pub(crate) use link::PeerLink;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -228,7 +228,7 @@ pub(super) struct Inner {
     pub(super) heard: watch::Sender<u64>,
     /// One lock per transfer being received: the writer of its `.part` file
     /// holds it.
-    pub(super) part_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) part_locks: super::sweep::PartLocks,
 }
 
 pub(super) fn now_ms() -> u64 {
