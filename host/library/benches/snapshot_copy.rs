@@ -424,26 +424,12 @@ fn pipeline(
             Some(&known),
         ))
         .unwrap();
-    let incoming = rt
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), pair.b_incoming.recv()).await
-        })
-        .expect("the receiver handed nothing over")
-        .unwrap();
+    let (received, size, sha256) = received_file(rt, pair);
     let transfer = Timed {
         bytes: receipt.bytes,
         took: started.elapsed(),
     };
     let transfer_cpu = cpu_used().saturating_sub(cpu_before);
-    let Incoming::File {
-        path: received,
-        size,
-        sha256,
-        ..
-    } = incoming
-    else {
-        panic!("expected a file, got {incoming:?}")
-    };
     assert_eq!(size, stats.size);
     assert_eq!(sha256, receipt.sha256);
     assert_eq!(sha256, stats.sha256, "the peer stored other bytes");
@@ -519,26 +505,12 @@ fn seed(
                 .send_snapshot("cdc", pinned, "seed.db", &format!("seed-{run}")),
         )
         .unwrap();
-    let incoming = rt
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), pair.b_incoming.recv()).await
-        })
-        .expect("the receiver handed nothing over")
-        .unwrap();
+    let (received, size, sha256) = received_file(rt, pair);
     let stream = Timed {
         bytes: receipt.bytes,
         took: started.elapsed(),
     };
     let stream_cpu = cpu_used().saturating_sub(cpu_before);
-    let Incoming::File {
-        path: received,
-        size,
-        sha256,
-        ..
-    } = incoming
-    else {
-        panic!("expected a file, got {incoming:?}")
-    };
     assert_eq!(sha256, sent, "the peer stored other bytes");
 
     let started = Instant::now();
@@ -574,6 +546,24 @@ fn seed(
     );
     println!("{}", total.line("seed total"));
     total
+}
+
+/// The file the receiving node handed over next: its path, size and the
+/// SHA-256 it computed.
+fn received_file(rt: &tokio::runtime::Runtime, pair: &mut Pair) -> (PathBuf, u64, String) {
+    let incoming = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), pair.b_incoming.recv()).await
+        })
+        .expect("the receiver handed nothing over")
+        .unwrap();
+    let Incoming::File {
+        path, size, sha256, ..
+    } = incoming
+    else {
+        panic!("expected a file, got {incoming:?}")
+    };
+    (path, size, sha256)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
