@@ -210,6 +210,10 @@ pub(super) struct Waiter {
     pub(super) progress: watch::Sender<u64>,
 }
 
+/// The locks of transfers being received, by id: the writer of a
+/// transfer's `.part` file holds its lock.
+pub(super) type PartLocks = Mutex<HashMap<u64, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+
 /// The link's state, shared by its API, its connection and its loops.
 pub(super) struct Inner {
     pub(super) config: PeerConfig,
@@ -228,7 +232,7 @@ pub(super) struct Inner {
     pub(super) heard: watch::Sender<u64>,
     /// One lock per transfer being received: the writer of its `.part` file
     /// holds it.
-    pub(super) part_locks: super::sweep::PartLocks,
+    pub(super) part_locks: PartLocks,
 }
 
 pub(super) fn now_ms() -> u64 {

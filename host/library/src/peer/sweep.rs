@@ -5,15 +5,11 @@
 //! (at least 10 s) and whose lock nobody holds is removed, with its lock,
 //! when the link starts and then every such interval.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::state::Inner;
-
-/// The locks of transfers being received, by id (see `Inner::part_locks`).
-pub(super) type PartLocks = Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>;
+use super::state::{Inner, PartLocks};
 
 /// How long a part may go unwritten before it counts as abandoned.
 pub(super) fn abandoned_after(transfer_stall: Duration) -> Duration {
@@ -98,6 +94,9 @@ pub(super) fn sweep_abandoned(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
     use super::*;
 
     fn part(dir: &Path, id: u64, age: Duration) -> PathBuf {

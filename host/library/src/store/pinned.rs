@@ -1,17 +1,26 @@
 //! The live database held in one transaction's state while something reads
-//! it from start to end (see [`super::snapshot`] for how the main file is
-//! pinned): a snapshot file is copied from it, and a snapshot streamed to
-//! the peer is read from it directly, with no copy on this node's disk.
+//! it from start to end: a snapshot file is copied from it
+//! ([`super::snapshot`]), and a snapshot streamed to the peer is read from
+//! it directly, with no copy on this node's disk.
+//!
+//! How the main file is pinned (WAL mode): with the write lock held for a
+//! moment (no commit can happen), the WAL is written back into the main
+//! file (a passive checkpoint that must get through every frame), and a
+//! read transaction begins on a connection of the pin's own; then the write
+//! lock is let go. SQLite never writes into the main file a frame past the
+//! end of a running reader's snapshot, and every frame up to it is there
+//! already, so the main file stays that state while writers go on into the
+//! WAL, until the read transaction ends.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::snapshot::{pin_checkpointed, DeviceMark};
+use super::marks::{read_device_marks, DeviceMark};
 use super::{io_err, JournalMode, Store, StoreError};
 
 /// The main file of a WAL-mode database held in one transaction's state:
@@ -129,7 +138,7 @@ impl PinnedSnapshot {
     /// The per-device watermarks the snapshot holds.
     pub(crate) fn device_marks(&self) -> Result<Vec<DeviceMark>, StoreError> {
         let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        super::snapshot::read_device_marks(&reader).map_err(|error| StoreError::Sqlite {
+        read_device_marks(&reader).map_err(|error| StoreError::Sqlite {
             path: self.path.clone(),
             error,
         })
@@ -164,4 +173,76 @@ impl Store {
         }
         PinnedSnapshot::pin(&self.path, self.options.busy_timeout)
     }
+}
+
+/// Longest wait for the write lock before a WAL-mode snapshot falls back to
+/// the online backup (which needs no lock).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Write the WAL back into the main file with no commit possible
+/// meanwhile, and begin a read transaction on `reader` while that holds;
+/// the database's page count and page size as that transaction sees them.
+/// `None` (no transaction left open) when the write lock was not free
+/// within [`LOCK_WAIT`] or a reader held part of the WAL back.
+fn pin_checkpointed(
+    path: &Path,
+    reader: &Connection,
+    busy_timeout: Duration,
+) -> rusqlite::Result<Option<(u64, u64)>> {
+    let locker = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    locker.busy_timeout(busy_timeout.min(LOCK_WAIT))?;
+    match locker.execute_batch("BEGIN IMMEDIATE") {
+        Ok(()) => {}
+        Err(e) if is_busy(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    // No commit can happen now. A connection inside a transaction cannot
+    // checkpoint, so the reader does it before it begins its own. Another
+    // connection's checkpoint (a writer's automatic one) may be running: a
+    // passive checkpoint does not wait for it, so try again until it ends.
+    let until = Instant::now() + busy_timeout.min(LOCK_WAIT);
+    loop {
+        let (busy, log, done): (i64, i64, i64) =
+            reader.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy == 0 && done == log {
+            break;
+        }
+        if busy == 0 || Instant::now() >= until {
+            // A reader older than this moment holds frames back (or the
+            // other checkpoint does not end).
+            tracing::debug!(
+                busy,
+                frames = log,
+                written = done,
+                "the WAL could not be written back whole"
+            );
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    reader.execute_batch("BEGIN")?;
+    let pinned = (|| {
+        reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        let pages: i64 = reader.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let size: i64 = reader.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages as u64, size as u64))
+    })();
+    if pinned.is_err() {
+        let _ = reader.execute_batch("ROLLBACK");
+    }
+    // Dropping the locker ends its transaction: writers go on, into the WAL.
+    drop(locker);
+    pinned.map(Some)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }

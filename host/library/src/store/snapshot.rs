@@ -1,15 +1,9 @@
 //! Consistent copies of the live database, and integrity checks.
 //!
 //! In WAL mode a snapshot is a copy of the main file, taken while it holds
-//! exactly one transaction's state and cannot change: with the write lock
-//! held for a moment (no commit can happen), the WAL is written back into
-//! the main file (a passive checkpoint that must get through every frame),
-//! and a read transaction begins on a connection of the snapshot's own; then
-//! the write lock is let go. SQLite never writes into the main file a frame
-//! past the end of a running reader's snapshot, and every frame up to it is
-//! there already, so the main file stays that state while writers go on
-//! (into the WAL) and the kernel copies it (hashed beside the copy, see
-//! [`super::copy`]). The copy's header says rollback
+//! exactly one transaction's state and cannot change (pinned, see
+//! [`super::pinned`]): the kernel copies it (hashed beside the copy, see
+//! [`super::copy`]) while writers go on into the WAL. The copy's header says rollback
 //! journal (bytes 18 and 19 set to 1, as `PRAGMA journal_mode = DELETE`
 //! sets them): a standalone file without `-wal` or `-shm`.
 //!
@@ -28,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::copy::{copy_cached, create, hash_file};
+use super::marks::DeviceMark;
 use super::pinned::{PinnedSnapshot, STANDALONE_HEADER};
 use super::stamp::FileStamp;
 use super::{io_err, StoreError};
@@ -72,10 +67,6 @@ pub struct IntegrityReport {
     pub page_count: u64,
 }
 
-/// Longest wait for the write lock before a WAL-mode snapshot falls back to
-/// the online backup (which needs no lock).
-const LOCK_WAIT: Duration = Duration::from_secs(1);
-
 /// The WAL-mode snapshot of the database at `path` as a copy of its main
 /// file (see the module's notes). `Ok(None)`: the main file could not be
 /// pinned in one transaction's state; nothing was written.
@@ -109,74 +100,6 @@ pub(super) fn copy_main_file(
         stamp,
         method: SnapshotMethod::FileCopy,
     }))
-}
-
-/// Write the WAL back into the main file with no commit possible
-/// meanwhile, and begin a read transaction on `reader` while that holds;
-/// the database's page count and page size as that transaction sees them.
-/// `None` (no transaction left open) when the write lock was not free
-/// within [`LOCK_WAIT`] or a reader held part of the WAL back.
-pub(super) fn pin_checkpointed(
-    path: &Path,
-    reader: &Connection,
-    busy_timeout: Duration,
-) -> rusqlite::Result<Option<(u64, u64)>> {
-    let locker = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    locker.busy_timeout(busy_timeout.min(LOCK_WAIT))?;
-    match locker.execute_batch("BEGIN IMMEDIATE") {
-        Ok(()) => {}
-        Err(e) if is_busy(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    // No commit can happen now. A connection inside a transaction cannot
-    // checkpoint, so the reader does it before it begins its own. Another
-    // connection's checkpoint (a writer's automatic one) may be running: a
-    // passive checkpoint does not wait for it, so try again until it ends.
-    let until = Instant::now() + busy_timeout.min(LOCK_WAIT);
-    loop {
-        let (busy, log, done): (i64, i64, i64) =
-            reader.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-        if busy == 0 && done == log {
-            break;
-        }
-        if busy == 0 || Instant::now() >= until {
-            // A reader older than this moment holds frames back (or the
-            // other checkpoint does not end).
-            tracing::debug!(
-                busy,
-                frames = log,
-                written = done,
-                "the WAL could not be written back whole"
-            );
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    reader.execute_batch("BEGIN")?;
-    let pinned = (|| {
-        reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-        let pages: i64 = reader.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let size: i64 = reader.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        Ok((pages as u64, size as u64))
-    })();
-    if pinned.is_err() {
-        let _ = reader.execute_batch("ROLLBACK");
-    }
-    // Dropping the locker ends its transaction: writers go on, into the WAL.
-    drop(locker);
-    pinned.map(Some)
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }
 
 /// Copy everything `src` can see into a new database file at `dest` with
@@ -269,37 +192,12 @@ pub fn integrity_check(path: &Path) -> Result<IntegrityReport, StoreError> {
     })
 }
 
-/// What a database holds for one device incarnation: every event up to
-/// `contiguous` is in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct DeviceMark {
-    /// The device.
-    pub device_id: u32,
-    /// Its log incarnation.
-    pub incarnation: u64,
-    /// The contiguous watermark.
-    pub contiguous: u64,
-}
-
 /// The per-device contiguous watermarks recorded in the database at `path`,
 /// opened read-only.
 pub(crate) fn device_marks(path: &Path) -> Result<Vec<DeviceMark>, StoreError> {
     let conn = open_read_only(path)?;
-    read_device_marks(&conn).map_err(|error| StoreError::Sqlite {
+    super::marks::read_device_marks(&conn).map_err(|error| StoreError::Sqlite {
         path: path.to_path_buf(),
         error,
     })
-}
-
-/// The per-device contiguous watermarks `conn` sees.
-pub(super) fn read_device_marks(conn: &Connection) -> rusqlite::Result<Vec<DeviceMark>> {
-    let mut stmt = conn.prepare("SELECT device_id, incarnation, contiguous FROM device_logs")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(DeviceMark {
-            device_id: r.get(0)?,
-            incarnation: r.get::<_, i64>(1)? as u64,
-            contiguous: r.get::<_, i64>(2)? as u64,
-        })
-    })?;
-    rows.collect()
 }
