@@ -360,10 +360,13 @@ impl Cdc {
 
     /// Standby: tell the active node where this node's database stands.
     fn report(&mut self) -> Result<()> {
-        self.reported_at = clock::now();
+        // Not connected: nothing is sent, and the next tick tries again (the
+        // active node ships nothing until it knows where this node stands, so
+        // the first report must go as soon as the link is up).
         if !peer::status().connected {
             return Ok(());
         }
+        self.reported_at = clock::now();
         let p = db::position()?;
         if self.stopped.is_some() && p.seq >= self.stopped_through {
             // An operator's retry or skip got the database past the batch.
