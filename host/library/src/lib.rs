@@ -37,9 +37,11 @@ pub mod store;
 pub(crate) mod wit;
 
 /// Not part of the API: internals the project's own benchmarks measure
-/// directly (the peer link's transfer). No stability promise.
+/// directly (the peer link's transfer) and its fuzz targets drive (the peer
+/// link's decoders). No stability promise.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::peer::fuzzing::peer_decoders;
     pub use crate::peer::link::PeerLink;
     pub use crate::peer::state::{Incoming, KnownDigest, PeerConfig};
 }

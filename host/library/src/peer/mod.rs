@@ -11,6 +11,7 @@ pub(crate) mod admission;
 pub(crate) mod auth;
 pub(crate) mod cipher;
 mod connection;
+pub(crate) mod fuzzing;
 pub(crate) mod link;
 mod outgoing;
 pub(crate) mod proto;
