@@ -26,7 +26,7 @@ pub use profile::{
     AcceptKeyword, AcceptSetting, DevicesSection, DurableAck, GatewaySection, PluginEntry, Profile,
     Site, SiteRole, StoreSection, PROFILE_VERSION,
 };
-pub use settings::flatten_settings;
+pub use settings::{flatten_settings, SettingError};
 
 /// The profile's top-level sections: a `STANDBY_*` environment variable is
 /// a profile key only when its first level is one of these. Others (logging,

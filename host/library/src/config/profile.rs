@@ -431,8 +431,9 @@ impl LoadedProfile {
                         ));
                     }
                 }
-                super::flatten_settings(&entry.settings)
-                    .map_err(|(k, m)| self.invalid(format!("{key}.settings.{k}"), m))?;
+                super::flatten_settings(&entry.settings).map_err(|e| {
+                    self.invalid(format!("{key}.settings.{}", e.key), e.to_string())
+                })?;
                 entry
                     .grants
                     .validate()

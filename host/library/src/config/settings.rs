@@ -2,10 +2,20 @@
 
 use crate::plugin::{Setting, SettingValue};
 
+/// A plugin setting the host cannot pass on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem}")]
+pub struct SettingError {
+    /// The setting's dotted key.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
 /// Flatten a settings table. Errors name the (dotted) key.
 pub fn flatten_settings(
     table: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<Setting>, (String, String)> {
+) -> Result<Vec<Setting>, SettingError> {
     let mut out = Vec::new();
     flatten_into("", table, &mut out)?;
     Ok(out)
@@ -15,7 +25,7 @@ fn flatten_into(
     prefix: &str,
     table: &serde_json::Map<String, serde_json::Value>,
     out: &mut Vec<Setting>,
-) -> Result<(), (String, String)> {
+) -> Result<(), SettingError> {
     use serde_json::Value;
     for (k, v) in table {
         let key = if prefix.is_empty() {
@@ -36,10 +46,10 @@ fn flatten_into(
                     match item {
                         Value::String(s) => texts.push(s.clone()),
                         _ => {
-                            return Err((
+                            return Err(SettingError {
                                 key,
-                                "arrays in plugin settings may hold only strings".into(),
-                            ))
+                                problem: "arrays in plugin settings may hold only strings",
+                            })
                         }
                     }
                 }
@@ -49,7 +59,12 @@ fn flatten_into(
                 flatten_into(&key, inner, out)?;
                 continue;
             }
-            Value::Null => return Err((key, "has no value".into())),
+            Value::Null => {
+                return Err(SettingError {
+                    key,
+                    problem: "has no value",
+                })
+            }
         };
         out.push(Setting { key, value });
     }

@@ -477,8 +477,8 @@ fn plugin_spec(
         .grants
         .resolve(data_dir, &loaded.base_dir)
         .map_err(|e| invalid(format!("grants.{}", e.key), e.to_string()))?;
-    let settings =
-        flatten_settings(&entry.settings).map_err(|(k, m)| invalid(format!("settings.{k}"), m))?;
+    let settings = flatten_settings(&entry.settings)
+        .map_err(|e| invalid(format!("settings.{}", e.key), e.to_string()))?;
     Ok(PluginSpec {
         name: entry.instance_name(),
         source: loaded.plugin_source(entry),

@@ -170,12 +170,11 @@ pub async fn check_plugins(
             let shape = runtime
                 .check(&name, &source.to_string(), &component, world, &entry.grants)
                 .map_err(|e| build::plugin_error(loaded, &key, e))?;
-            let settings =
-                flatten_settings(&entry.settings).map_err(|(k, m)| ConfigError::Invalid {
-                    file: loaded.file.clone(),
-                    key: format!("{key}.settings.{k}"),
-                    message: m,
-                })?;
+            let settings = flatten_settings(&entry.settings).map_err(|e| ConfigError::Invalid {
+                file: loaded.file.clone(),
+                key: format!("{key}.settings.{}", e.key),
+                message: e.to_string(),
+            })?;
             runtime
                 .probe(&name, &source, Some(&settings))
                 .await
