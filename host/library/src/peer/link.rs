@@ -227,7 +227,7 @@ impl PeerLink {
             source: &source,
             checksum: Checksum::Known(sha256),
         };
-        self.transfer(transfer, started).await
+        self.transfer(&transfer, started).await
     }
 
     /// Stream a snapshot of the live database, `pinned`, to the peer's
@@ -250,7 +250,6 @@ impl PeerLink {
         let source = Source::Pinned(Arc::new(pinned));
         // A stream is not offered again later: an id of its own.
         let id = rand::random::<u64>();
-        let hash = Arc::new(Mutex::new(RunningHash::new(size)));
         let transfer = Transfer {
             id,
             plugin,
@@ -258,28 +257,26 @@ impl PeerLink {
             tag,
             size,
             source: &source,
-            checksum: Checksum::Running(hash.clone()),
+            checksum: Checksum::Running(Arc::new(Mutex::new(RunningHash::new(size)))),
         };
-        let receipt = self.transfer(transfer, started).await?;
-        let sent = hash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .digest()
-            .map(str::to_string)
+        let receipt = self.transfer(&transfer, started).await?;
+        let sent = transfer
+            .checksum
+            .known()
             .ok_or_else(|| PeerError::Shrank(source.path().to_path_buf()))?;
         Ok((receipt, sent))
     }
 
     /// Send `t` until the peer has it, retrying over new connections while
     /// the stall bound allows.
-    async fn transfer(&self, t: Transfer<'_>, started: Instant) -> Result<Receipt, PeerError> {
+    async fn transfer(&self, t: &Transfer<'_>, started: Instant) -> Result<Receipt, PeerError> {
         let stall = self.inner.config.transfer_stall;
         // When the peer last confirmed anything about this transfer (counting
         // from the start, and across redials).
         let mut progressed = Instant::now();
         let mut resumed_from = 0;
         loop {
-            let e = match self.try_transfer(&t, &mut progressed).await {
+            let e = match self.try_transfer(t, &mut progressed).await {
                 Ok((bytes, got, have)) => {
                     resumed_from = resumed_from.max(have);
                     return Ok(Receipt {

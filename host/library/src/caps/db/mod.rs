@@ -434,6 +434,23 @@ fn not_yet(what: &str, with: &str) -> WitError {
     ))
 }
 
+/// A snapshot of the live database at `staged` (in the host's staging
+/// folder; anything there before is replaced), and what it holds for each
+/// device, read from the copy itself: once the other site confirms it,
+/// those events are durable there. On failure nothing is left at `staged`.
+pub(super) fn snapshot_staged(
+    store: &Store,
+    staged: &Path,
+) -> Result<(crate::store::SnapshotStats, Vec<crate::store::DeviceMark>), WitError> {
+    let _ = std::fs::remove_file(staged);
+    let stats = store.snapshot_to(staged).map_err(store_error)?;
+    let marks = crate::store::device_marks(staged).map_err(|e| {
+        let _ = std::fs::remove_file(staged);
+        store_error(e)
+    })?;
+    Ok((stats, marks))
+}
+
 /// Snapshot into the staging directory (with its checksum) and move into
 /// place over the placeholder.
 #[allow(clippy::too_many_arguments)]
@@ -455,12 +472,7 @@ fn take_snapshot(
     WitError,
 > {
     let name = format!("snapshot-{}-{id}.db", std::process::id());
-    let staged = staging.join(&name);
-    let _ = std::fs::remove_file(&staged);
-    let stats = store.snapshot_to(&staged).map_err(store_error)?;
-    // What the copy holds for each device, read from the copy itself: once the
-    // other site confirms it, these events are durable there.
-    let marks = crate::store::device_marks(&staged).map_err(store_error)?;
+    let (stats, marks) = snapshot_staged(store, &staging.join(&name))?;
     let staging_dir = cap_std::fs::Dir::open_ambient_dir(staging, cap_std::ambient_authority())
         .map_err(|e| io_error("staging directory", e))?;
     let sha256 = stats.sha256.clone();

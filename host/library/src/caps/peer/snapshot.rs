@@ -3,11 +3,11 @@
 //! it is read), or, where it cannot be pinned, staged by the host as a
 //! snapshot file and sent as one.
 
-use crate::store::{device_marks, DeviceMark, PinnedSnapshot, Store};
+use crate::store::{DeviceMark, PinnedSnapshot, Store};
 use crate::wit::strategy::standby::plugin::peer::{SentSnapshot, TransferReceipt};
 use crate::wit::strategy::standby::plugin::types::Error as WitError;
 
-use super::super::db::store_error;
+use super::super::db::{snapshot_staged, store_error};
 use super::super::{blocking, io_error, HostState};
 use super::peer_error;
 
@@ -100,12 +100,7 @@ fn take(store: &Store, staged: std::path::PathBuf) -> Result<Taken, WitError> {
     if let Some(dir) = staged.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_error("staging directory", e))?;
     }
-    let _ = std::fs::remove_file(&staged);
-    let stats = store.snapshot_to(&staged).map_err(store_error)?;
-    let marks = device_marks(&staged).map_err(|e| {
-        let _ = std::fs::remove_file(&staged);
-        store_error(e)
-    })?;
+    let (stats, marks) = snapshot_staged(store, &staged)?;
     Ok(Taken::Staged {
         path: staged,
         stats,
