@@ -6,7 +6,7 @@
 //!    hashed while it is copied, synced), as `db.snapshot` takes it;
 //! 2. transfer: the copy streamed to the other node over the real peer link
 //!    (`PeerLink::send_file`, PSK-authenticated TCP on loopback, every frame
-//!    encrypted with ChaCha20-Poly1305), offered with the checksum the
+//!    encrypted with AES-256-GCM), offered with the checksum the
 //!    snapshot computed (as `peer.send-file` does for a snapshot the host
 //!    placed), the receiver hashing what it writes and checking it against
 //!    the offer after its fsync;
@@ -28,6 +28,10 @@
 //! 4. `Store::install_moving`, as `db.install-moving` does: the received
 //!    file synced and renamed into place.
 //!
+//! And the floor under both ([`floor`]): the least work any copy over an
+//! encrypted link does on this machine (AES-256-GCM over loopback TCP, no
+//! checksum, no protocol), alone and with the integrity check beside it.
+//!
 //! The baseline is coreutils `cp` (run with `std::process::Command`) of the
 //! source database file, then an fsync of the copy from this process. The
 //! database (one table of 4 KiB random blobs, WAL) is built first. Runs
@@ -37,6 +41,9 @@
 //! (or `SNAPSHOT_BENCH_MIB=N`, `SNAPSHOT_BENCH_DIR=PATH`, `SNAPSHOT_BENCH_RUNS=N`;
 //! default 1024 MiB under the system temporary directory, 3 runs).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod floor;
+mod machine;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -50,6 +57,8 @@ use standby_host::peer::Psk;
 use standby_host::plugin::Role;
 use standby_host::store::{Store, StoreOptions};
 use tokio::sync::{mpsc, watch};
+
+use machine::{cached, cpu_used, df_t, first_line_with, free_bytes, load, mb, mb_s, sh, Timed};
 
 /// Size of one row's blob.
 const BLOB: usize = 4096;
@@ -101,88 +110,6 @@ fn args() -> Args {
         dir: dir.unwrap_or_else(std::env::temp_dir),
         runs: runs.unwrap_or(3).max(1) as usize,
     }
-}
-
-/// Standard output of a command, trimmed; what went wrong otherwise.
-fn sh(cmd: &str, args: &[&str]) -> String {
-    match Command::new(cmd).args(args).output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        Ok(o) => format!(
-            "({cmd} failed: {})",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => format!("({cmd} unavailable: {e})"),
-    }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-/// `df -T` of the filesystem holding `dir`, without the header.
-fn df_t(dir: &Path) -> String {
-    let out = sh("df", &["-T", path_str(dir)]);
-    out.lines().last().unwrap_or(&out).to_string()
-}
-
-/// Bytes free for this user on the filesystem holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let out = sh("df", &["-Pk", path_str(dir)]);
-    let kib: u64 = out
-        .lines()
-        .nth(1)?
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// How much of `path` is in the page cache, by `fincore`.
-fn cached(path: &Path) -> String {
-    let out = sh("fincore", &["-b", "-n", "-o", "RES,SIZE", path_str(path)]);
-    let nums: Vec<u64> = out
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    match nums[..] {
-        [res, size] if size > 0 => format!(
-            "{} of {} MB in the page cache ({:.0} %, fincore)",
-            mb(res),
-            mb(size),
-            100.0 * res as f64 / size as f64
-        ),
-        _ => format!("unknown ({out})"),
-    }
-}
-
-fn first_line_with(path: &str, prefix: &str) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines().find(|l| l.starts_with(prefix)).map(|l| {
-                l[prefix.len()..]
-                    .trim_matches([' ', '\t', ':', '=', '"'])
-                    .to_string()
-            })
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The 1, 5 and 15 minute load averages (other work on the machine skews
-/// the figures).
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / 1e6)
-}
-
-fn mb_s(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
 fn free_port() -> u16 {
@@ -309,37 +236,6 @@ async fn pair(dir: &Path) -> Pair {
         b_incoming,
         _a_incoming: a_incoming,
         _local: [local_a, local_b],
-    }
-}
-
-struct Timed {
-    bytes: u64,
-    took: Duration,
-}
-
-/// CPU time this process has used (user + system), from `/proc/self/stat`
-/// (clock ticks of 10 ms): how busy a stage kept the two cores.
-fn cpu_used() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // After the command name in parentheses: fields 3.. ; utime and stime
-    // are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-impl Timed {
-    fn line(&self, what: &str) -> String {
-        format!(
-            "  {what:<24} {:>9} MB {:>8.2} s {:>8.1} MB/s",
-            mb(self.bytes),
-            self.took.as_secs_f64(),
-            mb_s(self.bytes, self.took)
-        )
     }
 }
 
@@ -576,6 +472,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// One run's times as multiples of its `cp` + fsync.
+struct Ratios {
+    run: usize,
+    total: f64,
+    seed: f64,
+    floor: f64,
+    floor_checked: f64,
+}
+
+/// The pipeline and the seed, then the floor alone and with the check
+/// beside it.
+fn pipeline_and_floor(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    rows: u64,
+    pair: &mut Pair,
+    work: &Path,
+    run: usize,
+) -> (Totals, [floor::Floor; 2]) {
+    let totals = pipeline(rt, store, rows, pair, work, run);
+    let dest = work.join("floor-copy.db");
+    let alone = floor::encrypted_stream(store.path(), &dest, None);
+    println!(
+        "{}   (AES-256-GCM over loopback, no checksum; CPU {:.2} core-s)",
+        alone.timed.line("floor"),
+        alone.cpu.as_secs_f64()
+    );
+    let checked = floor::encrypted_stream(store.path(), &dest, Some(store.path()));
+    println!(
+        "{}   (the same, the source's integrity check beside it; CPU {:.2} core-s)",
+        checked.timed.line("floor + check beside"),
+        checked.cpu.as_secs_f64()
+    );
+    (totals, [alone, checked])
+}
+
 fn main() {
     let args = args();
     let target = args.size_mib << 20;
@@ -670,28 +602,44 @@ fn main() {
                 "the pipeline first, then cp"
             }
         );
-        let (cp_t, totals) = if cp_first {
+        let (cp_t, (totals, floors)) = if cp_first {
             let c = cp(&src, work.path());
-            (c, pipeline(&rt, &store, rows, &mut pair, work.path(), run))
+            (
+                c,
+                pipeline_and_floor(&rt, &store, rows, &mut pair, work.path(), run),
+            )
         } else {
-            let t = pipeline(&rt, &store, rows, &mut pair, work.path(), run);
+            let t = pipeline_and_floor(&rt, &store, rows, &mut pair, work.path(), run);
             (cp(&src, work.path()), t)
         };
-        let ratio = totals.total.took.as_secs_f64() / cp_t.took.as_secs_f64();
-        let ratio_seed = totals.seed.took.as_secs_f64() / cp_t.took.as_secs_f64();
-        println!("  ratio pipeline total / cp: {ratio:.2}; seed total / cp: {ratio_seed:.2}");
+        let of_cp = |t: &Timed| t.took.as_secs_f64() / cp_t.took.as_secs_f64();
+        let r = Ratios {
+            run,
+            total: of_cp(&totals.total),
+            seed: of_cp(&totals.seed),
+            floor: of_cp(&floors[0].timed),
+            floor_checked: of_cp(&floors[1].timed),
+        };
+        println!(
+            "  ratio to cp: pipeline total {:.2}; seed total {:.2}; floor {:.2}; floor with the check beside it {:.2}; seed total / floor {:.2}",
+            r.total, r.seed, r.floor, r.floor_checked, r.seed / r.floor
+        );
         println!("  load average after the run: {}", load());
-        results.push((run, ratio, ratio_seed));
+        results.push(r);
     }
+    let med = |f: fn(&Ratios) -> f64| median(results.iter().map(f).collect());
     println!(
-        "summary: ratio total/cp {}; median {:.2}; seed total/cp median {:.2}",
+        "summary: ratio total/cp {}; median {:.2}; seed total/cp median {:.2}; floor/cp median {:.2}, with the check beside it {:.2}; seed total/floor median {:.2}",
         results
             .iter()
-            .map(|(run, r, _)| format!("run {run} {r:.2}"))
+            .map(|r| format!("run {} {:.2}", r.run, r.total))
             .collect::<Vec<_>>()
             .join(", "),
-        median(results.iter().map(|r| r.1).collect()),
-        median(results.iter().map(|r| r.2).collect()),
+        med(|r| r.total),
+        med(|r| r.seed),
+        med(|r| r.floor),
+        med(|r| r.floor_checked),
+        med(|r| r.seed / r.floor),
     );
     drop(store);
 }
