@@ -151,7 +151,9 @@ impl WitnessClient {
         granted(reply, sent)
     }
 
-    /// Extend `lease` by `ttl` from now.
+    /// Extend `lease` by `ttl` from now, with one request answered before
+    /// anything else is sent (a node renews with [`WitnessClient::renewals`]).
+    #[cfg(test)]
     pub(crate) async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LeaseError> {
         let sent = Instant::now();
         let reply = self
@@ -187,6 +189,87 @@ impl WitnessClient {
         }
     }
 
+    /// A connection of its own on which the renewals of `lease` go out on
+    /// a cadence, each without waiting for the answer to the one before
+    /// (so a slow answer does not delay the next renewal): the connection
+    /// the lease was granted on when there is one (no handshake to wait
+    /// for), otherwise one dialled within `within`. Other calls dial their
+    /// own meanwhile.
+    pub(crate) async fn renewals(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+        within: Duration,
+    ) -> Result<(RenewalSender, RenewalAnswers), LeaseError> {
+        let kept = self.conn.lock().await.take();
+        let c = match kept {
+            Some(c) => c,
+            None => match tokio::time::timeout(within, self.connect()).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(source)) => return Err(self.unreachable(source)),
+                Err(_) => return Err(self.unreachable(CallError::Timeout(within))),
+            },
+        };
+        let Conn {
+            mut rd,
+            wr,
+            out_cipher,
+            mut in_cipher,
+        } = c;
+        let (tx, answers) = tokio::sync::mpsc::channel(MAX_RENEWALS_IN_FLIGHT);
+        // Frames are read whole on a task of their own: a read cut short
+        // would lose the rest of its frame.
+        let reader = tokio::spawn(async move {
+            loop {
+                let answer = read_frame::<_, Reply>(&mut rd, &mut in_cipher)
+                    .await
+                    .map_err(CallError::Frame);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok((
+            RenewalSender {
+                wr,
+                out_cipher,
+                epoch: lease.epoch,
+                ttl_ms: ttl.as_millis() as u64,
+                sent: std::collections::VecDeque::new(),
+            },
+            RenewalAnswers {
+                answers,
+                reader: reader.abort_handle(),
+            },
+        ))
+    }
+
+    fn unreachable(&self, source: CallError) -> LeaseError {
+        LeaseError::Unreachable {
+            addr: self.addr,
+            source,
+        }
+    }
+
+    /// Dial the witness and authenticate.
+    async fn connect(&self) -> Result<Conn, CallError> {
+        let mut stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(CallError::Connect)?;
+        let (_, (out_cipher, in_cipher)) =
+            session::dial(&mut stream, &self.psk, &self.node_id, None)
+                .await
+                .map_err(CallError::Frame)?;
+        let (rd, wr) = stream.into_split();
+        Ok(Conn {
+            rd,
+            wr,
+            out_cipher,
+            in_cipher,
+        })
+    }
+
     async fn call(&self, request: Request) -> Result<Reply, LeaseError> {
         let mut slot = self.conn.lock().await;
         let reused = slot.is_some();
@@ -216,22 +299,7 @@ impl WitnessClient {
         let run = async {
             let c = match slot.as_mut() {
                 Some(c) => c,
-                None => {
-                    let mut stream = TcpStream::connect(self.addr)
-                        .await
-                        .map_err(CallError::Connect)?;
-                    let (_, (out_cipher, in_cipher)) =
-                        session::dial(&mut stream, &self.psk, &self.node_id, None)
-                            .await
-                            .map_err(CallError::Frame)?;
-                    let (rd, wr) = stream.into_split();
-                    slot.insert(Conn {
-                        rd,
-                        wr,
-                        out_cipher,
-                        in_cipher,
-                    })
-                }
+                None => slot.insert(self.connect().await?),
             };
             write_frame(&mut c.wr, &mut c.out_cipher, &request)
                 .await
@@ -251,6 +319,74 @@ impl WitnessClient {
                 Err(unreachable(CallError::Timeout(self.timeout)))
             }
         }
+    }
+}
+
+/// Renewals unanswered at once on a renewal connection, at most (at the
+/// default cadence, 1.6 s of them: the lease ends long before).
+pub(crate) const MAX_RENEWALS_IN_FLIGHT: usize = 32;
+
+/// The sending side of [`WitnessClient::renewals`]: remembers when each
+/// renewal went out, so its answer extends the lease from then.
+pub(crate) struct RenewalSender {
+    wr: OwnedWriteHalf,
+    out_cipher: FrameCipher,
+    epoch: u64,
+    ttl_ms: u64,
+    sent: std::collections::VecDeque<Instant>,
+}
+
+impl RenewalSender {
+    /// Send one renewal; false (nothing sent) while
+    /// [`MAX_RENEWALS_IN_FLIGHT`] are unanswered.
+    pub(crate) async fn send(&mut self) -> Result<bool, CallError> {
+        if self.sent.len() >= MAX_RENEWALS_IN_FLIGHT {
+            return Ok(false);
+        }
+        let request = Request::Renew {
+            epoch: self.epoch,
+            ttl_ms: self.ttl_ms,
+        };
+        self.sent.push_back(Instant::now());
+        write_frame(&mut self.wr, &mut self.out_cipher, &request)
+            .await
+            .map_err(CallError::Frame)?;
+        Ok(true)
+    }
+
+    /// What `reply`, the answer to the oldest unanswered renewal, grants:
+    /// the lease from when that renewal was sent.
+    pub(crate) fn answered(&mut self, reply: Reply) -> Result<Lease, LeaseError> {
+        let sent = self
+            .sent
+            .pop_front()
+            .ok_or_else(|| LeaseError::Protocol(format!("an answer to no renewal: {reply:?}")))?;
+        granted(reply, sent)
+    }
+}
+
+/// The answers on a renewal connection, in the order the renewals went out
+/// (the witness answers a connection's requests one by one).
+pub(crate) struct RenewalAnswers {
+    answers: tokio::sync::mpsc::Receiver<Result<Reply, CallError>>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl RenewalAnswers {
+    /// The next answer; an error when the connection failed. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Result<Reply, CallError> {
+        match self.answers.recv().await {
+            Some(answer) => answer,
+            None => Err(CallError::Frame(FrameError::Io(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            )))),
+        }
+    }
+}
+
+impl Drop for RenewalAnswers {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 

@@ -1,7 +1,8 @@
 //! The witness on real TCP on loopback, nodes as its clients: leases, epochs
 //! on disk, a restarted witness honouring the recorded lease, refusal of a
-//! wrong key, and an isolated active node that stops acknowledging before
-//! another node gets the lease.
+//! wrong key, an isolated active node that stops acknowledging before
+//! another node gets the lease, and an active node that keeps its lease
+//! through a jittery link to the witness.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -220,6 +221,61 @@ async fn an_isolated_active_stops_acknowledging_before_another_node_gets_the_lea
         a_closed - cut_at,
         b_granted - cut_at
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_keeps_its_lease_through_150_ms_of_jitter_each_way_on_the_witness_link() {
+    use super::{hold, AckGate, LeaseSettings};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let w = WitnessProc::start(dir.path(), 5_000).await;
+    // Every frame each way held back 0-150 ms: answers up to 300 ms late,
+    // against a gate that closes 400 ms after the last answered renewal
+    // went out (the defaults). Renewals that waited for the answer before
+    // them would leave 50 ms + two answers' worth, and close it.
+    let link = Proxy::start_with_jitter(w.addr, Duration::from_millis(150)).await;
+    let a = Arc::new(WitnessClient::new(
+        link.addr,
+        Psk::new(KEY.as_bytes().to_vec()).unwrap(),
+        "a",
+        Duration::from_secs(2),
+    ));
+    let settings = LeaseSettings::default();
+    // Granted for 2 s on a direct link, so that the keeper's first dial and
+    // handshake through the jitter (several round trips) fit; every renewal
+    // after it is the default 500 ms, through the jitter.
+    let lease = client(&w, "a")
+        .acquire(Duration::from_secs(2))
+        .await
+        .unwrap();
+    let gate = Arc::new(AckGate::closed());
+    let (_keeper, mut ended) = hold(a.clone(), lease, settings, gate.clone());
+    // The keeper opens the gate on its own thread.
+    let opened_by = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !gate.is_open() {
+        assert!(
+            tokio::time::Instant::now() < opened_by,
+            "the gate never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(7);
+    let mut checks = 0u32;
+    while tokio::time::Instant::now() < until {
+        assert!(
+            gate.is_open(),
+            "the gate closed after {checks} checks under jitter"
+        );
+        assert!(ended.try_recv().is_err(), "the lease ended under jitter");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // And b still cannot take it.
+    let b = client(&w, "b");
+    assert!(matches!(
+        b.acquire(settings.ttl).await,
+        Err(LeaseError::Denied { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

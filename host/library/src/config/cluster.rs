@@ -99,13 +99,15 @@ fn default_suspect_after_ms() -> u64 {
     400
 }
 fn default_lease_ttl_ms() -> u64 {
-    800
+    crate::cluster::LeaseSettings::default().ttl.as_millis() as u64
 }
 fn default_lease_renew_ms() -> u64 {
-    200
+    crate::cluster::LeaseSettings::default()
+        .renew_every
+        .as_millis() as u64
 }
 fn default_lease_margin_ms() -> u64 {
-    150
+    crate::cluster::LeaseSettings::default().margin.as_millis() as u64
 }
 fn default_startup_grace_ms() -> u64 {
     3_000

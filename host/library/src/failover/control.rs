@@ -24,6 +24,10 @@ use crate::role::Role;
 
 const MANUAL_EPOCH_FILE: &str = "manual-epoch";
 
+/// How long after the end of another node's lease, as the witness counted
+/// it, a suspecting standby asks for the lease.
+const LEASE_END_SLACK: Duration = Duration::from_millis(2);
+
 /// The epoch of the last forced promotion on this node (no witness), or 0.
 pub(crate) fn read_manual_epoch(data_dir: &Path) -> u64 {
     std::fs::read_to_string(data_dir.join(MANUAL_EPOCH_FILE))
@@ -143,7 +147,7 @@ pub(crate) async fn run(
                 shut_down(&c.core, &mut c.state).await;
                 return;
             }
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep_until(c.next_wake(tick).into()) => {}
             end = lease_ended(&mut c.held) => {
                 let reason = match end {
                     Some(LeaseEnd::Expired { reason, .. }) => format!("lease expired: {reason}"),
@@ -176,6 +180,19 @@ async fn lease_ended(held: &mut Option<Held>) -> Option<LeaseEnd> {
 }
 
 impl Controller {
+    /// When the loop next runs its pass: after `tick`, or sooner when a
+    /// suspecting standby is due to ask the witness again (the moment the
+    /// old lease runs out, not up to a tick after it).
+    fn next_wake(&self, tick: Duration) -> Instant {
+        let now = Instant::now();
+        let regular = now + tick;
+        if self.watch.suspected.is_some() && self.state.role() == Role::Standby {
+            regular.min(self.watch.next_try.max(now + Duration::from_millis(1)))
+        } else {
+            regular
+        }
+    }
+
     /// One pass of the loop: durable marks, the peer's epoch, and the step
     /// of the current role.
     async fn tick(&mut self) {
@@ -237,6 +254,8 @@ impl Controller {
         let Some(suspicion) = watch.peer.suspicion(now.into()) else {
             if watch.suspected.take().is_some() {
                 tracing::info!("the active peer is heard again; suspicion withdrawn");
+                // A later suspicion asks the witness at once.
+                watch.next_try = now;
             }
             watch.said.clear();
             return None;
@@ -254,11 +273,17 @@ impl Controller {
                 if view.epoch > self.state.epoch() {
                     self.state.saw_epoch(view.epoch, "the witness");
                 }
-                let other_holds = view.holder.as_deref().is_some_and(|h| h != core.node_id)
-                    && view.remaining_ms > 0;
+                // The witness names a holder only while its lease runs.
+                let other_holds = view.holder.as_deref().is_some_and(|h| h != core.node_id);
                 if other_holds {
-                    self.watch.next_try = now
-                        + Duration::from_millis(view.remaining_ms).min(settings.detector.heartbeat);
+                    // Ask again each heartbeat interval (a lease given back
+                    // is free at once), and the moment it runs out, counted
+                    // from the answer's arrival (after the witness
+                    // counted): the witness counts whole ms left, so a
+                    // little after.
+                    let until_free = Duration::from_millis(view.remaining_ms) + LEASE_END_SLACK;
+                    self.watch.next_try =
+                        Instant::now() + until_free.min(settings.detector.heartbeat);
                     self.watch.say(format!(
                         "the witness says {} holds the lease at epoch {}; waiting",
                         view.holder.unwrap_or_default(),
