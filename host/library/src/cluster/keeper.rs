@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::gate::AckGate;
-use super::lease::{Lease, LeaseError, RenewalAnswers, RenewalSender, WitnessClient};
+use super::lease::{CallError, Lease, LeaseError, RenewalAnswers, RenewalSender, WitnessClient};
 
 /// Lease timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,9 +168,7 @@ async fn keep(
 ) -> LeaseEnd {
     let mut last_error = String::from("no renewal answered");
     loop {
-        if let Some(deadline) = lease.expires.checked_sub(settings.margin) {
-            gate.open_until(deadline.into_std());
-        }
+        open_gate(gate, &lease, settings);
         if !lease.valid(settings.margin) {
             return LeaseEnd::Expired {
                 epoch: lease.epoch,
@@ -183,14 +181,16 @@ async fn keep(
             .renewals(&lease, settings.ttl, lease.left(settings.margin))
             .await;
         let stopped = match dialled {
-            Ok((sender, answers)) => renew(sender, answers, &mut lease, settings, gate).await,
-            Err(e) => Stopped::Broken(e.to_string()),
+            Ok((sender, answers)) => {
+                renew(client, sender, answers, &mut lease, settings, gate).await
+            }
+            Err(e) => Stopped::Broken(e),
         };
         match stopped {
             Stopped::Ended(end) => return end,
-            Stopped::Broken(reason) => {
-                tracing::warn!(error = %reason, left = ?lease.left(settings.margin), "lease renewal failed");
-                last_error = reason;
+            Stopped::Broken(e) => {
+                tracing::warn!(error = %e, left = ?lease.left(settings.margin), "lease renewal failed");
+                last_error = e.to_string();
                 // Not a busy loop against a witness that refuses connections.
                 let pause = settings.renew_every.min(lease.left(settings.margin));
                 tokio::time::sleep(pause).await;
@@ -199,12 +199,20 @@ async fn keep(
     }
 }
 
+/// Keep `gate` open until `lease`'s end minus the margin.
+fn open_gate(gate: &AckGate, lease: &Lease, settings: LeaseSettings) {
+    if let Some(deadline) = lease.expires.checked_sub(settings.margin) {
+        gate.open_until(deadline.into_std());
+    }
+}
+
 /// Why [`renew`] returned.
 enum Stopped {
     /// The lease ended.
     Ended(LeaseEnd),
-    /// The renewal connection failed, and why.
-    Broken(String),
+    /// The renewal connection failed, or nothing was answered on it before
+    /// the margin.
+    Broken(LeaseError),
 }
 
 /// Renew `lease` over one connection: a renewal every `renew_every`, each
@@ -212,42 +220,45 @@ enum Stopped {
 /// late (a jittery link) delay no renewal; each granted answer extends the
 /// lease from when its renewal went out, and the gate with it.
 async fn renew(
+    client: &WitnessClient,
     mut sender: RenewalSender,
     mut answers: RenewalAnswers,
     lease: &mut Lease,
     settings: LeaseSettings,
     gate: &AckGate,
 ) -> Stopped {
+    // Nothing answered within the window a renewal opens.
+    let unanswered = || {
+        client.unreachable(CallError::Timeout(
+            settings.ttl.saturating_sub(settings.margin),
+        ))
+    };
     let mut cadence = tokio::time::interval(settings.renew_every);
     cadence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let Some(deadline) = lease.expires.checked_sub(settings.margin) else {
-            return Stopped::Broken("the lease ran out".into());
+            return Stopped::Broken(unanswered());
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                return Stopped::Broken("no renewal answered before the margin".into());
-            }
+            _ = tokio::time::sleep_until(deadline) => return Stopped::Broken(unanswered()),
             _ = cadence.tick() => {
                 match tokio::time::timeout_at(deadline, sender.send()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Stopped::Broken(e.to_string()),
-                    Err(_) => return Stopped::Broken("a renewal could not be sent before the margin".into()),
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Stopped::Broken(client.unreachable(e)),
+                    Err(_) => return Stopped::Broken(unanswered()),
                 }
             }
             answer = answers.next() => {
                 let reply = match answer {
                     Ok(reply) => reply,
-                    Err(e) => return Stopped::Broken(e.to_string()),
+                    Err(e) => return Stopped::Broken(client.unreachable(e)),
                 };
                 match sender.answered(reply) {
                     Ok(renewed) => {
                         // Answers come in order, each from a later renewal.
                         if renewed.epoch == lease.epoch && renewed.expires > lease.expires {
                             *lease = renewed;
-                            if let Some(d) = lease.expires.checked_sub(settings.margin) {
-                                gate.open_until(d.into_std());
-                            }
+                            open_gate(gate, lease, settings);
                         }
                     }
                     Err(LeaseError::Denied { reason, epoch, .. }) => {
@@ -257,7 +268,7 @@ async fn renew(
                             reason,
                         });
                     }
-                    Err(e) => return Stopped::Broken(e.to_string()),
+                    Err(e) => return Stopped::Broken(e),
                 }
             }
         }

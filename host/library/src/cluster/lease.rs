@@ -245,7 +245,8 @@ impl WitnessClient {
         ))
     }
 
-    fn unreachable(&self, source: CallError) -> LeaseError {
+    /// The witness could not be reached, for `source`.
+    pub(crate) fn unreachable(&self, source: CallError) -> LeaseError {
         LeaseError::Unreachable {
             addr: self.addr,
             source,
@@ -292,10 +293,6 @@ impl WitnessClient {
         slot: &mut tokio::sync::MutexGuard<'_, Option<Conn>>,
         request: Request,
     ) -> Result<Reply, LeaseError> {
-        let unreachable = |source: CallError| LeaseError::Unreachable {
-            addr: self.addr,
-            source,
-        };
         let run = async {
             let c = match slot.as_mut() {
                 Some(c) => c,
@@ -312,11 +309,11 @@ impl WitnessClient {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(reason)) => {
                 **slot = None;
-                Err(unreachable(reason))
+                Err(self.unreachable(reason))
             }
             Err(_) => {
                 **slot = None;
-                Err(unreachable(CallError::Timeout(self.timeout)))
+                Err(self.unreachable(CallError::Timeout(self.timeout)))
             }
         }
     }
@@ -337,11 +334,11 @@ pub(crate) struct RenewalSender {
 }
 
 impl RenewalSender {
-    /// Send one renewal; false (nothing sent) while
-    /// [`MAX_RENEWALS_IN_FLIGHT`] are unanswered.
-    pub(crate) async fn send(&mut self) -> Result<bool, CallError> {
+    /// Send one renewal; nothing while [`MAX_RENEWALS_IN_FLIGHT`] are
+    /// unanswered.
+    pub(crate) async fn send(&mut self) -> Result<(), CallError> {
         if self.sent.len() >= MAX_RENEWALS_IN_FLIGHT {
-            return Ok(false);
+            return Ok(());
         }
         let request = Request::Renew {
             epoch: self.epoch,
@@ -350,8 +347,7 @@ impl RenewalSender {
         self.sent.push_back(Instant::now());
         write_frame(&mut self.wr, &mut self.out_cipher, &request)
             .await
-            .map_err(CallError::Frame)?;
-        Ok(true)
+            .map_err(CallError::Frame)
     }
 
     /// What `reply`, the answer to the oldest unanswered renewal, grants:
