@@ -274,6 +274,18 @@ fn fresh_store(dir: &Path) -> Store {
     Store::open(dir.join("biostar2.db"), StoreOptions::default()).unwrap()
 }
 
+/// Stage 3: `store`'s integrity check of the received copy at `received`
+/// (`size` bytes), which must pass.
+fn integrity_check(store: &Store, received: &Path, size: u64) -> Timed {
+    let started = Instant::now();
+    let report = store.check_copy(received).unwrap();
+    assert!(report.ok, "integrity check: {:?}", report.problems);
+    Timed {
+        bytes: size,
+        took: started.elapsed(),
+    }
+}
+
 /// Rows in the `bench_fill` table of `store`'s database.
 fn rows_in(store: &Store) -> u64 {
     rusqlite::Connection::open_with_flags(store.path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -332,13 +344,7 @@ fn pipeline(
     // The sender's copy is no longer needed (and the disk may be small).
     std::fs::remove_file(&snap).unwrap();
 
-    let started = Instant::now();
-    let report = store_b.check_copy(&received).unwrap();
-    assert!(report.ok, "integrity check: {:?}", report.problems);
-    let check = Timed {
-        bytes: size,
-        took: started.elapsed(),
-    };
+    let check = integrity_check(&store_b, &received, size);
 
     let started = Instant::now();
     store_b.install_from(&received).unwrap();
@@ -409,13 +415,7 @@ fn seed(
     let stream_cpu = cpu_used().saturating_sub(cpu_before);
     assert_eq!(sha256, sent, "the peer stored other bytes");
 
-    let started = Instant::now();
-    let report = store_c.check_copy(&received).unwrap();
-    assert!(report.ok, "integrity check: {:?}", report.problems);
-    let check = Timed {
-        bytes: size,
-        took: started.elapsed(),
-    };
+    let check = integrity_check(&store_c, &received, size);
     let started = Instant::now();
     store_c.install_moving(&received).unwrap();
     let install = Timed {
