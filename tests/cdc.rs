@@ -122,20 +122,21 @@ async fn application_writes_and_device_events_follow_to_the_standby_and_survive_
     let strategy = &sb["strategies"][0]["status"]["Ok"];
     assert_eq!(strategy["healthy"], true, "{sb}");
     // Nothing B applied was captured again at B: its log holds only the
-    // marker of the position it applied through.
-    let b_log: Vec<(i64, String)> =
-        Connection::open_with_flags(&b, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap()
-            .prepare("SELECT seq, op FROM standby_changes")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let applied: i64 = Connection::open_with_flags(&b, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    // marker of the position it applied through. Both read in one read
+    // transaction: B goes on applying the device's events meanwhile.
+    let mut b_conn = Connection::open_with_flags(&b, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let b_read = b_conn.transaction().unwrap();
+    let b_log: Vec<(i64, String)> = b_read
+        .prepare("SELECT seq, op FROM standby_changes")
         .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let applied: i64 = b_read
         .query_row("SELECT seq FROM standby_applied", [], |r| r.get(0))
         .unwrap();
+    drop(b_read);
     assert_eq!(b_log, [(applied, String::from("O"))]);
 
     // A is killed: B takes over with everything A committed.
